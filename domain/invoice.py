@@ -1,0 +1,173 @@
+"""The Invoice aggregate: a team's bill for a period.
+
+Lifecycle: drafted (lines from priced usage, exact nanos) -> finalized (a number from the team's
+sequence, the total rounded once to the currency's minor unit, half-even, with the rounding
+difference kept) -> paid (a Stripe reference), or voided (with a reason) before payment. A
+correction after finalization is a credit note, never an edit.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidInputError, InvalidStateError
+from domain.ids import invoice_id_for
+from domain.money import check_amount_nanos, round_to_minor_units
+
+INVOICE_LINES_MAX = 10_000
+LINE_DESCRIPTION_LENGTH_MAX = 500
+
+
+class InvoiceStatus(StrEnum):
+    DRAFT = "draft"
+    FINALIZED = "finalized"
+    PAID = "paid"
+    VOID = "void"
+
+
+def check_period(period_start: str, period_end: str) -> None:
+    try:
+        start, end = date.fromisoformat(period_start), date.fromisoformat(period_end)
+    except ValueError:
+        raise InvalidInputError("period_start and period_end must be dates (YYYY-MM-DD)") from None
+    if end <= start:
+        raise InvalidInputError("period_end must be after period_start (the end is exclusive)")
+
+
+def check_lines(lines: list[dict[str, Any]]) -> None:
+    if len(lines) > INVOICE_LINES_MAX:
+        raise InvalidInputError(f"an invoice has at most {INVOICE_LINES_MAX} lines")
+    for number, line in enumerate(lines, start=1):
+        description = line.get("description")
+        if not isinstance(description, str) or not 1 <= len(description) <= \
+                LINE_DESCRIPTION_LENGTH_MAX:
+            raise InvalidInputError(
+                f"line {number}: description must be 1 to {LINE_DESCRIPTION_LENGTH_MAX} characters"
+            )
+        check_amount_nanos(f"line {number} amount_nanos", line.get("amount_nanos"),
+                           allow_zero=True, allow_negative=True)
+        quantity = line.get("quantity", 1)
+        if type(quantity) is not int or quantity < 0:
+            raise InvalidInputError(f"line {number}: quantity must be a whole number >= 0")
+
+
+class Invoice(Aggregate):
+    @staticmethod
+    def create_id(team_id: UUID, period_start: str, period_end: str) -> UUID:
+        return invoice_id_for(team_id, period_start, period_end)
+
+    @event("Drafted")
+    def __init__(self, team_id: UUID, currency: str, period_start: str, period_end: str,
+                 lines: list[dict[str, Any]], subtotal_nanos: int, actor: str) -> None:
+        self.team_id = team_id
+        self.currency = currency
+        self.period_start = period_start
+        self.period_end = period_end
+        self.lines = lines
+        self.subtotal_nanos = subtotal_nanos
+        self.status = InvoiceStatus.DRAFT
+        self.number: str | None = None
+        self.total_minor: int | None = None
+        self.rounding_difference_nanos = 0
+        self.payment_reference: str | None = None
+        self.credited_nanos = 0
+        self.credit_note_ids: list[str] = []
+
+    @classmethod
+    def draft(cls, *, team_id: UUID, currency: str, period_start: str, period_end: str,
+              lines: list[dict[str, Any]], actor: str) -> Invoice:
+        check_period(period_start, period_end)
+        check_lines(lines)
+        subtotal = sum(int(line["amount_nanos"]) for line in lines)
+        return cls(team_id=team_id, currency=currency, period_start=period_start,
+                   period_end=period_end, lines=lines, subtotal_nanos=subtotal, actor=actor)
+
+    def check_status(self, *allowed: InvoiceStatus) -> None:
+        if self.status not in allowed:
+            names = " or ".join(s.value for s in allowed)
+            raise InvalidStateError(
+                f"invoice {self.id} is {InvoiceStatus(self.status).value}; "
+                f"this needs it {names}"
+            )
+
+    def finalize(self, number: str, actor: str) -> None:
+        self.check_status(InvoiceStatus.DRAFT)
+        rounded = round_to_minor_units(self.subtotal_nanos, self.currency)
+        self._finalized(number=number, total_nanos=rounded.rounded_nanos,
+                        total_minor=rounded.amount_minor,
+                        rounding_difference_nanos=rounded.rounding_difference_nanos,
+                        actor=actor)
+
+    @event("Finalized")
+    def _finalized(self, number: str, total_nanos: int, total_minor: int,
+                   rounding_difference_nanos: int, actor: str) -> None:
+        self.number = number
+        self.total_minor = total_minor
+        self.rounding_difference_nanos = rounding_difference_nanos
+        self.status = InvoiceStatus.FINALIZED
+
+    def mark_paid(self, payment_reference: str, actor: str) -> None:
+        self.check_status(InvoiceStatus.FINALIZED)
+        if not payment_reference.strip():
+            raise InvalidInputError("payment_reference must name the Stripe payment or invoice")
+        self._paid(payment_reference=payment_reference, actor=actor)
+
+    @event("Paid")
+    def _paid(self, payment_reference: str, actor: str) -> None:
+        self.payment_reference = payment_reference
+        self.status = InvoiceStatus.PAID
+
+    def void(self, reason: str, actor: str) -> None:
+        self.check_status(InvoiceStatus.DRAFT, InvoiceStatus.FINALIZED)
+        if not reason.strip():
+            raise InvalidInputError("a void needs a reason")
+        self._voided(reason=reason, actor=actor)
+
+    @event("Voided")
+    def _voided(self, reason: str, actor: str) -> None:
+        self.status = InvoiceStatus.VOID
+
+    def issue_credit_note(self, credit_note_id: str, amount_nanos: int, reason: str,
+                          actor: str) -> None:
+        self.check_status(InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
+        check_amount_nanos("amount_nanos", amount_nanos)
+        if credit_note_id in self.credit_note_ids:
+            raise InvalidStateError(f"credit note {credit_note_id} is already issued")
+        total_nanos = self.subtotal_nanos + self.rounding_difference_nanos
+        if self.credited_nanos + amount_nanos > total_nanos:
+            raise InvalidStateError(
+                f"credit notes would total {self.credited_nanos + amount_nanos} nanos, more "
+                f"than the invoice total of {total_nanos} nanos"
+            )
+        if not reason.strip():
+            raise InvalidInputError("a credit note needs a reason")
+        self._credit_note_issued(credit_note_id=credit_note_id, amount_nanos=amount_nanos,
+                                 reason=reason, actor=actor)
+
+    @event("CreditNoteIssued")
+    def _credit_note_issued(self, credit_note_id: str, amount_nanos: int, reason: str,
+                            actor: str) -> None:
+        self.credit_note_ids.append(credit_note_id)
+        self.credited_nanos += amount_nanos
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "invoice_id": str(self.id),
+            "team_id": str(self.team_id),
+            "currency": self.currency,
+            "period_start": self.period_start,
+            "period_end": self.period_end,
+            "status": InvoiceStatus(self.status).value,
+            "number": self.number,
+            "subtotal_nanos": self.subtotal_nanos,
+            "total_minor": self.total_minor,
+            "rounding_difference_nanos": self.rounding_difference_nanos,
+            "payment_reference": self.payment_reference,
+            "credited_nanos": self.credited_nanos,
+            "lines": self.lines,
+        }
