@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES: list[str] = [
+    "adapters.cli_runtime",
+    "adapters.cli_audit",
 ]
 
 

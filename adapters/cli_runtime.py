@@ -1,0 +1,138 @@
+"""`ledger up`, `ledger consume` and `ledger demo`.
+
+`ledger up` runs the whole service in one process: with no LEDGER_DATABASE_URL / LEDGER_NATS_URL
+it starts embedded PostgreSQL and NATS under the data folder (kept between runs), creates the
+stream, and runs every runner of `adapters.runtime_services.UP_RUNNERS` until Ctrl-C. It writes
+the URLs to `<data folder>/servers.json` so `ledger demo` and `ledger consume` in another
+terminal find the same servers.
+
+`ledger consume` is one usage consumer process (what compose runs two or more of): it serves the
+partitions of member `--member` of `--members`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+from rich.console import Console
+
+from adapters.runtime_services import UP_RUNNERS, Runtime, load_runner, run_together
+from adapters.settings import Settings
+from adapters.usage_settings import IngestSettings
+from adapters.wiring import running_servers
+
+SERVERS_FILE = "servers.json"
+console = Console(stderr=True)
+
+
+def servers_file(data_dir: Path) -> Path:
+    return data_dir.resolve() / SERVERS_FILE
+
+
+def configured_runtime(settings: Settings) -> Runtime:
+    """URLs from the environment, else from a running `ledger up` in the data folder."""
+    database_url, nats_url = settings.database_url, settings.nats_url
+    if database_url is None or nats_url is None:
+        path = servers_file(settings.data_dir)
+        if not path.exists():
+            raise SystemExit(
+                "no servers configured: set LEDGER_DATABASE_URL and LEDGER_NATS_URL, or start "
+                f"`ledger up` first (it writes {path})")
+        written = json.loads(path.read_text())
+        database_url = database_url or written["database_url"]
+        nats_url = nats_url or written["nats_url"]
+    return Runtime(database_url=database_url, nats_url=nats_url,
+                   data_dir=settings.data_dir.resolve(), ingest=IngestSettings.from_env())
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    ingest = IngestSettings.from_env()
+    runners = [load_runner(spec) for spec in UP_RUNNERS]
+    with running_servers(settings) as servers:
+        runtime = Runtime(database_url=servers.database_url, nats_url=servers.nats_url,
+                          data_dir=settings.data_dir.resolve(), ingest=ingest)
+        path = servers_file(settings.data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"database_url": servers.database_url,
+                                    "nats_url": servers.nats_url, "pid": os.getpid()}))
+        console.print(f"[bold]ledger up[/bold]  data folder: {runtime.data_dir}"
+                      f"{' (embedded servers)' if servers.embedded else ''}")
+        console.print(f"  PostgreSQL: {servers.database_url}")
+        console.print(f"  NATS:       {servers.nats_url}")
+        console.print(f"  runners:    {', '.join(UP_RUNNERS)}")
+        console.print("  publish usage on ledger.usage.v1.<account_id>; try `ledger demo` in "
+                      "another terminal; Ctrl-C stops")
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            stop_on_signals(stop)
+            await run_together(runtime, runners, stop)
+
+        try:
+            asyncio.run(main())
+        finally:
+            path.unlink(missing_ok=True)
+            console.print("ledger stopped")
+    return 0
+
+
+def run_consume(args: argparse.Namespace) -> int:
+    from adapters.usage_consumer import partitions_for_member
+    from adapters.usage_runner import consume
+
+    runtime = configured_runtime(Settings.from_env())
+    if args.partitions:
+        try:
+            partitions = [int(p) for p in args.partitions.split(",")]
+        except ValueError:
+            raise SystemExit("--partitions takes numbers separated by commas, e.g. 0,2,4") from None
+    else:
+        partitions = partitions_for_member(runtime.ingest.partitions, args.member, args.members)
+    console.print(f"usage consumer: partitions {partitions} of {runtime.ingest.partitions}, "
+                  f"NATS {runtime.nats_url}")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await consume(runtime, stop, partitions, console)
+
+    asyncio.run(main())
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from adapters.usage_demo import run_demo as demo
+
+    runtime = configured_runtime(Settings.from_env())
+    return asyncio.run(demo(runtime, records=args.records, console=console))
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = subparsers.add_parser("up", help="run the whole ledger on this machine (embedded "
+                               "PostgreSQL and NATS unless configured)")
+    up.set_defaults(handler=run_up)
+
+    consume = subparsers.add_parser("consume", help="run one usage consumer process")
+    consume.add_argument("--member", type=int, default=0,
+                         help="this process's number among --members (from 0)")
+    consume.add_argument("--members", type=int, default=1,
+                         help="how many consumer processes share the partitions")
+    consume.add_argument("--partitions", default="",
+                         help="explicit partitions to serve, e.g. 0,1,2 (overrides --member)")
+    consume.set_defaults(handler=run_consume)
+
+    demo = subparsers.add_parser("demo", help="register demo teams and publish realistic usage")
+    demo.add_argument("--records", type=int, default=5000, help="usage records to publish")
+    demo.set_defaults(handler=run_demo)

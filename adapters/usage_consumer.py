@@ -1,0 +1,302 @@
+"""The usage consumer: JetStream partitions in, one ledger transaction per batch, acks after it.
+
+For each partition this process serves, a loop fetches up to `batch_size` messages (waiting at
+most `wait_ms` for a batch to fill once the first message is there), decodes each with the
+pydantic bus contract, and hands the batch to the process's one writer thread, which calls
+`Ledger.record_usage_batch`. Only after that call returned (the transaction committed) are the
+messages acknowledged:
+
+- recorded and duplicate records: `ack`;
+- rejected ones (bad JSON, bad fields, unknown or closed account, conflict, no package): their
+  original payload goes to `ledger.usage.rejected` with the reason in headers, and then the
+  message is terminated (`term`), so it never blocks the records behind it;
+- if the commit failed (database down, a bug): every message of the batch is `nak`ed with a
+  delay and comes again; a valid record is never given up on.
+
+A crash at any point before the acks means redelivery, and redelivery is harmless: the ledger's
+idempotency keys (in the same transaction as the charges) answer "duplicate". Rejections found
+here, before the service (bad JSON, bad fields), are counted in the ledger's counters exactly
+once, keyed by stream sequence, so a redelivered bad message is not counted twice.
+
+In-flight work is bounded: at most `in_flight_max` fetched batches are held by the process at
+any time, whatever the rate the producers publish at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+from eventsourcing.persistence import IntegrityError
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import FetchTimeoutError
+
+from adapters.bus_contract import BusRejection, decode_usage
+from adapters.bus_stream import NAK_DELAY_SECONDS, consumer_name, ensure_stream
+from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
+from domain.usage import UsageRecord
+from services.keyed_recording import KeyRow, RejectionRow
+from services.ledger import Ledger
+from services.outcomes import UsageBatchOutcome
+
+log = logging.getLogger(__name__)
+
+# Bus-level rejections are keyed by stream sequence in this scope, so each is counted once.
+BUS_REJECTION_SCOPE = "bus_rejection"
+COUNTER_INVALID = "usage_invalid"
+# A fetch with nothing to deliver returns after this long, so a stop request is seen promptly.
+IDLE_FETCH_SECONDS = 1.0
+# Header values are single lines of bounded length.
+HEADER_VALUE_LENGTH_MAX = 1000
+REJECTED_PUBLISH_TIMEOUT_SECONDS = 5.0
+
+FETCH_TIMEOUTS = (asyncio.TimeoutError, NatsTimeoutError, FetchTimeoutError)
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+    commit_failures: int = 0
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    msg: Msg
+    code: str
+    message: str
+
+
+# Called after each committed batch with the committed records (benchmarks measure latency).
+CommitHook = Callable[[list[UsageRecord]], None]
+
+
+def _subject_account(subject: str) -> str | None:
+    """The account token of `ledger.usage.v1.<partition>.<account_id>`."""
+    parts = subject.split(".")
+    return parts[4] if len(parts) == 5 else None
+
+
+def _header_value(text: str) -> str:
+    return " ".join(text.split())[:HEADER_VALUE_LENGTH_MAX]
+
+
+def split_by_repeats(items: Sequence[tuple[Msg, UsageRecord]]
+                     ) -> list[list[tuple[Msg, UsageRecord]]]:
+    """Groups in which each usage_id appears once: the n-th copy of an id goes to group n.
+
+    The service answers per usage_id; with one copy per group its answer maps back to exactly
+    one message. Groups commit in order, so later copies meet the earlier ones as stored keys.
+    """
+    seen: dict[str, int] = {}
+    groups: list[list[tuple[Msg, UsageRecord]]] = []
+    for msg, record in items:
+        index = seen.get(record.usage_id, 0)
+        seen[record.usage_id] = index + 1
+        if index == len(groups):
+            groups.append([])
+        groups[index].append((msg, record))
+    return groups
+
+
+class UsageConsumer:
+    def __init__(self, ledger: Ledger, nats_url: str, *, partitions: Sequence[int],
+                 settings: IngestSettings | None = None, create_stream: bool = True,
+                 on_commit: CommitHook | None = None) -> None:
+        self.ledger = ledger
+        self.nats_url = nats_url
+        self.settings = settings or IngestSettings.from_env()
+        for partition in partitions:
+            if not 0 <= partition < self.settings.partitions:
+                raise ValueError(f"partition {partition} is outside "
+                                 f"0..{self.settings.partitions - 1}")
+        self.partitions = list(partitions)
+        self.create_stream = create_stream
+        self.on_commit = on_commit
+        self.stats = IngestStats()
+        self._stopping = asyncio.Event()
+        self._stream_epoch = ""
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume until `stop` is set (or `stop()` is called); then finish the batches in hand,
+        acknowledge them and return."""
+        connection = await nats.connect(self.nats_url, name="ledger-usage-consumer",
+                                        max_reconnect_attempts=-1)
+        js = connection.jetstream()
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-usage-writer")
+        try:
+            if self.create_stream:
+                await ensure_stream(js, self.settings)
+            info = await js.stream_info(STREAM_NAME)
+            created = info.created or datetime.fromtimestamp(0, UTC)
+            self._stream_epoch = created.isoformat()
+            in_flight = asyncio.Semaphore(self.settings.in_flight_max)
+            loops = [asyncio.create_task(self._serve(connection, p, writer, in_flight),
+                                         name=f"usage-partition-{p}")
+                     for p in self.partitions]
+            stopper = asyncio.create_task(self._stopping.wait())
+            waits: list[asyncio.Task[Any]] = [stopper, *loops]
+            if stop is not None:
+                waits.append(asyncio.create_task(stop.wait()))
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            self._stopping.set()
+            results = await asyncio.gather(*loops, return_exceptions=True)
+            for task in waits:
+                if not task.done():
+                    task.cancel()
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+        finally:
+            writer.shutdown(wait=True)
+            await connection.drain()
+
+    async def _serve(self, connection: Client, partition: int, writer: ThreadPoolExecutor,
+                     in_flight: asyncio.Semaphore) -> None:
+        js = connection.jetstream()
+        subscription = await js.pull_subscribe_bind(durable=consumer_name(partition),
+                                                    stream=STREAM_NAME)
+        wait_seconds = self.settings.wait_ms / 1000
+        while not self._stopping.is_set():
+            async with in_flight:
+                try:
+                    msgs = await subscription.fetch(self.settings.batch_size,
+                                                    timeout=IDLE_FETCH_SECONDS)
+                except FETCH_TIMEOUTS:
+                    continue
+                deadline = time.monotonic() + wait_seconds
+                while len(msgs) < self.settings.batch_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0.001:
+                        break
+                    try:
+                        msgs += await subscription.fetch(self.settings.batch_size - len(msgs),
+                                                         timeout=remaining)
+                    except FETCH_TIMEOUTS:
+                        break
+                await self._handle(js, msgs, writer)
+        await subscription.unsubscribe()
+
+    async def _handle(self, js: nats.js.JetStreamContext, msgs: list[Msg],
+                      writer: ThreadPoolExecutor) -> None:
+        valid: list[tuple[Msg, UsageRecord]] = []
+        rejected: list[Rejected] = []
+        for msg in msgs:
+            decoded = decode_usage(msg.data, _subject_account(msg.subject))
+            if isinstance(decoded, BusRejection):
+                rejected.append(Rejected(msg, decoded.code, decoded.message))
+            else:
+                valid.append((msg, decoded))
+        groups = split_by_repeats(valid)
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes = await loop.run_in_executor(writer, self._commit, groups, list(rejected))
+        except Exception:
+            self.stats.commit_failures += 1
+            log.exception("could not commit a batch of %d usage messages; they will be "
+                          "delivered again in %.0fs", len(msgs), NAK_DELAY_SECONDS)
+            for msg in msgs:
+                await msg.nak(delay=NAK_DELAY_SECONDS)
+            return
+        committed: list[UsageRecord] = []
+        to_ack: list[Msg] = []
+        for group, outcome in zip(groups, outcomes, strict=True):
+            recorded = {r.usage_id for r in outcome.recorded}
+            refused = {r.usage_id: r for r in outcome.rejections}
+            for msg, record in group:
+                rejection = refused.get(record.usage_id)
+                if rejection is not None:
+                    rejected.append(Rejected(msg, rejection.code, rejection.message))
+                    continue
+                if record.usage_id in recorded:
+                    committed.append(record)
+                to_ack.append(msg)
+            self.stats.recorded += len(outcome.recorded)
+            self.stats.duplicates += len(outcome.duplicates)
+        # Rejections are stored on the rejected subject before their message is let go, so a
+        # crash in between repeats the publish (deduplicated by its Nats-Msg-Id), never loses it.
+        for item in rejected:
+            await self._publish_rejection(js, item)
+        for msg in to_ack:
+            await msg.ack()
+        for item in rejected:
+            await item.msg.term()
+        self.stats.messages += len(msgs)
+        self.stats.rejected += len(rejected)
+        self.stats.batches += 1
+        for item in rejected:
+            self.stats.rejected_by_code[item.code] = self.stats.rejected_by_code.get(item.code,
+                                                                                     0) + 1
+        if self.on_commit is not None and committed:
+            self.on_commit(committed)
+
+    def _commit(self, groups: list[list[tuple[Msg, UsageRecord]]],
+                rejected: list[Rejected]) -> list[UsageBatchOutcome]:
+        """In the writer thread: record each group (one transaction each), then count the
+        bus-level rejections once."""
+        outcomes = [self.ledger.record_usage_batch([record for _, record in group])
+                    for group in groups]
+        if rejected:
+            self._count_bus_rejections(rejected)
+        return outcomes
+
+    def _rejection_key(self, msg: Msg) -> str:
+        return f"{STREAM_NAME}@{self._stream_epoch}:{msg.metadata.sequence.stream}"
+
+    def _count_bus_rejections(self, rejected: list[Rejected]) -> None:
+        by_key = {self._rejection_key(item.msg): item for item in rejected}
+        for _attempt in range(2):
+            known = self.ledger.keyed.select_keys(BUS_REJECTION_SCOPE, list(by_key))
+            new = {key: item for key, item in by_key.items() if key not in known}
+            if not new:
+                return
+            now = datetime.now(UTC)
+            try:
+                self.ledger.save(
+                    idempotency_keys=[KeyRow(BUS_REJECTION_SCOPE, key, item.code, item.code)
+                                      for key, item in new.items()],
+                    usage_rejections=[RejectionRow("", "", item.code, item.message, "", now)
+                                      for item in new.values()],
+                    counters={COUNTER_INVALID: len(new)},
+                )
+                return
+            except IntegrityError:
+                continue  # another process counted some of them first: look again
+
+    async def _publish_rejection(self, js: nats.js.JetStreamContext, item: Rejected) -> None:
+        sequence = item.msg.metadata.sequence.stream
+        headers = {
+            "Nats-Msg-Id": f"rejected:{self._stream_epoch}:{sequence}",
+            "Ledger-Rejection-Code": item.code,
+            "Ledger-Rejection-Reason": _header_value(item.message),
+            "Ledger-Original-Subject": item.msg.subject,
+            "Ledger-Original-Sequence": str(sequence),
+        }
+        await js.publish(REJECTED_SUBJECT, item.msg.data, headers=headers,
+                         timeout=REJECTED_PUBLISH_TIMEOUT_SECONDS)
+
+
+def partitions_for_member(partitions: int, member: int, members: int) -> list[int]:
+    """The partitions consumer process `member` of `members` serves: every members-th one."""
+    if not 1 <= members <= partitions:
+        raise ValueError(f"--members must be 1 to the partition count ({partitions}), "
+                         f"got {members}")
+    if not 0 <= member < members:
+        raise ValueError(f"--member must be 0 to {members - 1}, got {member}")
+    return [p for p in range(partitions) if p % members == member]

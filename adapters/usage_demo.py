@@ -1,0 +1,172 @@
+"""`ledger demo`: a few teams, accounts and packages, then realistic usage over the bus.
+
+Setting up is idempotent (deterministic keys and idempotency keys), so the demo can run again
+against the same data folder. Usage comes in waves: a steady trickle, then bursts, over several
+models, with some failed requests and two bad records that end on the rejected subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from adapters.bus_contract import usage_subject
+from adapters.runtime_services import Runtime
+from adapters.usage_publisher import UsagePublisher
+from adapters.wiring import open_ledger
+from domain.errors import InvalidInputError
+from domain.package import Package
+from domain.pricing import PriceTerms
+from domain.usage import UsageRecord
+from services.actor import Actor
+from services.ledger import Ledger
+
+MODELS = ("claude-code-small", "claude-code-large", "gpt-x", "gpt-x-mini", "embed-1")
+FAILURE_RATE_PERCENT = 7
+BURST_EVERY_RECORDS = 1000
+BURST_SIZE_RECORDS = 500
+STEADY_CHUNK_RECORDS = 100
+STEADY_PAUSE_SECONDS = 0.05
+DEMO_RECORDS_MAX = 1_000_000
+WAIT_FOR_LEDGER_SECONDS = 120.0
+NANOS_PER_UNIT = 10**9
+
+DEMO_TEAMS = {
+    "acme": ("Acme Robotics", ["alice", "bob", "ci-bot"]),
+    "globex": ("Globex", ["carol", "dan"]),
+    "initech": ("Initech", ["erin", "frank", "grace", "build-key"]),
+}
+DEMO_PACKAGES = {
+    "starter": PriceTerms(request_nanos=50_000, input_token_nanos=3_000,
+                          cached_input_token_nanos=300, output_token_nanos=15_000),
+    "pro": PriceTerms(request_nanos=0, input_token_nanos=2_500, cached_input_token_nanos=250,
+                      output_token_nanos=12_000, bill_failed_requests=True),
+}
+
+
+@dataclass(frozen=True)
+class PricedAccount:
+    account_id: UUID
+    terms: PriceTerms
+
+
+def ensure_package(ledger: Ledger, key: str, terms: PriceTerms, operator: Actor) -> UUID:
+    try:
+        return ledger.create_package(package_key=key, name=key.title(), currency="USD",
+                                     terms=terms, actor=operator)
+    except InvalidInputError:
+        return Package.create_id(key)  # created by an earlier run
+
+
+def open_priced_accounts(ledger: Ledger, *, team_key: str, count: int, package_key: str,
+                         terms: PriceTerms, names: list[str] | None = None,
+                         since: datetime | None = None) -> list[PricedAccount]:
+    """A team with `count` accounts on one package in force since `since` (a day ago)."""
+    owner, operator = Actor(f"{team_key}-owner"), Actor.operator("demo-operator")
+    package_id = ensure_package(ledger, package_key, terms, operator)
+    team_id = ledger.register_team(team_key=team_key, name=team_key.title(), currency="USD",
+                                   timezone="UTC", actor=owner,
+                                   idempotency_key=f"team:{team_key}")
+    starts = since or datetime.now(UTC) - timedelta(days=1)
+    accounts = []
+    for n in range(count):
+        key = names[n] if names else f"account-{n}"
+        account_id = ledger.open_account(team_id, account_key=key, name=key, actor=owner,
+                                         idempotency_key=f"account:{team_key}:{key}")
+        if not ledger.get_account(account_id).assignments:
+            ledger.assign_package(account_id, package_id, owner, effective_from=starts)
+        accounts.append(PricedAccount(account_id, terms))
+    return accounts
+
+
+def realistic_record(rng: random.Random, account: PricedAccount, usage_id: str,
+                     occurred_at: datetime) -> UsageRecord:
+    model = rng.choice(MODELS)
+    return UsageRecord(
+        usage_id=usage_id, account_id=account.account_id, occurred_at=occurred_at, model=model,
+        success=rng.randrange(100) >= FAILURE_RATE_PERCENT,
+        input_tokens=rng.randint(200, 30_000), output_tokens=rng.randint(0, 4_000),
+        cached_input_tokens=rng.choice((0, 0, rng.randint(100, 20_000))))
+
+
+def format_nanos(nanos: int) -> str:
+    return f"{Decimal(nanos) / NANOS_PER_UNIT:.6f}"
+
+
+async def run_demo(runtime: Runtime, *, records: int, console: Console) -> int:
+    if not 1 <= records <= DEMO_RECORDS_MAX:
+        raise SystemExit(f"--records must be 1 to {DEMO_RECORDS_MAX}, got {records}")
+    ledger = open_ledger(runtime.database_url)
+    try:
+        console.print("registering demo teams, packages and accounts")
+        accounts: list[PricedAccount] = []
+        for index, (team_key, (_name, people)) in enumerate(DEMO_TEAMS.items()):
+            package_key = list(DEMO_PACKAGES)[index % len(DEMO_PACKAGES)]
+            accounts += open_priced_accounts(ledger, team_key=f"demo-{team_key}",
+                                             count=len(people), names=people,
+                                             package_key=f"demo-{package_key}",
+                                             terms=DEMO_PACKAGES[package_key])
+        before = ledger.keyed.counter_values()
+        rng = random.Random()
+        run_id = uuid4().hex[:8]
+        now = datetime.now(UTC)
+        batch = [realistic_record(rng, rng.choice(accounts), f"demo-{run_id}-{i}",
+                                  now - timedelta(milliseconds=rng.randint(0, 600_000)))
+                 for i in range(records)]
+        publisher = await UsagePublisher.connect(runtime.nats_url)
+        async with publisher:
+            with Progress(console=console) as progress:
+                task = progress.add_task("publishing usage (steady, then bursts)", total=records)
+                sent = 0
+                while sent < records:
+                    burst = sent and sent % BURST_EVERY_RECORDS < STEADY_CHUNK_RECORDS
+                    size = BURST_SIZE_RECORDS if burst else STEADY_CHUNK_RECORDS
+                    chunk = batch[sent:sent + size]
+                    await publisher.publish_many(chunk)
+                    sent += len(chunk)
+                    progress.advance(task, len(chunk))
+                    if not burst:
+                        await asyncio.sleep(STEADY_PAUSE_SECONDS)
+            # Two records that cannot be accepted, to show the rejected subject at work.
+            unknown = realistic_record(rng, PricedAccount(uuid4(), DEMO_PACKAGES["pro"]),
+                                       f"demo-{run_id}-unknown", now)
+            await publisher.publish_usage(unknown)
+            await publisher.publish_raw(usage_subject(accounts[0].account_id),
+                                        b'{"usage_id": "demo-bad", "tokens": "many"}')
+        console.print(f"published {records} records and 2 bad ones; waiting for the ledger")
+        expected = records + 2
+        deadline = time.monotonic() + WAIT_FOR_LEDGER_SECONDS
+        done = 0
+        while time.monotonic() < deadline:
+            after = ledger.keyed.counter_values()
+            done = sum(after.values()) - sum(before.values())
+            if done >= expected:
+                break
+            await asyncio.sleep(0.5)
+        if done < expected:
+            console.print(f"[red]the ledger took in {done} of {expected} records in "
+                          f"{WAIT_FOR_LEDGER_SECONDS:.0f}s: is `ledger up` (or `ledger consume`) "
+                          "running?[/red]")
+            return 1
+        table = Table(title="demo accounts (USD)")
+        for column in ("team", "account", "requests", "spent"):
+            table.add_column(column)
+        for priced in accounts:
+            account = ledger.get_account(priced.account_id)
+            team = ledger.get_team(account.team_id)
+            table.add_row(team.name, account.name, str(account.usage_count),
+                          format_nanos(account.spent_nanos))
+        console.print(table)
+        console.print(f"ledger counters: {ledger.keyed.counter_values()}")
+        return 0
+    finally:
+        ledger.close()

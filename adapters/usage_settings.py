@@ -1,0 +1,98 @@
+"""Named settings of usage ingestion over the bus, each with a default and an environment name.
+
+LEDGER_INGEST_BATCH_SIZE          records fetched and committed together (default 1000)
+LEDGER_INGEST_WAIT_MS             longest wait for a batch to fill before committing what came
+                                  (default 20 ms): the latency bound at low rates
+LEDGER_INGEST_IN_FLIGHT_MAX       batches fetched but not yet acknowledged, per process
+                                  (default 4): bounds the consumer's memory in a burst
+LEDGER_USAGE_PARTITIONS           account partitions of the stream, fixed when the stream is
+                                  created (default 8)
+LEDGER_USAGE_DUPLICATE_WINDOW_SECONDS  the broker's Nats-Msg-Id window (default 120 s); the
+                                  ledger's own idempotency keys cover everything after it
+LEDGER_INGEST_ACK_WAIT_SECONDS    how long the broker waits for an ack before redelivering
+                                  (default 30 s)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+STREAM_NAME = "LEDGER_USAGE"
+STREAM_SUBJECTS = "ledger.usage.>"
+USAGE_SUBJECT_PREFIX = "ledger.usage.v1"
+REJECTED_SUBJECT = "ledger.usage.rejected"
+CONSUMER_NAME_PREFIX = "ledger-usage-p"
+
+BATCH_SIZE_DEFAULT = 1000
+BATCH_SIZE_MAX = 10_000  # the service's own limit on one usage batch
+WAIT_MS_DEFAULT = 20
+WAIT_MS_MAX = 60_000
+IN_FLIGHT_MAX_DEFAULT = 4
+IN_FLIGHT_MAX_LIMIT = 64
+PARTITIONS_DEFAULT = 8
+PARTITIONS_MAX = 256
+DUPLICATE_WINDOW_SECONDS_DEFAULT = 120.0
+ACK_WAIT_SECONDS_DEFAULT = 30.0
+# One usage record is a few hundred bytes of JSON; anything far bigger is not one record.
+MESSAGE_BYTES_MAX = 8192
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, "
+                         f"got {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value}")
+    return value
+
+
+def _seconds_setting(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    batch_size: int = BATCH_SIZE_DEFAULT
+    wait_ms: int = WAIT_MS_DEFAULT
+    in_flight_max: int = IN_FLIGHT_MAX_DEFAULT
+    partitions: int = PARTITIONS_DEFAULT
+    duplicate_window_seconds: float = DUPLICATE_WINDOW_SECONDS_DEFAULT
+    ack_wait_seconds: float = ACK_WAIT_SECONDS_DEFAULT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
+        env = os.environ if env is None else env
+        return cls(
+            batch_size=_int_setting(env, "LEDGER_INGEST_BATCH_SIZE", BATCH_SIZE_DEFAULT,
+                                    1, BATCH_SIZE_MAX),
+            wait_ms=_int_setting(env, "LEDGER_INGEST_WAIT_MS", WAIT_MS_DEFAULT, 1, WAIT_MS_MAX),
+            in_flight_max=_int_setting(env, "LEDGER_INGEST_IN_FLIGHT_MAX",
+                                       IN_FLIGHT_MAX_DEFAULT, 1, IN_FLIGHT_MAX_LIMIT),
+            partitions=_int_setting(env, "LEDGER_USAGE_PARTITIONS", PARTITIONS_DEFAULT,
+                                    1, PARTITIONS_MAX),
+            duplicate_window_seconds=_seconds_setting(
+                env, "LEDGER_USAGE_DUPLICATE_WINDOW_SECONDS", DUPLICATE_WINDOW_SECONDS_DEFAULT),
+            ack_wait_seconds=_seconds_setting(env, "LEDGER_INGEST_ACK_WAIT_SECONDS",
+                                              ACK_WAIT_SECONDS_DEFAULT),
+        )
+
+    @property
+    def max_ack_pending(self) -> int:
+        """Per partition consumer: room for every batch this process may hold, twice over."""
+        return self.batch_size * self.in_flight_max * 2
