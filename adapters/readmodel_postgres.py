@@ -25,6 +25,8 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from projections.answers import balance_answer
+from projections.authorization import AuthorizationAnswer, Freshness, decide
 from projections.decoding import LogEntry
 from projections.fold import (
     GENESIS_HASH,
@@ -313,19 +315,28 @@ class PostgresViewStore:
                                        "ORDER BY credited_at, top_up_id"), (team_id,))
         return _dicts(cur)
 
-    def audit_rows(self, team_id: UUID | None = None,
-                   fetch_rows: int = 5000) -> Iterator[dict[str, Any]]:
-        """Audit rows in log order (all, or one team's), streamed with a server-side cursor."""
-        where = "WHERE team_id = %s" if team_id is not None else ""
-        params = (team_id,) if team_id is not None else ()
-        with psycopg.connect(self.database_url) as conn, \
-                conn.cursor(name="audit_export") as cur:
-            cur.itersize = fetch_rows
-            cur.execute(self.q(f"SELECT {_AUDIT_COLUMNS} FROM {{s}}.audit {where} "
-                               "ORDER BY position"), params)
-            names = [d.name for d in cur.description or ()]
-            for row in cur:
-                yield dict(zip(names, row, strict=True))
+    def balance(self, team_id: UUID, now: datetime) -> dict[str, Any] | None:
+        """A team's balance, accounts, usage windows, invoices and top-ups, from one snapshot."""
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            position, head = self.freshness()
+            team = self.team(team_id)
+            if team is None:
+                return None
+            answer = balance_answer(team, self.accounts_of(team_id),
+                                    self.usage_buckets(team, now), now, Freshness(position, head))
+            answer["invoices"] = self.invoices_of(team_id)
+            answer["top_ups"] = self.top_ups_of(team_id)
+        return answer
+
+    def authorize(self, account_id: UUID) -> AuthorizationAnswer:
+        """May this account spend now? From the read models, with the position they reflect."""
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            position, head = self.freshness()
+            account = self.account(account_id)
+            team = self.team(account.team_id) if account is not None else None
+        return decide(str(account_id), account, team, Freshness(position, head))
 
     def canonical_rows(self, conn: psycopg.Connection[Any], table: str,
                        fetch_rows: int = 20000) -> Iterator[str]:

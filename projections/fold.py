@@ -167,12 +167,18 @@ def event_digest(entry: LogEntry) -> bytes:
     return hashlib.sha256(entry.topic.encode() + b"\x00" + entry.state).digest()
 
 
-def chain_hash(previous: bytes, entry: LogEntry, digest: bytes) -> bytes:
+def link_hash(previous: bytes, position: int, aggregate_id: UUID, aggregate_version: int,
+              digest: bytes) -> bytes:
     """Link one audit row to the one before: H(previous || position || aggregate || digest)."""
     return hashlib.sha256(
-        previous + entry.position.to_bytes(8, "big") + entry.originator_id.bytes
-        + entry.originator_version.to_bytes(8, "big") + digest
+        previous + position.to_bytes(8, "big") + aggregate_id.bytes
+        + aggregate_version.to_bytes(8, "big") + digest
     ).digest()
+
+
+def chain_hash(previous: bytes, entry: LogEntry, digest: bytes) -> bytes:
+    return link_hash(previous, entry.position, entry.originator_id, entry.originator_version,
+                     digest)
 
 
 def event_type_of(topic: str) -> str:
