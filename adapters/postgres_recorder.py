@@ -14,17 +14,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
-    PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from services.keyed_recording import KeyRow, RejectionRow
+
+# Connection-level failures (not constraint violations) are retried, as the library does.
+INSERT_ATTEMPTS_MAX = 10
+INSERT_RETRY_WAIT_SECONDS = 0.2
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
@@ -48,42 +52,71 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             SQL("CREATE TABLE IF NOT EXISTS {} ("
                 "name text PRIMARY KEY, value bigint NOT NULL)").format(self.counters_table),
         ]
-        self.insert_keys_statement = SQL(
-            "INSERT INTO {} (scope, key, fingerprint, result) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+        # COPY, like the events: a key taken twice still violates the primary key.
+        self.copy_keys_statement = SQL(
+            "COPY {} (scope, key, fingerprint, result) FROM STDIN (FORMAT BINARY)"
         ).format(self.keys_table)
         self.insert_rejections_statement = SQL(
             "INSERT INTO {} (usage_id, account_id, code, message, fingerprint, rejected_at) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
             "%s::timestamptz[])"
         ).format(self.rejections_table)
+        events_table = SQL("{}.{}").format(schema, Identifier(self.events_table_name))
+        self.copy_events_statement = SQL(
+            "COPY {} (originator_id, originator_version, topic, state) FROM STDIN "
+            "(FORMAT BINARY)").format(events_table)
+        # currval() is this session's last value from the events' notification id sequence.
+        self.last_notification_id_statement = SQL(
+            "SELECT currval(pg_get_serial_sequence(%s, 'notification_id')) AS last_value"
+        )
+        self.events_table_qualified = f"{self.datastore.schema}.{self.events_table_name}"
         self.add_counters_statement = SQL(
             "INSERT INTO {0} AS c (name, value) SELECT * FROM unnest(%s::text[], %s::bigint[]) "
             "ON CONFLICT (name) DO UPDATE SET value = c.value + EXCLUDED.value"
         ).format(self.counters_table)
 
-    def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
-                       **kwargs: Any) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
-        if not stored_events:
-            # No events means no table lock and no events insert: the extras go alone.
-            self._insert_extras(curs, **kwargs)
+    @retry((InterfaceError, OperationalError), max_attempts=INSERT_ATTEMPTS_MAX,
+           wait=INSERT_RETRY_WAIT_SECONDS)
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        """Insert events and extras in one transaction; return the events' notification ids.
 
-    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
-                              **kwargs: Any) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        self._insert_extras(curs, **kwargs)
-        # The events insert runs last on this cursor: the library reads its RETURNING rows.
-        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
+        Events are written with binary COPY, which formats rows in C; the library's INSERT of
+        a composite-typed array formats them in Python. COPY cannot return the ids the sequence
+        gave, but the EXCLUSIVE table lock means no other transaction takes ids from the
+        sequence while we hold it, so the ids of our rows are the last `n` the sequence issued,
+        in row order.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            # The ledger application is not a process application: it never tracks upstream.
+            assert kwargs.get("tracking") is None, "the ledger recorder writes no tracking"
+            if not stored_events:
+                self._insert_extras(curs, **kwargs)
+                return []
+            for statement in self.lock_table_statements:
+                curs.execute(statement, prepare=True)
+            self._notify_channel(curs)
+            self._insert_extras(curs, **kwargs)
+            with curs.copy(self.copy_events_statement) as copy:
+                copy.set_types(["uuid", "int8", "text", "bytea"])
+                for event in stored_events:
+                    copy.write_row((event.originator_id, event.originator_version,
+                                    event.topic, event.state))
+            curs.execute(self.last_notification_id_statement, (self.events_table_qualified,),
+                         prepare=True)
+            row = curs.fetchone()
+            assert row is not None
+            last_id = int(row["last_value"])
+            first_id = last_id - len(stored_events) + 1
+            return list(range(first_id, last_id + 1))
 
     def _insert_extras(self, curs: Cursor[DictRow], **kwargs: Any) -> None:
         keys: Sequence[KeyRow] = kwargs.get("idempotency_keys") or ()
         if keys:
-            curs.execute(self.insert_keys_statement, (
-                [k.scope for k in keys], [k.key for k in keys],
-                [k.fingerprint for k in keys], [k.result for k in keys],
-            ))
+            with curs.copy(self.copy_keys_statement) as copy:
+                copy.set_types(["text", "text", "text", "text"])
+                for k in keys:
+                    copy.write_row((k.scope, k.key, k.fingerprint, k.result))
         rejections: Sequence[RejectionRow] = kwargs.get("usage_rejections") or ()
         if rejections:
             curs.execute(self.insert_rejections_statement, (

@@ -13,6 +13,7 @@ closed account refuses usage, because closing is the statement that no more usag
 from __future__ import annotations
 
 from bisect import bisect_right
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
@@ -121,6 +122,7 @@ class Account(Aggregate):
 
     # Usage ---------------------------------------------------------------------------------
 
+    @dataclass(frozen=True)
     class UsageRecorded(Aggregate.Event):
         team_id: UUID
         usage_id: str
@@ -153,8 +155,12 @@ class Account(Aggregate):
             cached_input_tokens=record.cached_input_tokens,
             output_tokens=record.output_tokens,
         )
-        self.trigger_event(
-            self.UsageRecorded,
+        # Built directly rather than through trigger_event(): this is the hot path, and the
+        # generic route copies keyword arguments and checks topics on every call.
+        recorded = new_usage_recorded(
+            originator_id=self.id,
+            originator_version=self.version + 1,
+            timestamp=Account.UsageRecorded.create_timestamp(),
             team_id=self.team_id,
             usage_id=record.usage_id,
             occurred_at=record.occurred_at,
@@ -167,6 +173,8 @@ class Account(Aggregate):
             package_id=assignment["package_id"],
             package_version=assignment["package_version"],
         )
+        recorded.mutate(self)
+        self._pending_events.append(recorded)
         return cost
 
     # Lifecycle -----------------------------------------------------------------------------
@@ -219,3 +227,20 @@ class Account(Aggregate):
             "spent_nanos": self.spent_nanos,
             "version": self.version,
         }
+
+
+def new_usage_recorded(**fields: Any) -> Account.UsageRecorded:
+    """Make an `Account.UsageRecorded` without the frozen dataclass `__init__`.
+
+    A frozen dataclass assigns each of its 14 fields through `object.__setattr__`, about five
+    microseconds per event, a tenth of the whole recording path. The event has no validation or
+    defaults in `__init__`, so filling `__dict__` gives an equal object (a test holds them
+    equal); the field set is checked here so a renamed field cannot slip through.
+    """
+    assert fields.keys() == _USAGE_RECORDED_FIELDS, sorted(fields.keys() ^ _USAGE_RECORDED_FIELDS)
+    event = object.__new__(Account.UsageRecorded)
+    event.__dict__.update(fields)
+    return event
+
+
+_USAGE_RECORDED_FIELDS = frozenset(f.name for f in fields(Account.UsageRecorded))

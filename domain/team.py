@@ -70,7 +70,7 @@ class Team(Aggregate):
         self.top_ups: dict[str, int] = {}  # Stripe object id -> credited nanos
         self.refunds: dict[str, int] = {}  # Stripe refund id -> refunded nanos
         self.refunded_by_top_up: dict[str, int] = {}
-        self.adjustment_ids: set[str] = set()
+        self.adjustments: dict[str, int] = {}  # adjustment id -> signed nanos
         self.suspended = False
         self.invoices_finalized = 0
 
@@ -253,7 +253,7 @@ class Team(Aggregate):
         )
 
     def has_adjustment(self, adjustment_id: str) -> bool:
-        return adjustment_id in self.adjustment_ids
+        return adjustment_id in self.adjustments
 
     def record_adjustment(self, adjustment_id: str, amount_nanos: int, reason: str,
                           actor: str) -> None:
@@ -261,7 +261,7 @@ class Team(Aggregate):
         check_text("adjustment_id", adjustment_id, USER_ID_LENGTH_MAX)
         check_amount_nanos("amount_nanos", amount_nanos, allow_negative=True)
         check_text("reason", reason, REASON_LENGTH_MAX)
-        if adjustment_id in self.adjustment_ids:
+        if adjustment_id in self.adjustments:
             raise InvalidStateError(f"adjustment {adjustment_id} is already recorded")
         self._adjustment_recorded(adjustment_id=adjustment_id, amount_nanos=amount_nanos,
                                   reason=reason, actor=actor)
@@ -269,7 +269,7 @@ class Team(Aggregate):
     @event("AdjustmentRecorded")
     def _adjustment_recorded(self, adjustment_id: str, amount_nanos: int, reason: str,
                              actor: str) -> None:
-        self.adjustment_ids.add(adjustment_id)
+        self.adjustments[adjustment_id] = amount_nanos
 
     def _check_currency(self, currency: str) -> None:
         if currency != self.currency:

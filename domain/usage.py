@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from domain.errors import InvalidUsageError
@@ -18,6 +18,9 @@ from domain.errors import InvalidUsageError
 USAGE_ID_LENGTH_MAX = 128
 MODEL_NAME_LENGTH_MAX = 128
 TOKENS_MAX = 10**9
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 def check_usage_id(usage_id: object) -> str:
@@ -59,18 +62,19 @@ class UsageRecord:
                 )
 
     def fingerprint(self) -> str:
-        """A digest of the canonical content; equal records give equal fingerprints."""
-        occurred = self.occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
-        canonical = "\x1f".join(
-            (
-                self.usage_id,
-                str(self.account_id),
-                occurred,
-                self.model,
-                "1" if self.success else "0",
-                str(self.input_tokens),
-                str(self.cached_input_tokens),
-                str(self.output_tokens),
-            )
-        )
+        """A digest of the canonical content; equal records give equal fingerprints.
+
+        The moment counts as an instant (microseconds since the epoch), so the same time written
+        with another UTC offset is the same content.
+        """
+        canonical = repr((
+            self.usage_id,
+            self.account_id.int,
+            (self.occurred_at - EPOCH) // ONE_MICROSECOND,
+            self.model,
+            self.success,
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
+        ))
         return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError
-from eventsourcing.popo import POPOApplicationRecorder
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 
 from domain.account import Account, AccountKind
 from domain.errors import (
@@ -45,11 +44,11 @@ from domain.usage import UsageRecord
 from services.actor import SYSTEM_ACTIONS, Actor
 from services.keyed_recording import (
     COMMAND_SCOPE,
-    InMemoryLedgerRecorder,
     KeyedRecorder,
     KeyRow,
 )
 from services.outcomes import UsageBatchOutcome
+from services.usage_mapper import LedgerMapper
 from services.usage_recording import UsageRecording
 
 A = TypeVar("A", bound=Aggregate)
@@ -84,17 +83,27 @@ class Ledger(Application[UUID]):
 
     # Infrastructure ------------------------------------------------------------------------
 
-    def construct_recorder(self) -> ApplicationRecorder:
-        recorder = super().construct_recorder()
-        if type(recorder) is POPOApplicationRecorder:
-            recorder = InMemoryLedgerRecorder()
-        if not isinstance(recorder, KeyedRecorder):
-            raise TypeError(
-                f"{type(recorder).__name__} keeps no idempotency keys; configure "
-                "APPLICATION_RECORDER_TOPIC=adapters.postgres_recorder:LedgerPostgresRecorder "
-                "for PostgreSQL"
-            )
-        return recorder
+    def construct_mapper(self) -> Mapper[UUID]:
+        return LedgerMapper(transcoder=self.construct_transcoder(),
+                            compressor=self.factory.compressor(),
+                            cipher=self.factory.cipher())
+
+    def save_events(self, events: list[Any], stored_events: list[StoredEvent],
+                    aggregates: Mapping[UUID, Aggregate], **kwargs: Any) -> None:
+        """Store events already collected from `aggregates` and already mapped to stored form.
+
+        This is `save()` split for the usage path. `Application.save` asks of every object
+        whether it is an event or an aggregate through runtime-checkable protocols (tens of
+        microseconds each) and maps events to stored form on the calling thread; the usage
+        pipeline collects and maps on its preparing thread so that the committing thread does
+        little but I/O (see `services.usage_recording`). The steps after mapping are the
+        library's own: insert, take the snapshots that are due, notify.
+        """
+        self.recorder.insert_events(stored_events, **kwargs)
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        processing_event.events.extend(events)
+        processing_event.aggregates.update(aggregates)
+        self._take_snapshots(processing_event)
 
     @property
     def keyed(self) -> KeyedRecorder:
@@ -405,6 +414,11 @@ class Ledger(Application[UUID]):
 
     def record_usage_batch(self, records: list[UsageRecord]) -> UsageBatchOutcome:
         return self.usage.record_batch(records)
+
+    def record_usage_batches(self, batches: Iterable[list[UsageRecord]]
+                             ) -> Iterator[UsageBatchOutcome]:
+        """Record a stream of batches, committing one while preparing the next."""
+        return self.usage.record_batches(batches)
 
     def record_usage(self, record: UsageRecord) -> UsageBatchOutcome:
         return self.usage.record_batch([record])

@@ -1,6 +1,6 @@
 """Batch usage recording: price each record, charge it exactly once, refuse what cannot stand.
 
-A batch goes through four steps, and one database transaction at the end:
+A batch is prepared in three steps and committed in one transaction:
 
 1. Within the batch, the first record with a `usage_id` is the candidate; a later copy with the
    same fingerprint is a duplicate, one with a different fingerprint a conflict.
@@ -8,10 +8,17 @@ A batch goes through four steps, and one database transaction at the end:
    fingerprint -> duplicate, different -> conflict.
 3. Each remaining record is priced on its account by the package in force at `occurred_at`.
    Unknown and closed accounts, and moments with no package in force, are rejections.
-4. One `save()` writes every new event, every new idempotency key, the rejections and the counter
-   increments atomically. If another writer got there first (a key or an account version already
-   taken), the transaction fails as a whole, the touched accounts are reloaded and the batch is
-   classified again, so nothing is charged twice and nothing valid is lost.
+4. Commit: one transaction writes every new event, every new idempotency key, the rejections and
+   the counter increments. If another writer got there first (a key or an account version
+   already taken) the transaction fails as a whole, the touched accounts are dropped from the
+   cache and the batch is prepared again from what is stored, so nothing is charged twice and
+   nothing valid is lost.
+
+`record_batches` pipelines a stream of batches: while batch N commits on a second thread, batch
+N+1 is prepared on top of N's (not yet committed) account state, with N's keys counted as already
+recorded. The database and Python then work at the same time, which on a 2-core machine nearly
+doubles throughput. If N fails to commit, N+1 was prepared on a state that never existed: both
+are dropped and recorded again one at a time, so the pipeline changes speed, never results.
 
 Accounts stay in a bounded in-process cache between batches; the event store's version check is
 what keeps the cache honest, not the cache itself.
@@ -19,12 +26,16 @@ what keeps the cache honest, not the cache itself.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from domain.account import Account
 from domain.errors import AccountClosedError, InvalidInputError, NoPackageInForceError
@@ -43,11 +54,24 @@ if TYPE_CHECKING:
 USAGE_BATCH_SIZE_MAX = 10_000
 USAGE_SAVE_ATTEMPTS_MAX = 5
 ACCOUNT_CACHE_SIZE_MAX = 20_000
+PIPELINE_SWITCH_INTERVAL_SECONDS = 0.0005
 
 COUNTER_RECORDED = "usage_recorded"
 COUNTER_DUPLICATES = "usage_duplicates"
 COUNTER_CONFLICTS = "usage_conflicts"
 COUNTER_REJECTED = "usage_rejected"
+
+
+@dataclass
+class PreparedBatch:
+    """A priced batch whose events are collected but not yet stored."""
+
+    outcome: UsageBatchOutcome
+    accounts: dict[UUID, Account]
+    events: list[Any]
+    stored_events: list[StoredEvent]
+    save_kwargs: dict[str, Any]
+    fingerprints: dict[str, str] = field(default_factory=dict)  # recorded usage_id -> fp
 
 
 class UsageRecording:
@@ -59,20 +83,82 @@ class UsageRecording:
         """Drop a cached account (after an admin command changed it in this process)."""
         self._accounts.pop(account_id, None)
 
+    # One batch ---------------------------------------------------------------------------------
+
     def record_batch(self, records: list[UsageRecord]) -> UsageBatchOutcome:
+        for attempt in range(1, USAGE_SAVE_ATTEMPTS_MAX + 1):
+            prepared = self._prepare(records, in_flight=None)
+            try:
+                self._commit(prepared)
+            except IntegrityError:
+                self._drop(prepared)
+                if attempt == USAGE_SAVE_ATTEMPTS_MAX:
+                    raise
+            except BaseException:
+                self._drop(prepared)
+                raise
+            else:
+                return prepared.outcome
+        raise AssertionError("unreachable")
+
+    # A stream of batches, pipelined ----------------------------------------------------------
+
+    def record_batches(self, batches: Iterable[list[UsageRecord]]
+                       ) -> Iterator[UsageBatchOutcome]:
+        """Record batches in order, yielding each outcome once its batch is committed."""
+        # The committing thread mostly waits on the database. When a reply arrives it needs
+        # the GIL back from the preparing thread, which by default gives it up only every 5 ms;
+        # a shorter interval lets the commit thread run as soon as it can.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(PIPELINE_SWITCH_INTERVAL_SECONDS)
+        try:
+            yield from self._pipeline(batches)
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    def _pipeline(self, batches: Iterable[list[UsageRecord]]) -> Iterator[UsageBatchOutcome]:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-commit") as committer:
+            in_flight: tuple[list[UsageRecord], PreparedBatch, Future[None]] | None = None
+            for records in batches:
+                previous = in_flight[1] if in_flight else None
+                prepared = self._prepare(records, in_flight=previous)
+                if in_flight is not None:
+                    if not self._committed(in_flight):
+                        # The previous batch failed: this one was built on its state.
+                        self._drop(prepared)
+                        yield self.record_batch(in_flight[0])
+                        prepared = self._prepare(records, in_flight=None)
+                    else:
+                        yield in_flight[1].outcome
+                in_flight = (records, prepared, committer.submit(self._commit, prepared))
+            if in_flight is not None:
+                if self._committed(in_flight):
+                    yield in_flight[1].outcome
+                else:
+                    yield self.record_batch(in_flight[0])
+
+    def _committed(self, in_flight: tuple[list[UsageRecord], PreparedBatch, Future[None]]
+                   ) -> bool:
+        """Wait for a batch's commit: True if it committed, False if it must be redone."""
+        _records, prepared, future = in_flight
+        try:
+            future.result()
+        except IntegrityError:
+            self._drop(prepared)
+            return False
+        except BaseException:
+            self._drop(prepared)
+            raise
+        return True
+
+    # Steps -------------------------------------------------------------------------------------
+
+    def _prepare(self, records: list[UsageRecord], in_flight: PreparedBatch | None
+                 ) -> PreparedBatch:
         if len(records) > USAGE_BATCH_SIZE_MAX:
             raise InvalidInputError(
                 f"a usage batch holds at most {USAGE_BATCH_SIZE_MAX} records, got {len(records)}"
             )
-        for attempt in range(1, USAGE_SAVE_ATTEMPTS_MAX + 1):
-            try:
-                return self._attempt(records)
-            except IntegrityError:
-                if attempt == USAGE_SAVE_ATTEMPTS_MAX:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _attempt(self, records: list[UsageRecord]) -> UsageBatchOutcome:
         outcome = UsageBatchOutcome()
         rejected_rows: list[RejectionRow] = []
         now = self.ledger.clock()
@@ -97,14 +183,17 @@ class UsageRecording:
                        f"usage_id {record.usage_id!r} appears twice in the batch with "
                        "different content")
 
-        # 2. Duplicates and conflicts against everything recorded before.
-        stored = self.ledger.keyed.select_keys(USAGE_SCOPE, list(candidates))
+        # 2. Against everything recorded before, and the batch still committing.
+        stored = {key: row.fingerprint for key, row in
+                  self.ledger.keyed.select_keys(USAGE_SCOPE, list(candidates)).items()}
+        if in_flight is not None:
+            stored.update((k, fp) for k, fp in in_flight.fingerprints.items() if k in candidates)
         to_price: list[tuple[UsageRecord, str]] = []
         for usage_id, (record, fingerprint) in candidates.items():
             earlier = stored.get(usage_id)
             if earlier is None:
                 to_price.append((record, fingerprint))
-            elif earlier.fingerprint == fingerprint:
+            elif earlier == fingerprint:
                 outcome.duplicates.append(usage_id)
             else:
                 reject(record, fingerprint, RejectionCode.CONFLICT,
@@ -113,7 +202,7 @@ class UsageRecording:
 
         # 3. Price on the accounts.
         touched: dict[UUID, Account] = {}
-        key_rows: list[KeyRow] = []
+        fingerprints: dict[str, str] = {}
         try:
             for record, fingerprint in to_price:
                 account = touched.get(record.account_id) or self._load(record.account_id)
@@ -131,30 +220,50 @@ class UsageRecording:
                            error.message)
                     continue
                 touched[account.id] = account
-                key_rows.append(KeyRow(USAGE_SCOPE, record.usage_id, fingerprint,
-                                       str(account.id)))
+                fingerprints[record.usage_id] = fingerprint
                 outcome.recorded.append(RecordedUsage(record.usage_id, account.id,
                                                       account.team_id, cost_nanos))
-
-            # 4. One transaction for all of it.
-            conflicts = sum(1 for r in rejected_rows if r.code == RejectionCode.CONFLICT)
-            counters = {
-                COUNTER_RECORDED: len(outcome.recorded),
-                COUNTER_DUPLICATES: len(outcome.duplicates),
-                COUNTER_CONFLICTS: conflicts,
-                COUNTER_REJECTED: len(rejected_rows) - conflicts,
-            }
-            self.ledger.save(*touched.values(), idempotency_keys=key_rows,
-                             usage_rejections=rejected_rows,
-                             counters={k: v for k, v in counters.items() if v})
+            # Collect here, on the preparing thread: the next batch appends to these accounts
+            # while this one commits.
+            events = [e for account in touched.values() for e in account.collect_events()]
+            to_stored_event = self.ledger.mapper.to_stored_event
+            stored_events = [to_stored_event(e) for e in events]
         except BaseException:
-            # Touched accounts hold state that may not be stored: never reuse them.
             for account_id in touched:
                 self._accounts.pop(account_id, None)
             raise
-        for account_id, account in touched.items():
-            self._remember(account_id, account)
-        return outcome
+
+        conflicts = sum(1 for r in rejected_rows if r.code == RejectionCode.CONFLICT)
+        counters = {
+            COUNTER_RECORDED: len(outcome.recorded),
+            COUNTER_DUPLICATES: len(outcome.duplicates),
+            COUNTER_CONFLICTS: conflicts,
+            COUNTER_REJECTED: len(rejected_rows) - conflicts,
+        }
+        key_rows = [KeyRow(USAGE_SCOPE, usage_id, fp, "") for usage_id, fp in fingerprints.items()]
+        return PreparedBatch(
+            outcome=outcome,
+            accounts=touched,
+            events=events,
+            stored_events=stored_events,
+            save_kwargs={
+                "idempotency_keys": key_rows,
+                "usage_rejections": rejected_rows,
+                "counters": {k: v for k, v in counters.items() if v},
+            },
+            fingerprints=fingerprints,
+        )
+
+    def _commit(self, prepared: PreparedBatch) -> None:
+        self.ledger.save_events(prepared.events, prepared.stored_events, prepared.accounts,
+                                **prepared.save_kwargs)
+
+    def _drop(self, prepared: PreparedBatch) -> None:
+        """Forget accounts whose in-memory state may hold events that were never stored."""
+        for account_id in prepared.accounts:
+            self._accounts.pop(account_id, None)
+
+    # The account cache -------------------------------------------------------------------------
 
     def _load(self, account_id: UUID) -> Account | None:
         cached = self._accounts.get(account_id)
