@@ -57,7 +57,7 @@ class NatsViewsPublisher:
     async def _publish(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         for subject, payload in messages:
             await self._client.publish(subject, json.dumps(payload, default=str).encode())
-        await self._client.flush(timeout=PUBLISH_TIMEOUT_SECONDS)
+        await self._client.flush(timeout=int(PUBLISH_TIMEOUT_SECONDS))
 
     def close(self) -> None:
         try:

@@ -76,6 +76,8 @@ class LogEntry:
 
 def fast_path_applies(mapper: Mapper[Any]) -> bool:
     """True when the mapper stores events as the library's plain JSON, as the fast path reads."""
+    if type(mapper).to_domain_event is not Mapper.to_domain_event:
+        return False  # a mapper that decodes its own way must decode everything
     transcoder = mapper.transcoder
     if type(transcoder) is not JSONTranscoder:
         return False

@@ -1,0 +1,220 @@
+"""Benchmark: catch-up rate of all projections, against the raw notification-log read rate,
+and the commit-to-projection lag at a steady usage rate.
+
+    uv run python bench/projections_catchup.py [--events 1000000] [--lag-seconds 20]
+
+Starts its own durable embedded PostgreSQL in a temporary folder on a free port (or uses
+LEDGER_BENCH_DATABASE_URL, a server whose user may CREATE DATABASE). Then, in one run:
+
+1. build:   a log of --events events through the real service: teams, top-ups, accounts with
+            packages, and usage via `Ledger.record_usage_batch` in batches of 10,000 (most of the
+            log is `Account.UsageRecorded`, as in production).
+2. raw:     read the whole notification log, (a) with the library's `select_notifications` in
+            pages of 5,000 and (b) with the projections' own binary reader: no decoding.
+3. catchup: build every read model (balances, usage buckets, audit chain, lists) from position 0
+            with the projection runner, in batches; events/s and the ratio to the raw rates.
+4. lag:     the runner follows the log (LISTEN/NOTIFY) while a writer records --lag-rate usage
+            records/s in batches every 100 ms; lag = time from a batch's commit to the commit of
+            the projection batch that covers it; p50/p99/max in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import psycopg
+from rich.console import Console
+from rich.progress import Progress
+
+from adapters.embedded import EmbeddedPostgres
+from adapters.readmodel_postgres import PostgresNotificationLog
+from adapters.readmodel_process import open_runner
+from adapters.settings import eventsourcing_env
+from domain.pricing import PriceTerms
+from domain.usage import UsageRecord
+from services.actor import Actor
+from services.ledger import Ledger
+
+MODELS = ("model-small", "model-large", "model-code", "model-vision")
+TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Pacific/Auckland", "Asia/Kolkata")
+RECORD_BATCH = 10_000
+READ_PAGE = 5_000
+LAG_TICK_SECONDS = 0.1
+console = Console()
+
+
+def build_log(ledger: Ledger, events: int, teams: int, accounts_per_team: int) -> int:
+    owner, operator, stripe = Actor("owner"), Actor.operator("operator"), Actor.system("stripe")
+    package_id = ledger.create_package(
+        package_key="bench", name="Bench", currency="USD",
+        terms=PriceTerms(request_nanos=100_000, input_token_nanos=3_000,
+                         cached_input_token_nanos=300, output_token_nanos=15_000),
+        actor=operator)
+    since = datetime.now(UTC) - timedelta(days=120)
+    account_ids: list[UUID] = []
+    for t in range(teams):
+        team_id = ledger.register_team(team_key=f"team{t}", name=f"Team {t}", currency="USD",
+                                       timezone=TIMEZONES[t % len(TIMEZONES)], actor=owner)
+        ledger.credit_top_up(team_id, f"pi_{t}", 10_000_000, "USD", stripe)
+        ledger.set_credit_limit(team_id, 10**12, owner)
+        for a in range(accounts_per_team):
+            account_id = ledger.open_account(team_id, account_key=f"a{a}", name=f"A{a}",
+                                             actor=owner)
+            ledger.assign_package(account_id, package_id, owner, effective_from=since)
+            account_ids.append(account_id)
+    rng = random.Random(7)
+    head = ledger.recorder.max_notification_id() or 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("building the log", total=events, completed=head)
+        n = 0
+        while head < events:
+            size = min(RECORD_BATCH, events - head)
+            records = [UsageRecord(
+                usage_id=f"bench-{n + i}", account_id=account_ids[rng.randrange(len(account_ids))],
+                occurred_at=since + timedelta(seconds=rng.randrange(0, 120 * 86400)),
+                model=MODELS[rng.randrange(len(MODELS))], success=rng.random() > 0.05,
+                input_tokens=rng.randint(100, 20_000), output_tokens=rng.randint(10, 4_000),
+                cached_input_tokens=rng.randint(0, 5_000)) for i in range(size)]
+            n += size
+            ledger.record_usage_batch(records)
+            head = ledger.recorder.max_notification_id() or 0
+            progress.update(task, completed=head)
+    return head
+
+
+def raw_library_rate(ledger: Ledger) -> tuple[int, float]:
+    started, count, position = time.perf_counter(), 0, 0
+    while True:
+        page = ledger.recorder.select_notifications(position + 1, READ_PAGE)
+        if not page:
+            return count, time.perf_counter() - started
+        count += len(page)
+        position = page[-1].id
+
+
+def raw_reader_rate(url: str) -> tuple[int, float]:
+    log = PostgresNotificationLog(url)
+    started, count, position = time.perf_counter(), 0, 0
+    while True:
+        page = log.read_after(position, READ_PAGE)
+        if not page:
+            log.close()
+            return count, time.perf_counter() - started
+        count += len(page)
+        position = page[-1].position
+
+
+def catch_up_rate(url: str, head: int) -> tuple[int, float]:
+    with open_runner(url) as runner, Progress(console=console, transient=True) as progress:
+        task = progress.add_task("projections catching up", total=head)
+        started = time.perf_counter()
+        count = runner.catch_up(on_batch=lambda n: progress.advance(task, n))
+        return count, time.perf_counter() - started
+
+
+def measure_lag(url: str, ledger: Ledger, rate: int, seconds: float) -> list[float]:
+    """Lag in ms from each writer commit to the projection commit that covers it."""
+    commits: list[tuple[int, float]] = []  # (last notification id, time) per writer batch
+    projected: list[tuple[int, float]] = []  # (tracking position, time) per projection batch
+    stop = threading.Event()
+    with open_runner(url) as runner:
+        runner.catch_up()
+        original = runner.store.commit
+
+        def timed_commit(changes: object) -> None:
+            original(changes)  # type: ignore[arg-type]
+            projected.append((changes.last_position, time.perf_counter()))  # type: ignore[attr-defined]
+
+        runner.store.commit = timed_commit  # type: ignore[method-assign]
+        follower = threading.Thread(target=runner.run_forever, args=(stop,))
+        follower.start()
+        account_ids = [UUID(str(r[0])) for r in psycopg.connect(url).execute(
+            "SELECT account_id FROM ledger_views.accounts")]
+        per_tick = int(rate * LAG_TICK_SECONDS)
+        rng = random.Random(11)
+        started = time.perf_counter()
+        tick = 0
+        while time.perf_counter() - started < seconds:
+            now = datetime.now(UTC)
+            ledger.record_usage_batch([UsageRecord(
+                usage_id=f"lag-{tick}-{i}", account_id=account_ids[rng.randrange(len(account_ids))],
+                occurred_at=now, model=MODELS[i % len(MODELS)], success=True, input_tokens=500,
+                output_tokens=100) for i in range(per_tick)])
+            commits.append((ledger.recorder.max_notification_id() or 0, time.perf_counter()))
+            tick += 1
+            time.sleep(max(0.0, started + tick * LAG_TICK_SECONDS - time.perf_counter()))
+        deadline = time.perf_counter() + 30
+        while (not projected or projected[-1][0] < commits[-1][0]) and \
+                time.perf_counter() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        follower.join()
+    lags = []
+    for position, committed in commits:
+        covered = next(t for p, t in projected if p >= position)
+        lags.append((covered - committed) * 1000)
+    return lags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--teams", type=int, default=20)
+    parser.add_argument("--accounts", type=int, default=50, help="accounts per team")
+    parser.add_argument("--lag-rate", type=int, default=1000, help="usage records per second")
+    parser.add_argument("--lag-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-projections-") as folder:
+        external = os.environ.get("LEDGER_BENCH_DATABASE_URL")
+        server = None
+        if external:
+            admin = external
+        else:
+            server = EmbeddedPostgres(Path(folder) / "pg", durable=True).start()
+            admin = server.url
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS bench_projections")
+            conn.execute("CREATE DATABASE bench_projections")
+        url = admin.rsplit("/", 1)[0] + "/bench_projections"
+        ledger = Ledger(env=eventsourcing_env(url))
+        try:
+            started = time.perf_counter()
+            head = build_log(ledger, args.events, args.teams, args.accounts)
+            console.print(f"log built: {head:,} events in {time.perf_counter() - started:.0f}s")
+            lib_count, lib_seconds = raw_library_rate(ledger)
+            raw_count, raw_seconds = raw_reader_rate(url)
+            count, seconds = catch_up_rate(url, head)
+            lib_rate, raw_rate, rate = (lib_count / lib_seconds, raw_count / raw_seconds,
+                                        count / seconds)
+            console.print(f"machine: {platform.platform()}, {os.cpu_count()} cores, "
+                          f"Python {platform.python_version()}")
+            console.print(f"raw read, library select_notifications: {lib_rate:,.0f} events/s "
+                          f"({lib_count:,} in {lib_seconds:.1f}s)")
+            console.print(f"raw read, projections' binary reader:   {raw_rate:,.0f} events/s "
+                          f"({raw_count:,} in {raw_seconds:.1f}s)")
+            console.print(f"catch-up of all projections:            {rate:,.0f} events/s "
+                          f"({count:,} in {seconds:.1f}s); {rate / lib_rate:.2f}x the library "
+                          f"read rate, {rate / raw_rate:.2f}x the binary read rate")
+            lags = sorted(measure_lag(url, ledger, args.lag_rate, args.lag_seconds))
+            p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            console.print(f"lag at {args.lag_rate} records/s over {len(lags)} writer batches: "
+                          f"p50 {statistics.median(lags):.0f} ms, p99 {p99:.0f} ms, "
+                          f"max {lags[-1]:.0f} ms")
+        finally:
+            ledger.close()
+            if server is not None:
+                server.stop()
+
+
+if __name__ == "__main__":
+    main()
