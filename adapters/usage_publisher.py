@@ -95,32 +95,42 @@ class UsagePublisher:
         raise AssertionError("unreachable")
 
     async def publish_many(self, records: Iterable[UsageRecord | UsageMessage], *,
-                           window: int = PUBLISH_WINDOW_DEFAULT) -> PublishReport:
+                           window: int = PUBLISH_WINDOW_DEFAULT,
+                           message_ids: Iterable[bool] | None = None) -> PublishReport:
         """Publish records with up to `window` acknowledgements outstanding; a record whose
-        pipelined publish fails is published again alone, with the same id."""
+        pipelined publish fails is published again alone, with the same id.
+
+        `message_ids`, if given, says per record whether to set `Nats-Msg-Id` (tests use it to
+        act as a producer that does not, so that only the ledger can catch the duplicate).
+        """
         if not 1 <= window <= PUBLISH_WINDOW_MAX:
             raise ValueError(f"window must be 1 to {PUBLISH_WINDOW_MAX}, got {window}")
-        pending: list[tuple[UsageMessage, asyncio.Future[PubAck]]] = []
+        flags = iter(message_ids) if message_ids is not None else None
+        pending: list[tuple[UsageMessage, bool, asyncio.Future[PubAck]]] = []
         for record in records:
             message = (record if isinstance(record, UsageMessage)
                        else UsageMessage.from_record(record))
+            with_id = next(flags) if flags is not None else True
             future = await self.js.publish_async(
                 usage_subject(message.account_id), message.to_json(),
-                headers={"Nats-Msg-Id": message.usage_id}, stream=STREAM_NAME)
-            pending.append((message, future))
+                headers={"Nats-Msg-Id": message.usage_id} if with_id else None,
+                stream=STREAM_NAME)
+            pending.append((message, with_id, future))
             if len(pending) >= window:
                 await self._settle(pending)
                 pending = []
         await self._settle(pending)
         return self.report
 
-    async def _settle(self, pending: list[tuple[UsageMessage, asyncio.Future[PubAck]]]) -> None:
-        for message, future in pending:
+    async def _settle(self,
+                      pending: list[tuple[UsageMessage, bool, asyncio.Future[PubAck]]]) -> None:
+        for message, with_id, future in pending:
             try:
                 ack = await asyncio.wait_for(future, PUBLISH_TIMEOUT_SECONDS)
             except (*RETRYABLE, asyncio.CancelledError):
                 self.report.retries += 1
-                await self.publish_usage(message)
+                await self.publish_raw(usage_subject(message.account_id), message.to_json(),
+                                       msg_id=message.usage_id if with_id else None)
                 continue
             self._count(ack)
 

@@ -1,0 +1,134 @@
+"""Exactly once across real consumer processes: a duplicate storm, and kill -9 at random moments.
+
+Real NATS JetStream, real PostgreSQL, real `ledger consume` processes started with subprocess.
+What the ledger holds is checked against what the publisher sent: counts, and the exact sum of
+costs per account computed from the package's price terms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.usage_publisher import UsagePublisher
+from adapters.usage_settings import IngestSettings
+from adapters.wiring import open_ledger
+from tests.integration.support import (
+    ConsumerProcess,
+    accounts,
+    expected_spent,
+    fresh_stream,
+    make_records,
+    processed,
+    spent_by_account,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+STORM_RECORDS = 20_000
+STORM_COPIES = 3
+STORM_ACCOUNTS = 300
+KILL_RECORDS = 30_000
+KILLS_MIN = 20
+KILL_PROGRESS_WAIT_SECONDS = 5.0
+KILL_DELAY_SECONDS = (0.0, 0.3)  # a kill lands this long after charges were seen flowing
+DRAIN_TIMEOUT_SECONDS = 180.0
+
+
+async def test_duplicate_storm_charges_each_record_once(database_url: str, nats_server_url: str,
+                                                        tmp_path: Path) -> None:
+    settings = IngestSettings(partitions=8)
+    await fresh_stream(nats_server_url, settings)
+    ledger = open_ledger(database_url)
+    priced = accounts(ledger, STORM_ACCOUNTS)
+    records = make_records(priced, STORM_RECORDS, "storm")
+    # Each record three times, shuffled: two copies carry Nats-Msg-Id (the broker drops the
+    # later one inside its window), one does not (as from a producer that never sets it), so
+    # the ledger itself must catch at least one duplicate of every record.
+    copies = [(r, True) for r in records] * 2 + [(r, False) for r in records]
+    random.Random(3).shuffle(copies)
+    consumers = [ConsumerProcess(database_url, nats_server_url, member=m, members=2,
+                                 settings=settings, log_path=tmp_path / f"consumer-{m}.log")
+                 .start() for m in range(2)]
+    try:
+        async with await UsagePublisher.connect(nats_server_url) as publisher:
+            report = await publisher.publish_many([r for r, _ in copies],
+                                                  message_ids=[flag for _, flag in copies])
+        assert report.published == STORM_RECORDS * STORM_COPIES
+        delivered = report.published - report.broker_duplicates
+        await wait_until(lambda: processed(ledger) >= delivered, DRAIN_TIMEOUT_SECONDS,
+                         "the ledger answering every delivered copy")
+        assert all(c.alive() for c in consumers)
+    finally:
+        exit_codes = [c.stop() for c in consumers]
+    assert exit_codes == [0, 0]
+    counters = ledger.keyed.counter_values()
+    assert counters["usage_recorded"] == STORM_RECORDS
+    assert counters.get("usage_rejected", 0) == counters.get("usage_conflicts", 0) == 0
+    # Every copy is accounted for: dropped by the broker, or counted as a duplicate by the ledger.
+    assert report.broker_duplicates + counters["usage_duplicates"] == (
+        STORM_RECORDS * (STORM_COPIES - 1))
+    assert counters["usage_duplicates"] >= STORM_RECORDS
+    assert spent_by_account(ledger, priced) == expected_spent(records)
+    assert sum(ledger.get_account(a.account_id).usage_count for a in priced) == STORM_RECORDS
+    ledger.close()
+
+
+async def test_consumers_killed_at_random_moments_lose_nothing_and_charge_nothing_twice(
+        database_url: str, nats_server_url: str, tmp_path: Path) -> None:
+    # A short ack wait brings a killed process's unacknowledged messages back quickly.
+    settings = IngestSettings(partitions=4, batch_size=500, ack_wait_seconds=2.0)
+    await fresh_stream(nats_server_url, settings)
+    ledger = open_ledger(database_url)
+    priced = accounts(ledger, 100)
+    records = make_records(priced, KILL_RECORDS, "kill")
+    consumers = [ConsumerProcess(database_url, nats_server_url, member=m, members=2,
+                                 settings=settings, log_path=tmp_path / f"consumer-{m}.log")
+                 .start() for m in range(2)]
+    rng = random.Random()
+    kills = 0
+    kills_mid_work = 0
+
+    def recorded() -> int:
+        return ledger.keyed.counter_values().get("usage_recorded", 0)
+
+    try:
+        async with await UsagePublisher.connect(nats_server_url) as publisher:
+            publishing = asyncio.create_task(publisher.publish_many(records, window=500))
+            while kills < KILLS_MIN:
+                # Kill the consumers in turn, each a random moment after charges started
+                # flowing again since the last kill (or after a bound, if they do not).
+                victim = consumers[kills % len(consumers)]
+                before = recorded()
+                deadline = time.monotonic() + KILL_PROGRESS_WAIT_SECONDS
+                while recorded() == before and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(rng.uniform(*KILL_DELAY_SECONDS))
+                at_kill = recorded()
+                victim.kill()
+                kills += 1
+                kills_mid_work += before < at_kill < KILL_RECORDS
+                victim.start()
+            report = await publishing
+        assert report.published == KILL_RECORDS
+        await wait_until(lambda: recorded() >= KILL_RECORDS, DRAIN_TIMEOUT_SECONDS,
+                         "every record charged after the kills")
+        # Let redeliveries of batches in flight at the last kill come back and be answered.
+        await asyncio.sleep(settings.ack_wait_seconds * 2)
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+    assert kills >= KILLS_MIN
+    # Most kills landed while charges were being committed, not before or after the run.
+    assert kills_mid_work >= KILLS_MIN // 2, kills_mid_work
+    counters = ledger.keyed.counter_values()
+    assert counters["usage_recorded"] == KILL_RECORDS
+    assert counters.get("usage_rejected", 0) == counters.get("usage_conflicts", 0) == 0
+    assert spent_by_account(ledger, priced) == expected_spent(records)
+    assert sum(ledger.get_account(a.account_id).usage_count for a in priced) == KILL_RECORDS
+    ledger.close()
