@@ -64,22 +64,21 @@ def consumer_name(partition: int) -> str:
     return f"{CONSUMER_NAME_PREFIX}{partition}"
 
 
-def stream_config(settings: IngestSettings, replicas: int = 1) -> StreamConfig:
+def stream_config(settings: IngestSettings) -> StreamConfig:
     return StreamConfig(
         name=STREAM_NAME,
         subjects=[STREAM_SUBJECTS],
         storage=StorageType.FILE,
-        num_replicas=replicas,
+        num_replicas=settings.replicas,
         duplicate_window=settings.duplicate_window_seconds,
         max_msg_size=MESSAGE_BYTES_MAX,
         subject_transform=partition_transform(settings.partitions),
     )
 
 
-async def ensure_stream(js: JetStreamContext, settings: IngestSettings,
-                        replicas: int = 1) -> None:
+async def ensure_stream(js: JetStreamContext, settings: IngestSettings) -> None:
     """Create the stream and one durable consumer per partition, or check they match."""
-    wanted = stream_config(settings, replicas)
+    wanted = stream_config(settings)
     try:
         info = await js.stream_info(STREAM_NAME)
     except NotFoundError:

@@ -17,16 +17,19 @@ import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from rich.console import Console
 
+from adapters.bus_connection import connect_nats
 from adapters.runtime_services import UP_RUNNERS, Runtime, load_runner, run_together
 from adapters.settings import Settings
 from adapters.usage_settings import IngestSettings
 from adapters.wiring import running_servers
 
 SERVERS_FILE = "servers.json"
+HEALTH_MAX_AGE_SECONDS_DEFAULT = 30.0
 console = Console(stderr=True)
 
 
@@ -112,6 +115,45 @@ def run_consume(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_init(args: argparse.Namespace) -> int:
+    """Create the ledger's tables and the usage stream, once, before the processes start
+    (so that several processes starting together do not race to create them)."""
+    from adapters.bus_stream import ensure_stream
+    from adapters.wiring import open_ledger
+
+    runtime = configured_runtime(Settings.from_env())
+    open_ledger(runtime.database_url).close()
+
+    async def main() -> None:
+        connection = await connect_nats(runtime.nats_url, "ledger-init")
+        try:
+            await ensure_stream(connection.jetstream(), runtime.ingest)
+        finally:
+            await connection.close()
+
+    asyncio.run(main())
+    console.print(f"tables and stream ready ({runtime.ingest.partitions} partitions, "
+                  f"{runtime.ingest.replicas} replicas)")
+    return 0
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """Exit 0 if the heartbeat file was touched within --max-age-seconds (container checks)."""
+    path = Path(args.file or os.environ.get("LEDGER_HEALTH_FILE") or "")
+    if not str(path) or str(path) == ".":
+        console.print("give --file or set LEDGER_HEALTH_FILE")
+        return 2
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        console.print(f"unhealthy: {path} does not exist yet")
+        return 1
+    if age > args.max_age_seconds:
+        console.print(f"unhealthy: {path} is {age:.0f}s old")
+        return 1
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from adapters.usage_demo import run_demo as demo
 
@@ -132,6 +174,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     consume.add_argument("--partitions", default="",
                          help="explicit partitions to serve, e.g. 0,1,2 (overrides --member)")
     consume.set_defaults(handler=run_consume)
+
+    init = subparsers.add_parser("init", help="create the tables and the usage stream")
+    init.set_defaults(handler=run_init)
+
+    health = subparsers.add_parser("health", help="check a consumer's heartbeat file")
+    health.add_argument("--file", default="", help="default LEDGER_HEALTH_FILE")
+    health.add_argument("--max-age-seconds", type=float,
+                        default=HEALTH_MAX_AGE_SECONDS_DEFAULT)
+    health.set_defaults(handler=run_health)
 
     demo = subparsers.add_parser("demo", help="register demo teams and publish realistic usage")
     demo.add_argument("--records", type=int, default=5000, help="usage records to publish")

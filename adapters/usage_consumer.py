@@ -40,6 +40,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import FetchTimeoutError
 
+from adapters.bus_connection import connect_nats
 from adapters.bus_contract import BusRejection, decode_usage
 from adapters.bus_stream import NAK_DELAY_SECONDS, consumer_name, ensure_stream
 from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
@@ -129,6 +130,13 @@ class UsageConsumer:
         self.stats = IngestStats()
         self._stopping = asyncio.Event()
         self._stream_epoch = ""
+        self._connection: Client | None = None
+        self._loops: list[asyncio.Task[None]] = []
+
+    def is_healthy(self) -> bool:
+        """Connected to NATS, and every partition loop still running."""
+        return (self._connection is not None and self._connection.is_connected
+                and bool(self._loops) and not any(loop.done() for loop in self._loops))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -136,8 +144,8 @@ class UsageConsumer:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until `stop` is set (or `stop()` is called); then finish the batches in hand,
         acknowledge them and return."""
-        connection = await nats.connect(self.nats_url, name="ledger-usage-consumer",
-                                        max_reconnect_attempts=-1)
+        connection = await connect_nats(self.nats_url, "ledger-usage-consumer")
+        self._connection = connection
         js = connection.jetstream()
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-usage-writer")
         try:
@@ -150,6 +158,7 @@ class UsageConsumer:
             loops = [asyncio.create_task(self._serve(connection, p, writer, in_flight),
                                          name=f"usage-partition-{p}")
                      for p in self.partitions]
+            self._loops = loops
             stopper = asyncio.create_task(self._stopping.wait())
             waits: list[asyncio.Task[Any]] = [stopper, *loops]
             if stop is not None:

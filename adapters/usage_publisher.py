@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
-import nats
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
+from adapters.bus_connection import connect_nats
 from adapters.bus_contract import UsageMessage, usage_subject
 from adapters.usage_settings import STREAM_NAME
 from domain.usage import UsageRecord
@@ -53,8 +53,7 @@ class UsagePublisher:
 
     @classmethod
     async def connect(cls, nats_url: str) -> UsagePublisher:
-        connection = await nats.connect(nats_url, name="ledger-usage-publisher",
-                                        max_reconnect_attempts=-1)
+        connection = await connect_nats(nats_url, "ledger-usage-publisher")
         return cls(connection)
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 
@@ -13,6 +14,7 @@ from adapters.usage_consumer import UsageConsumer
 from adapters.wiring import open_ledger
 
 REPORT_INTERVAL_SECONDS = 5.0
+HEARTBEAT_INTERVAL_SECONDS = 5.0
 
 
 async def consume(runtime: Runtime, stop: asyncio.Event, partitions: Sequence[int],
@@ -20,19 +22,32 @@ async def consume(runtime: Runtime, stop: asyncio.Event, partitions: Sequence[in
     ledger = open_ledger(runtime.database_url)
     consumer = UsageConsumer(ledger, runtime.nats_url, partitions=partitions,
                              settings=runtime.ingest)
-    reporter = asyncio.create_task(_report(consumer, console or Console(stderr=True)))
+    helpers = [asyncio.create_task(_report(consumer, console or Console(stderr=True)))]
+    if runtime.ingest.health_file:
+        helpers.append(asyncio.create_task(_heartbeat(consumer,
+                                                      Path(runtime.ingest.health_file))))
     try:
         await consumer.run(stop)
     finally:
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        for helper in helpers:
+            helper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper
         ledger.close()
 
 
 async def run_usage_consumer(runtime: Runtime, stop: asyncio.Event) -> None:
     """All partitions in this process (the single-machine `ledger up`)."""
     await consume(runtime, stop, range(runtime.ingest.partitions))
+
+
+async def _heartbeat(consumer: UsageConsumer, path: Path) -> None:
+    """Touch `path` while the consumer is healthy; a stale file tells `ledger health` it is not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        if consumer.is_healthy():
+            path.touch()
+        await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
 
 
 async def _report(consumer: UsageConsumer, console: Console) -> None:

@@ -11,6 +11,10 @@ LEDGER_USAGE_DUPLICATE_WINDOW_SECONDS  the broker's Nats-Msg-Id window (default 
                                   ledger's own idempotency keys cover everything after it
 LEDGER_INGEST_ACK_WAIT_SECONDS    how long the broker waits for an ack before redelivering
                                   (default 30 s)
+LEDGER_USAGE_REPLICAS             copies of the stream in a NATS cluster (default 1; 3 in
+                                  compose.yaml)
+LEDGER_HEALTH_FILE                a consumer touches this file while it is connected and its
+                                  partition loops run; `ledger health` checks its age
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ PARTITIONS_DEFAULT = 8
 PARTITIONS_MAX = 256
 DUPLICATE_WINDOW_SECONDS_DEFAULT = 120.0
 ACK_WAIT_SECONDS_DEFAULT = 30.0
+REPLICAS_DEFAULT = 1
+REPLICAS_MAX = 5  # JetStream's own limit
 # One usage record is a few hundred bytes of JSON; anything far bigger is not one record.
 MESSAGE_BYTES_MAX = 8192
 
@@ -74,6 +80,8 @@ class IngestSettings:
     partitions: int = PARTITIONS_DEFAULT
     duplicate_window_seconds: float = DUPLICATE_WINDOW_SECONDS_DEFAULT
     ack_wait_seconds: float = ACK_WAIT_SECONDS_DEFAULT
+    replicas: int = REPLICAS_DEFAULT
+    health_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
@@ -90,6 +98,9 @@ class IngestSettings:
                 env, "LEDGER_USAGE_DUPLICATE_WINDOW_SECONDS", DUPLICATE_WINDOW_SECONDS_DEFAULT),
             ack_wait_seconds=_seconds_setting(env, "LEDGER_INGEST_ACK_WAIT_SECONDS",
                                               ACK_WAIT_SECONDS_DEFAULT),
+            replicas=_int_setting(env, "LEDGER_USAGE_REPLICAS", REPLICAS_DEFAULT, 1,
+                                  REPLICAS_MAX),
+            health_file=env.get("LEDGER_HEALTH_FILE") or None,
         )
 
     @property
