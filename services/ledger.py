@@ -21,7 +21,8 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, StoredEvent
+from eventsourcing.popo import POPOApplicationRecorder
 
 from domain.account import Account, AccountKind
 from domain.errors import (
@@ -44,6 +45,7 @@ from domain.usage import UsageRecord
 from services.actor import SYSTEM_ACTIONS, Actor
 from services.keyed_recording import (
     COMMAND_SCOPE,
+    InMemoryLedgerRecorder,
     KeyedRecorder,
     KeyRow,
 )
@@ -104,6 +106,18 @@ class Ledger(Application[UUID]):
         processing_event.events.extend(events)
         processing_event.aggregates.update(aggregates)
         self._take_snapshots(processing_event)
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        recorder = super().construct_recorder()
+        if type(recorder) is POPOApplicationRecorder:
+            recorder = InMemoryLedgerRecorder()
+        if not isinstance(recorder, KeyedRecorder):
+            raise TypeError(
+                f"{type(recorder).__name__} keeps no idempotency keys; configure "
+                "APPLICATION_RECORDER_TOPIC=adapters.postgres_recorder:LedgerPostgresRecorder "
+                "for PostgreSQL"
+            )
+        return recorder
 
     @property
     def keyed(self) -> KeyedRecorder:
@@ -352,6 +366,10 @@ class Ledger(Application[UUID]):
             team = self.get_team(team_id)
             self.authorize(team, actor, Action.OPEN_ACCOUNT)
             team.check_active()
+            if Account.create_id(team_id, account_key) in team.account_ids:
+                raise InvalidInputError(
+                    f"account key {account_key!r} is already in use in this team"
+                )
             account = Account.open(team_id=team_id, account_key=account_key, name=name,
                                    kind=account_kind, holder_user_id=holder_user_id,
                                    actor=actor.user_id)
