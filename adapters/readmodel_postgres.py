@@ -107,11 +107,18 @@ _UPSERT_ACCOUNTS = (
     "usage_count = EXCLUDED.usage_count, spent_nanos = EXCLUDED.spent_nanos, "
     "position = EXCLUDED.position"
 )
-# Usage sums are added, never overwritten: the batch carries deltas, the table the totals.
+# Usage sums are added, never overwritten: the batch carries deltas, the table the totals. The
+# deltas go in by binary COPY into a temporary table first: about twice as fast as binding ten
+# arrays of a few thousand values each.
+_USAGE_DELTA_TABLE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS usage_delta (LIKE {s}.usage_daily) "
+    "ON COMMIT DELETE ROWS"
+)
+_USAGE_DELTA_TYPES = ["uuid", "date", "uuid", "text", "int8", "int8", "int8", "int8", "int8",
+                      "numeric"]
 _ADD_USAGE = (
-    "INSERT INTO {s}.usage_daily AS u SELECT * FROM unnest(%s::uuid[], %s::date[], %s::uuid[], "
-    "%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    "%s::numeric[]) ON CONFLICT (team_id, local_date, account_id, model) DO UPDATE SET "
+    "INSERT INTO {s}.usage_daily AS u SELECT * FROM usage_delta "
+    "ON CONFLICT (team_id, local_date, account_id, model) DO UPDATE SET "
     "requests = u.requests + EXCLUDED.requests, successes = u.successes + EXCLUDED.successes, "
     "input_tokens = u.input_tokens + EXCLUDED.input_tokens, "
     "cached_input_tokens = u.cached_input_tokens + EXCLUDED.cached_input_tokens, "
@@ -161,6 +168,8 @@ class PostgresViewStore:
         self.schema = schema
         self.conn = connect(database_url)
         self.create_tables()
+        # Outside any transaction, so that a rolled-back batch cannot take it away.
+        self.conn.execute(self.q(_USAGE_DELTA_TABLE))
 
     def close(self) -> None:
         self.conn.close()
@@ -243,13 +252,13 @@ class PostgresViewStore:
                 self._append_audit(cur, changes.audit)
 
     def _add_usage(self, cur: psycopg.Cursor[Any], changes: BatchChanges) -> None:
-        columns: list[list[Any]] = [[] for _ in range(10)]
-        for (team_id, account_id, model, day), t in changes.usage.items():
-            values = (team_id, day, account_id, model, t.requests, t.successes, t.input_tokens,
-                      t.cached_input_tokens, t.output_tokens, t.cost_nanos)
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-        cur.execute(self.q(_ADD_USAGE), columns)
+        with cur.copy("COPY usage_delta FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_USAGE_DELTA_TYPES)
+            write = copy.write_row
+            for (team_id, account_id, model, day), t in changes.usage.items():
+                write((team_id, day, account_id, model, t.requests, t.successes, t.input_tokens,
+                       t.cached_input_tokens, t.output_tokens, t.cost_nanos))
+        cur.execute(self.q(_ADD_USAGE))
 
     def _append_audit(self, cur: psycopg.Cursor[Any], rows: list[AuditRow]) -> None:
         # Binary COPY: the cheapest way to append thousands of rows, on both sides.

@@ -19,6 +19,7 @@ Money rules (all int nanos):
 from __future__ import annotations
 
 import hashlib
+from copy import copy
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -91,10 +92,11 @@ class AccountView:
     pending_usage: dict[tuple[str, date], list[int]] | None = field(
         default=None, compare=False, repr=False)
 
-    @property
-    def actor(self) -> str:
+    actor: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
         # Usage carries no user: it is attributed to the account that made the request.
-        return f"account:{self.account_id}"
+        self.actor = f"account:{self.account_id}"
 
 
 @dataclass
@@ -164,7 +166,10 @@ class BatchChanges:
 
 def event_digest(entry: LogEntry) -> bytes:
     """A digest of the stored event's bytes exactly as stored: topic, then state."""
-    return hashlib.sha256(entry.topic.encode() + b"\x00" + entry.state).digest()
+    digest = hashlib.sha256(entry.topic.encode())
+    digest.update(b"\x00")
+    digest.update(entry.state)
+    return digest.digest()
 
 
 def link_hash(previous: bytes, position: int, aggregate_id: UUID, aggregate_version: int,
@@ -235,6 +240,11 @@ class ViewFolder:
                 team.usage_dirty = False
         for team_id in changes.audit_teams:
             self.teams[team_id].audit_dirty = False
+        # The store may write this batch while the next one is folded: hand it copies.
+        changes.teams = {k: copy(v) for k, v in changes.teams.items()}
+        changes.accounts = {k: copy(v) for k, v in changes.accounts.items()}
+        changes.invoices = {k: copy(v) for k, v in changes.invoices.items()}
+        changes.top_ups = {k: copy(v) for k, v in changes.top_ups.items()}
 
     def _advance(self, entry: LogEntry) -> None:
         if entry.position <= self.position:
