@@ -29,6 +29,8 @@ from services.keyed_recording import KeyRow, RejectionRow
 # Connection-level failures (not constraint violations) are retried, as the library does.
 INSERT_ATTEMPTS_MAX = 10
 INSERT_RETRY_WAIT_SECONDS = 0.2
+# Joins keys for one lookup parameter; usage ids are printable, so they never contain it.
+KEY_SEPARATOR = "\x1f"
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
@@ -61,6 +63,13 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
             "%s::timestamptz[])"
         ).format(self.rejections_table)
+        self.select_keys_array_statement = SQL(
+            "SELECT key, fingerprint, result FROM {} WHERE scope = %s AND key = ANY(%s)"
+        ).format(self.keys_table)
+        self.select_keys_joined_statement = SQL(
+            "SELECT key, fingerprint, result FROM {} "
+            "WHERE scope = %s AND key = ANY(string_to_array(%s, E'\\x1f'))"
+        ).format(self.keys_table)
         events_table = SQL("{}.{}").format(schema, Identifier(self.events_table_name))
         self.copy_events_statement = SQL(
             "COPY {} (originator_id, originator_version, topic, state) FROM STDIN "
@@ -131,10 +140,16 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def select_keys(self, scope: str, keys: Sequence[str]) -> dict[str, KeyRow]:
         if not keys:
             return {}
-        statement = SQL("SELECT key, fingerprint, result FROM {} "
-                        "WHERE scope = %s AND key = ANY(%s)").format(self.keys_table)
+        if any(KEY_SEPARATOR in key for key in keys):
+            statement = self.select_keys_array_statement
+            keys_parameter: str | list[str] = list(keys)
+        else:
+            # One joined string instead of a text array: psycopg dumps arrays element by
+            # element in Python, and a usage batch asks for thousands of keys.
+            statement = self.select_keys_joined_statement
+            keys_parameter = KEY_SEPARATOR.join(keys)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (scope, list(keys)), prepare=True)
+            curs.execute(statement, (scope, keys_parameter), prepare=True)
             return {row["key"]: KeyRow(scope, row["key"], row["fingerprint"], row["result"])
                     for row in curs.fetchall()}
 

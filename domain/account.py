@@ -144,8 +144,12 @@ class Account(Aggregate):
             if last is None or self.occurred_at > last:
                 account.last_usage_occurred_at = self.occurred_at
 
-    def record_usage(self, record: UsageRecord) -> int:
-        """Price and record one usage record; returns its cost in nanos."""
+    def record_usage(self, record: UsageRecord, recorded_at: datetime | None = None) -> int:
+        """Price and record one usage record; returns its cost in nanos.
+
+        `recorded_at` is the event's timestamp; a batch passes one moment for all its records
+        (they commit together).
+        """
         self.check_not_closed()
         assignment = self.assignment_at(record.occurred_at)
         cost = cost_nanos(
@@ -160,7 +164,7 @@ class Account(Aggregate):
         recorded = new_usage_recorded(
             originator_id=self.id,
             originator_version=self.version + 1,
-            timestamp=Account.UsageRecorded.create_timestamp(),
+            timestamp=recorded_at or Account.UsageRecorded.create_timestamp(),
             team_id=self.team_id,
             usage_id=record.usage_id,
             occurred_at=record.occurred_at,

@@ -27,26 +27,37 @@ _USAGE_RECORDED_TOPIC = get_topic(_USAGE_RECORDED)
 _quote = json.encoder.encode_basestring
 
 
+# Same keys in the same order as vars(event) once the generic mapper has popped the originator
+# id and version; same separators; same type wrappers.
+_TEMPLATE = (
+    '{"timestamp":{"_type_":"datetime_iso","_data_":"%s"},'
+    '"team_id":{"_type_":"uuid_hex","_data_":"%s"},'
+    '"usage_id":%s,'
+    '"occurred_at":{"_type_":"datetime_iso","_data_":"%s"},'
+    '"model":%s,"success":%s,"input_tokens":%d,"cached_input_tokens":%d,'
+    '"output_tokens":%d,"cost_nanos":%d,'
+    '"package_id":{"_type_":"uuid_hex","_data_":"%s"},"package_version":%d}'
+)
+
+
 class LedgerMapper(Mapper[UUID]):
+    # The last timestamp encoded and its text: a batch's events share one timestamp. A tuple,
+    # swapped whole, so that threads sharing the mapper never see a mismatched pair.
+    _timestamp_text: tuple[object, str] = (None, "")
+
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         if type(domain_event) is not _USAGE_RECORDED or self.compressor or self.cipher:
             return super().to_stored_event(domain_event)
         e: Any = domain_event
-        # Same keys in the same order as vars(event) once the generic mapper has popped the
-        # originator id and version; same separators; same type wrappers.
-        state = (
-            '{"timestamp":{"_type_":"datetime_iso","_data_":"' + e.timestamp.isoformat()
-            + '"},"team_id":{"_type_":"uuid_hex","_data_":"' + e.team_id.hex
-            + '"},"usage_id":' + _quote(e.usage_id)
-            + ',"occurred_at":{"_type_":"datetime_iso","_data_":"' + e.occurred_at.isoformat()
-            + '"},"model":' + _quote(e.model)
-            + ',"success":' + ("true" if e.success else "false")
-            + ',"input_tokens":' + str(e.input_tokens)
-            + ',"cached_input_tokens":' + str(e.cached_input_tokens)
-            + ',"output_tokens":' + str(e.output_tokens)
-            + ',"cost_nanos":' + str(e.cost_nanos)
-            + ',"package_id":{"_type_":"uuid_hex","_data_":"' + e.package_id.hex
-            + '"},"package_version":' + str(e.package_version) + "}"
+        timestamp, timestamp_text = self._timestamp_text
+        if timestamp is not e.timestamp:
+            timestamp_text = e.timestamp.isoformat()
+            self._timestamp_text = (e.timestamp, timestamp_text)
+        state = _TEMPLATE % (
+            timestamp_text, e.team_id.hex, _quote(e.usage_id),
+            e.occurred_at.isoformat(), _quote(e.model), "true" if e.success else "false",
+            e.input_tokens, e.cached_input_tokens, e.output_tokens, e.cost_nanos,
+            e.package_id.hex, e.package_version,
         )
         return StoredEvent(
             originator_id=e.originator_id,

@@ -211,7 +211,7 @@ class UsageRecording:
                            f"account {record.account_id} does not exist")
                     continue
                 try:
-                    cost_nanos = account.record_usage(record)
+                    cost_nanos = account.record_usage(record, now)
                 except AccountClosedError as error:
                     reject(record, fingerprint, RejectionCode.ACCOUNT_CLOSED, error.message)
                     continue

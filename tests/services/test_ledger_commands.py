@@ -138,3 +138,12 @@ def test_accounts_with_long_histories_reload_from_snapshots(ledger: Ledger) -> N
     reloaded = fresh.get_account(account_id)
     assert reloaded.usage_count == count
     assert reloaded.spent_nanos == sum(expected_cost(r) for r in records)
+
+
+def test_idempotency_keys_may_hold_any_character(ledger: Ledger) -> None:
+    setup = team_with_accounts(ledger, accounts=0)
+    key = "import\x1fbatch-7"
+    first = ledger.open_account(setup.team_id, account_key="bot", name="Bot", actor=OWNER,
+                                idempotency_key=key)
+    assert ledger.open_account(setup.team_id, account_key="bot", name="Bot", actor=OWNER,
+                               idempotency_key=key) == first
