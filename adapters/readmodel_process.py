@@ -2,7 +2,8 @@
 
 `run_projections(database_url, nats_url, stop_event)` is what `ledger project` and `ledger up`
 run: it catches up with the log, then follows it (LISTEN/NOTIFY, with a polling fallback) until
-`stop_event` is set, publishing each committed change on `ledger.views.*`.
+`stop_event` is set, publishing each committed change on `ledger.views.*`. `ledger up` starts it
+through `projections_up_runner`, listed in `adapters.runtime_services.UP_RUNNERS`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from adapters.readmodel_postgres import LIVE_SCHEMA, PostgresNotificationLog, PostgresViewStore
+from adapters.runtime_services import Runtime, thread_runner
 from adapters.settings import eventsourcing_env
 from adapters.views_publisher import NatsViewsPublisher
 from projections.decoding import EventDecoder
@@ -55,3 +57,10 @@ def run_projections(database_url: str, nats_url: str | None,
     finally:
         if publisher is not None:
             publisher.close()
+
+
+def _run_in_up(runtime: Runtime, stop_event: threading.Event) -> None:
+    run_projections(runtime.database_url, runtime.nats_url or None, stop_event)
+
+
+projections_up_runner = thread_runner(_run_in_up)

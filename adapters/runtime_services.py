@@ -37,6 +37,7 @@ Runner = Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]]
 
 UP_RUNNERS: list[str] = [
     "adapters.usage_runner:run_usage_consumer",
+    "adapters.readmodel_process:projections_up_runner",
 ]
 
 

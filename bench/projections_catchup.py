@@ -150,7 +150,8 @@ def measure_lag(url: str, ledger: Ledger, rate: int, seconds: float) -> list[flo
                 usage_id=f"lag-{tick}-{i}", account_id=account_ids[rng.randrange(len(account_ids))],
                 occurred_at=now, model=MODELS[i % len(MODELS)], success=True, input_tokens=500,
                 output_tokens=100) for i in range(per_tick)])
-            commits.append((ledger.recorder.max_notification_id() or 0, time.perf_counter()))
+            committed = time.perf_counter()  # before any further round trip
+            commits.append((ledger.recorder.max_notification_id() or 0, committed))
             tick += 1
             time.sleep(max(0.0, started + tick * LAG_TICK_SECONDS - time.perf_counter()))
         deadline = time.perf_counter() + 30

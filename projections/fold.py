@@ -48,7 +48,6 @@ class TeamView:
     position: int = 0  # log position of the last event that changed this row
     # Batch bookkeeping, not part of the row: set while a batch is folded, cleared after.
     dirty: bool = field(default=False, compare=False, repr=False)
-    usage_dirty: bool = field(default=False, compare=False, repr=False)
     audit_dirty: bool = field(default=False, compare=False, repr=False)
 
     @property
@@ -158,8 +157,7 @@ class BatchChanges:
     top_ups: dict[tuple[UUID, str], TopUpView] = field(default_factory=dict)
     usage: dict[UsageKey, UsageTotals] = field(default_factory=dict)
     audit: list[AuditRow] = field(default_factory=list)
-    # Teams whose usage buckets or audit trail changed, for publishing after commit.
-    usage_teams: set[UUID] = field(default_factory=set)
+    # Teams with new audit rows in this batch (bookkeeping for the fold's flags).
     audit_teams: set[UUID] = field(default_factory=set)
     events: int = 0
 
@@ -235,9 +233,6 @@ class ViewFolder:
                 account.pending_usage = None
         for team in changes.teams.values():
             team.dirty = False
-            if team.usage_dirty:
-                changes.usage_teams.add(team.team_id)
-                team.usage_dirty = False
         for team_id in changes.audit_teams:
             self.teams[team_id].audit_dirty = False
         # The store may write this batch while the next one is folded: hand it copies.
@@ -266,7 +261,6 @@ class ViewFolder:
         if not team.dirty:
             team.dirty = True
             changes.teams[team.team_id] = team
-        team.usage_dirty = True
         if not team.audit_dirty:
             team.audit_dirty = True
             changes.audit_teams.add(team.team_id)

@@ -23,11 +23,12 @@ import queue
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
+from uuid import UUID
 
 from projections.decoding import EventDecoder, LogEntry
 from projections.fold import BatchChanges, ViewFolder
 
-BATCH_SIZE_EVENTS = 2000
+BATCH_SIZE_EVENTS = 5000
 # Batches in flight between the reader, the folder and the committer (each stage holds one more).
 PIPELINE_DEPTH_BATCHES = 2
 PIPELINE_POLL_SECONDS = 0.1
@@ -62,20 +63,27 @@ class ChangePublisher(Protocol):
 def view_messages(changes: BatchChanges, folder: ViewFolder) -> list[tuple[str, dict[str, Any]]]:
     """The messages announcing a committed batch, one per view and team it changed."""
     position = changes.last_position
+    days: dict[UUID, set[str]] = {}
+    for team_id, _, _, day in changes.usage:
+        days.setdefault(team_id, set()).add(day.isoformat())
+    audit: dict[UUID, list[int]] = {}  # team -> [rows, last position]
+    for row in changes.audit:
+        if row.team_id is not None:
+            counts = audit.setdefault(row.team_id, [0, 0])
+            counts[0] += 1
+            counts[1] = row.position
     messages: list[tuple[str, dict[str, Any]]] = []
     for team_id, team in changes.teams.items():
         messages.append((f"ledger.views.balance.{team_id}",
                          {"position": position, **team.as_dict()}))
-    for team_id in sorted(changes.usage_teams, key=str):
-        days = sorted({key[3].isoformat() for key in changes.usage if key[0] == team_id})
+    for team_id, team_days in days.items():
         messages.append((f"ledger.views.usage.{team_id}",
-                         {"position": position, "team_id": str(team_id), "dates": days}))
-    for team_id in sorted(changes.audit_teams, key=str):
-        rows = [row for row in changes.audit if row.team_id == team_id]
+                         {"position": position, "team_id": str(team_id),
+                          "dates": sorted(team_days)}))
+    for team_id, (rows, last_row_position) in audit.items():
         messages.append((f"ledger.views.audit.{team_id}", {
-            "position": position, "team_id": str(team_id), "new_rows": len(rows),
-            "last_row_position": rows[-1].position if rows else None,
-            "chain_head": folder.audit_head.hex(),
+            "position": position, "team_id": str(team_id), "new_rows": rows,
+            "last_row_position": last_row_position, "chain_head": folder.audit_head.hex(),
         }))
     return messages
 
@@ -138,24 +146,6 @@ class ProjectionRunner:
     @property
     def position(self) -> int:
         return self.folder.position
-
-    def step(self, stop_position: int | None = None) -> int:
-        """Process one batch; return how many events it held (0: nothing new)."""
-        entries = self.log.read_after(self.folder.position, self.batch_size, stop_position)
-        if not entries:
-            return 0
-        decode = self.decoder.decode
-        decoded = [(entry, decode(entry)) for entry in entries]
-        try:
-            changes = self.folder.fold(decoded)
-            self.store.commit(changes)
-        except BaseException:
-            # The folder may be ahead of what is stored: start again from the store.
-            self.folder = self.store.load_folder()
-            raise
-        if self.publisher is not None:
-            self.publisher.publish(view_messages(changes, self.folder))
-        return len(entries)
 
     def catch_up(self, stop_position: int | None = None,
                  on_batch: Callable[[int], None] | None = None) -> int:
