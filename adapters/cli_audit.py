@@ -51,7 +51,7 @@ def _database_url() -> Iterator[str]:
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                    TextColumn("{task.completed:,}/{task.total:,} events"),
+                    TextColumn("{task.completed:,} events"),
                     TimeRemainingColumn(), console=console, transient=True)
 
 
