@@ -1,11 +1,33 @@
-"""Connecting to NATS: one URL, or a cluster's URLs separated by commas."""
+"""Connecting to NATS: one URL, or a cluster's URLs separated by commas.
+
+`LedgerNatsClient` is nats-py's client with a faster parser for message headers. Every usage
+message carries headers (the producer's `Nats-Msg-Id`, JetStream's own), and the stock parser
+checks each character of each header name in a Python generator: profiled, it was the largest
+single cost of receiving a usage message. The replacement gives the same result for the headers
+NATS and our producers send (`Name: value` lines, names without whitespace).
+"""
 
 from __future__ import annotations
 
-import nats
 from nats.aio.client import Client
 
-CONNECT_TIMEOUT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 5
+_CRLF = b"\r\n"
+
+
+class LedgerNatsClient(Client):
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in raw.split(_CRLF):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            key = name.strip()
+            if not key or b" " in key or b"\t" in key or not key.isascii():
+                continue
+            out[key.decode("ascii")] = value.strip().decode("utf-8", "replace")
+        return out
 
 
 def nats_servers(url: str) -> list[str]:
@@ -18,6 +40,7 @@ def nats_servers(url: str) -> list[str]:
 
 async def connect_nats(url: str, name: str) -> Client:
     """A connection that reconnects forever (to any node of a cluster) rather than give up."""
-    return await nats.connect(servers=nats_servers(url), name=name,
-                              connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                              max_reconnect_attempts=-1)
+    client = LedgerNatsClient()
+    await client.connect(servers=nats_servers(url), name=name,
+                         connect_timeout=CONNECT_TIMEOUT_SECONDS, max_reconnect_attempts=-1)
+    return client

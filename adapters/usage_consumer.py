@@ -18,15 +18,15 @@ idempotency keys (in the same transaction as the charges) answer "duplicate". Re
 here, before the service (bad JSON, bad fields), are counted in the ledger's counters exactly
 once, keyed by stream sequence, so a redelivered bad message is not counted twice.
 
-In-flight work is bounded: at most `in_flight_max` fetched batches are held by the process at
-any time, whatever the rate the producers publish at.
+Work is bounded whatever the rate producers publish at: at most `in_flight_max` batches are
+being committed and acknowledged at once, and each partition reads ahead at most one batch
+(`adapters.bus_pull`), so a process holds at most partitions x 2 x `batch_size` messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,11 +37,10 @@ import nats
 from eventsourcing.persistence import IntegrityError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import FetchTimeoutError
 
 from adapters.bus_connection import connect_nats
 from adapters.bus_contract import BusRejection, decode_usage
+from adapters.bus_pull import PullFeed
 from adapters.bus_stream import NAK_DELAY_SECONDS, consumer_name, ensure_stream
 from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
 from domain.usage import UsageRecord
@@ -60,7 +59,6 @@ IDLE_FETCH_SECONDS = 1.0
 HEADER_VALUE_LENGTH_MAX = 1000
 REJECTED_PUBLISH_TIMEOUT_SECONDS = 5.0
 
-FETCH_TIMEOUTS = (asyncio.TimeoutError, NatsTimeoutError, FetchTimeoutError)
 
 
 @dataclass
@@ -179,28 +177,19 @@ class UsageConsumer:
     async def _serve(self, connection: Client, partition: int, writer: ThreadPoolExecutor,
                      in_flight: asyncio.Semaphore) -> None:
         js = connection.jetstream()
-        subscription = await js.pull_subscribe_bind(durable=consumer_name(partition),
-                                                    stream=STREAM_NAME)
+        feed = await PullFeed(connection, STREAM_NAME, consumer_name(partition),
+                              self.settings.batch_size).start()
         wait_seconds = self.settings.wait_ms / 1000
-        while not self._stopping.is_set():
-            async with in_flight:
-                try:
-                    msgs = await subscription.fetch(self.settings.batch_size,
-                                                    timeout=IDLE_FETCH_SECONDS)
-                except FETCH_TIMEOUTS:
-                    continue
-                deadline = time.monotonic() + wait_seconds
-                while len(msgs) < self.settings.batch_size:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0.001:
-                        break
-                    try:
-                        msgs += await subscription.fetch(self.settings.batch_size - len(msgs),
-                                                         timeout=remaining)
-                    except FETCH_TIMEOUTS:
-                        break
-                await self._handle(js, msgs, writer)
-        await subscription.unsubscribe()
+        try:
+            while not self._stopping.is_set():
+                # Waiting for messages holds no in-flight slot: an idle partition must not
+                # keep a busy one waiting.
+                msgs = await feed.take(wait_seconds, IDLE_FETCH_SECONDS)
+                if msgs:
+                    async with in_flight:
+                        await self._handle(js, msgs, writer)
+        finally:
+            await feed.close()
 
     async def _handle(self, js: nats.js.JetStreamContext, msgs: list[Msg],
                       writer: ThreadPoolExecutor) -> None:

@@ -12,11 +12,13 @@ stream acknowledges in order, so throughput does not pay a round trip per record
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
@@ -97,41 +99,70 @@ class UsagePublisher:
                            window: int = PUBLISH_WINDOW_DEFAULT,
                            message_ids: Iterable[bool] | None = None) -> PublishReport:
         """Publish records with up to `window` acknowledgements outstanding; a record whose
-        pipelined publish fails is published again alone, with the same id.
+        pipelined publish fails (or is not acknowledged in time) is published again alone,
+        with the same id.
 
         `message_ids`, if given, says per record whether to set `Nats-Msg-Id` (tests use it to
         act as a producer that does not, so that only the ledger can catch the duplicate).
+
+        The acknowledgements come to one inbox subscription, not to a future per message:
+        profiled, nats-py's `publish_async` spent most of its time on a timed semaphore wait
+        per message.
         """
         if not 1 <= window <= PUBLISH_WINDOW_MAX:
             raise ValueError(f"window must be 1 to {PUBLISH_WINDOW_MAX}, got {window}")
         flags = iter(message_ids) if message_ids is not None else None
-        pending: list[tuple[UsageMessage, bool, asyncio.Future[PubAck]]] = []
-        for record in records:
-            message = (record if isinstance(record, UsageMessage)
-                       else UsageMessage.from_record(record))
-            with_id = next(flags) if flags is not None else True
-            future = await self.js.publish_async(
-                usage_subject(message.account_id), message.to_json(),
-                headers={"Nats-Msg-Id": message.usage_id} if with_id else None,
-                stream=STREAM_NAME)
-            pending.append((message, with_id, future))
-            if len(pending) >= window:
-                await self._settle(pending)
-                pending = []
-        await self._settle(pending)
-        return self.report
+        prefix = self.connection.new_inbox()
+        outstanding: dict[str, tuple[UsageMessage, bool]] = {}
+        failed: list[tuple[UsageMessage, bool]] = []
+        progress = asyncio.Event()
 
-    async def _settle(self,
-                      pending: list[tuple[UsageMessage, bool, asyncio.Future[PubAck]]]) -> None:
-        for message, with_id, future in pending:
-            try:
-                ack = await asyncio.wait_for(future, PUBLISH_TIMEOUT_SECONDS)
-            except (*RETRYABLE, asyncio.CancelledError):
-                self.report.retries += 1
-                await self.publish_raw(usage_subject(message.account_id), message.to_json(),
-                                       msg_id=message.usage_id if with_id else None)
-                continue
-            self._count(ack)
+        async def on_ack(msg: Msg) -> None:
+            item = outstanding.pop(msg.subject[len(prefix) + 1:], None)
+            if item is None:
+                return
+            if not msg.data or b'"error"' in msg.data:
+                failed.append(item)  # no stream answered, or the stream refused it
+            else:
+                self.report.published += 1
+                # Only a duplicate's acknowledgement names the field: parse just those.
+                if b'"duplicate"' in msg.data and json.loads(msg.data).get("duplicate"):
+                    self.report.broker_duplicates += 1
+            progress.set()
+
+        async def wait_below(limit: int) -> None:
+            while len(outstanding) > limit:
+                progress.clear()
+                try:
+                    await asyncio.wait_for(progress.wait(), PUBLISH_TIMEOUT_SECONDS)
+                except TimeoutError:
+                    # No acknowledgement for a while: publish the rest again one by one.
+                    failed.extend(outstanding.values())
+                    outstanding.clear()
+
+        subscription = await self.connection.subscribe(f"{prefix}.*", cb=on_ack)
+        try:
+            for index, record in enumerate(records):
+                message = (record if isinstance(record, UsageMessage)
+                           else UsageMessage.from_record(record))
+                with_id = next(flags) if flags is not None else True
+                headers = {"Nats-Expected-Stream": STREAM_NAME}
+                if with_id:
+                    headers["Nats-Msg-Id"] = message.usage_id
+                await wait_below(window - 1)
+                token = str(index)
+                outstanding[token] = (message, with_id)
+                await self.connection.publish(usage_subject(message.account_id),
+                                              message.to_json(), reply=f"{prefix}.{token}",
+                                              headers=headers)
+            await wait_below(0)
+        finally:
+            await subscription.unsubscribe()
+        for message, with_id in failed:
+            self.report.retries += 1
+            await self.publish_raw(usage_subject(message.account_id), message.to_json(),
+                                   msg_id=message.usage_id if with_id else None)
+        return self.report
 
     def _count(self, ack: PubAck) -> None:
         self.report.published += 1

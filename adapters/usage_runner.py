@@ -14,7 +14,7 @@ from adapters.usage_consumer import UsageConsumer
 from adapters.wiring import open_ledger
 
 REPORT_INTERVAL_SECONDS = 5.0
-HEARTBEAT_INTERVAL_SECONDS = 5.0
+HEARTBEAT_INTERVAL_SECONDS = 1.0
 
 
 async def consume(runtime: Runtime, stop: asyncio.Event, partitions: Sequence[int],

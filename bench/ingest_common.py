@@ -1,0 +1,125 @@
+"""Shared parts of the ingestion benchmarks: embedded servers, priced accounts, consumer processes.
+
+Every benchmark starts its own embedded PostgreSQL (durable: fsync on, as in production) and
+NATS (JetStream file storage) in a temporary folder, on free ports, and removes them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import psutil
+
+from adapters.bus_stream import delete_stream, ensure_stream
+from adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from adapters.usage_demo import PricedAccount, open_priced_accounts
+from adapters.usage_settings import IngestSettings
+from domain.pricing import PriceTerms
+from services.ledger import Ledger
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TERMS = PriceTerms(request_nanos=40_000, input_token_nanos=3_000, cached_input_token_nanos=300,
+                   output_token_nanos=15_000)
+CONSUMER_READY_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class BenchServers:
+    postgres: EmbeddedPostgres
+    nats_url: str
+    folder: Path
+
+    def database(self, name: str) -> str:
+        return self.postgres.create_database(name)
+
+
+@contextmanager
+def bench_servers() -> Iterator[BenchServers]:
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as folder:
+        postgres = EmbeddedPostgres(Path(folder) / "postgres").start()
+        nats_server = EmbeddedNats(Path(folder) / "nats").start()
+        try:
+            yield BenchServers(postgres, nats_server.url, Path(folder))
+        finally:
+            nats_server.stop()
+            postgres.stop()
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    memory_gib = psutil.virtual_memory().total / 2**30
+    return (f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB RAM, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+
+
+def priced_accounts(ledger: Ledger, count: int) -> list[PricedAccount]:
+    return open_priced_accounts(ledger, team_key="bench", count=count,
+                                package_key="bench-package", terms=TERMS)
+
+
+async def fresh_stream(nats_url: str, settings: IngestSettings) -> None:
+    connection = await nats.connect(nats_url)
+    try:
+        js = connection.jetstream()
+        await delete_stream(js)
+        await ensure_stream(js, settings)
+    finally:
+        await connection.close()
+
+
+class ConsumerProcesses:
+    """`ledger consume` processes sharing the partitions, ready once each wrote a heartbeat."""
+
+    def __init__(self, database_url: str, nats_url: str, settings: IngestSettings,
+                 count: int, folder: Path) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.heartbeats = [folder / f"consumer-{m}.heartbeat" for m in range(count)]
+        for member, heartbeat in enumerate(self.heartbeats):
+            heartbeat.unlink(missing_ok=True)
+            env = {**os.environ, "LEDGER_DATABASE_URL": database_url,
+                   "LEDGER_NATS_URL": nats_url, "LEDGER_HEALTH_FILE": str(heartbeat),
+                   "LEDGER_USAGE_PARTITIONS": str(settings.partitions),
+                   "LEDGER_INGEST_BATCH_SIZE": str(settings.batch_size),
+                   "LEDGER_INGEST_WAIT_MS": str(settings.wait_ms),
+                   "LEDGER_INGEST_IN_FLIGHT_MAX": str(settings.in_flight_max)}
+            log = (folder / f"consumer-{member}.log").open("wb")
+            self.processes.append(subprocess.Popen(
+                [sys.executable, "-m", "adapters.cli", "consume", "--member", str(member),
+                 "--members", str(count)], env=env, cwd=REPO_ROOT, stdout=log,
+                stderr=subprocess.STDOUT))
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + CONSUMER_READY_TIMEOUT_SECONDS
+        while not all(h.exists() for h in self.heartbeats):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
+                raise RuntimeError("consumer processes did not start; see their logs in "
+                                   f"{self.heartbeats[0].parent}")
+            time.sleep(0.1)
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for process in self.processes:
+            try:
+                total += psutil.Process(process.pid).memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,151 @@
+"""Benchmark: sustained end-to-end ingest over NATS JetStream, against the service layer alone.
+
+    uv run python bench/ingest_sustained.py [--records 300000] [--accounts 1000]
+                                             [--consumers 1] [--baseline-records 100000]
+
+On one machine (everything on it: embedded PostgreSQL with fsync on, embedded NATS with file
+storage, the publisher in this process, `ledger consume` processes):
+
+1. service:  `Ledger.record_usage_batch` straight into PostgreSQL, batches of 1000, in a fresh
+             database: the ceiling for the bus path (the core issue's service-layer figure).
+2. ingest:   publish --records records as fast as the publisher can (pipelined, each with
+             Nats-Msg-Id), and measure the rate at which the ledger commits them, from the first
+             publish to the moment the ledger's `usage_recorded` counter reaches --records.
+
+Prints both rates and the ratio ingest/service. Records are made before timing starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from ingest_common import ConsumerProcesses, bench_servers, fresh_stream, machine, priced_accounts
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from adapters.usage_demo import PricedAccount, realistic_record
+from adapters.usage_publisher import UsagePublisher
+from adapters.usage_settings import IngestSettings
+from adapters.wiring import open_ledger
+from domain.usage import UsageRecord
+
+console = Console()
+SERVICE_BATCH_RECORDS = 1000
+POLL_INTERVAL_SECONDS = 0.1
+INGEST_TIMEOUT_SECONDS = 600.0
+
+
+def make_records(accounts: list[PricedAccount], count: int, prefix: str) -> list[UsageRecord]:
+    rng = random.Random(7)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    return [realistic_record(rng, accounts[i % len(accounts)], f"{prefix}-{i}",
+                             start + timedelta(microseconds=i))
+            for i in range(count)]
+
+
+def bench_service(database_url: str, accounts_count: int, count: int) -> float:
+    ledger = open_ledger(database_url)
+    accounts = priced_accounts(ledger, accounts_count)
+    records = make_records(accounts, count, "service")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("service layer: record_usage_batch", total=count)
+        started = time.perf_counter()
+        for offset in range(0, count, SERVICE_BATCH_RECORDS):
+            outcome = ledger.record_usage_batch(records[offset:offset + SERVICE_BATCH_RECORDS])
+            assert not outcome.rejections and not outcome.duplicates
+            progress.advance(task, SERVICE_BATCH_RECORDS)
+        seconds = time.perf_counter() - started
+    assert ledger.keyed.counter_values()["usage_recorded"] == count
+    ledger.close()
+    return count / seconds
+
+
+async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespace,
+                       folder: object) -> dict[str, float]:
+    settings = IngestSettings.from_env()
+    await fresh_stream(nats_url, settings)
+    ledger = open_ledger(database_url)
+    accounts = priced_accounts(ledger, args.accounts)
+    records = make_records(accounts, args.records, "ingest")
+    consumers = ConsumerProcesses(database_url, nats_url, settings, args.consumers,
+                                  folder)  # type: ignore[arg-type]
+    try:
+        consumers.wait_ready()
+        rss_peak = 0
+        done = threading.Event()
+        finished: dict[str, float] = {}
+
+        def watch(started: float) -> None:
+            # A thread, so the publisher's event loop does not delay the measurement.
+            nonlocal rss_peak
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("ingest: committed in the ledger", total=args.records)
+                while time.perf_counter() - started < INGEST_TIMEOUT_SECONDS:
+                    recorded = ledger.keyed.counter_values().get("usage_recorded", 0)
+                    rss_peak = max(rss_peak, consumers.rss_bytes())
+                    progress.update(task, completed=recorded)
+                    if recorded >= args.records:
+                        finished["committed"] = time.perf_counter()
+                        break
+                    time.sleep(POLL_INTERVAL_SECONDS)
+            done.set()
+
+        async with await UsagePublisher.connect(nats_url) as publisher:
+            started = time.perf_counter()
+            watcher = threading.Thread(target=watch, args=(started,), daemon=True)
+            watcher.start()
+            report = await publisher.publish_many(records)
+            published = time.perf_counter()
+        await asyncio.to_thread(done.wait)
+        if "committed" not in finished:
+            raise RuntimeError(f"not every record was committed in {INGEST_TIMEOUT_SECONDS}s")
+        assert report.published == args.records
+        assert ledger.keyed.counter_values()["usage_recorded"] == args.records
+        return {"publish_rate": args.records / (published - started),
+                "commit_rate": args.records / (finished["committed"] - started),
+                "seconds": finished["committed"] - started,
+                "rss_peak_mib": rss_peak / 2**20}
+    finally:
+        consumers.stop()
+        ledger.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--baseline-records", type=int, default=100_000)
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--consumers", type=int, default=1,
+                        help="`ledger consume` processes sharing the partitions")
+    args = parser.parse_args()
+    console.print(f"machine: {machine()}")
+    settings = IngestSettings.from_env()
+    console.print(f"settings: {settings}")
+    with bench_servers() as servers:
+        service_rate = bench_service(servers.database("bench_service"), args.accounts,
+                                     args.baseline_records)
+        console.print(f"service layer: {service_rate:,.0f} records/s")
+        ingest = asyncio.run(bench_ingest(servers.database("bench_ingest"), servers.nats_url,
+                                          args, servers.folder))
+    table = Table(title=f"sustained ingest, {args.records:,} records, "
+                        f"{args.consumers} consumer process(es)")
+    for column in ("path", "records/s", "note"):
+        table.add_column(column)
+    table.add_row("service layer (record_usage_batch)", f"{service_rate:,.0f}",
+                  f"{args.baseline_records:,} records, batches of {SERVICE_BATCH_RECORDS}")
+    table.add_row("publisher (stream acknowledged)", f"{ingest['publish_rate']:,.0f}", "")
+    table.add_row("end to end (publish -> committed)", f"{ingest['commit_rate']:,.0f}",
+                  f"{ingest['seconds']:.1f}s; ratio to service layer "
+                  f"{ingest['commit_rate'] / service_rate:.2f}")
+    table.add_row("consumer RSS peak", f"{ingest['rss_peak_mib']:.0f} MiB", "all processes")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
