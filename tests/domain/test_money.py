@@ -61,7 +61,7 @@ def test_rounding_moves_at_most_half_a_minor_unit(amount_nanos: int, currency: s
 
 
 def test_unsupported_currency_names_the_supported_ones() -> None:
-    with pytest.raises(InvalidInputError, match="XYZ.*USD"):
+    with pytest.raises(InvalidInputError, match=r"XYZ.*USD"):
         minor_units_to_nanos(1, "XYZ")
 
 
