@@ -124,7 +124,7 @@ def catch_up_rate(url: str, head: int) -> tuple[int, float]:
 
 def measure_lag(url: str, ledger: Ledger, rate: int, seconds: float) -> list[float]:
     """Lag in ms from each writer commit to the projection commit that covers it."""
-    commits: list[tuple[int, float]] = []  # (last notification id, time) per writer batch
+    commits: list[tuple[int, float]] = []  # (last notification id, time) per writer commit
     projected: list[tuple[int, float]] = []  # (tracking position, time) per projection batch
     stop = threading.Event()
     with open_runner(url) as runner:
@@ -140,6 +140,17 @@ def measure_lag(url: str, ledger: Ledger, rate: int, seconds: float) -> list[flo
         follower.start()
         account_ids = [UUID(str(r[0])) for r in psycopg.connect(url).execute(
             "SELECT account_id FROM ledger_views.accounts")]
+        # The writer's commit time is taken where the recorder's insert returns, right after
+        # the database commit: the service does more work before record_usage_batch returns.
+        insert_events = ledger.recorder.insert_events
+
+        def timed_insert(stored_events: object, **kwargs: object) -> object:
+            ids = insert_events(stored_events, **kwargs)  # type: ignore[arg-type]
+            if ids:
+                commits.append((max(ids), time.perf_counter()))
+            return ids
+
+        ledger.recorder.insert_events = timed_insert  # type: ignore[assignment]
         per_tick = int(rate * LAG_TICK_SECONDS)
         rng = random.Random(11)
         started = time.perf_counter()
@@ -150,8 +161,6 @@ def measure_lag(url: str, ledger: Ledger, rate: int, seconds: float) -> list[flo
                 usage_id=f"lag-{tick}-{i}", account_id=account_ids[rng.randrange(len(account_ids))],
                 occurred_at=now, model=MODELS[i % len(MODELS)], success=True, input_tokens=500,
                 output_tokens=100) for i in range(per_tick)])
-            committed = time.perf_counter()  # before any further round trip
-            commits.append((ledger.recorder.max_notification_id() or 0, committed))
             tick += 1
             time.sleep(max(0.0, started + tick * LAG_TICK_SECONDS - time.perf_counter()))
         deadline = time.perf_counter() + 30
@@ -160,6 +169,7 @@ def measure_lag(url: str, ledger: Ledger, rate: int, seconds: float) -> list[flo
             time.sleep(0.01)
         stop.set()
         follower.join()
+        ledger.recorder.insert_events = insert_events  # type: ignore[method-assign]
     lags = []
     for position, committed in commits:
         covered = next(t for p, t in projected if p >= position)
