@@ -312,7 +312,7 @@ class ViewFolder:
         changes.audit.append(AuditRow(
             position=entry.position, recorded_at=event.timestamp, team_id=team_id,
             aggregate_id=entry.originator_id, aggregate_version=entry.originator_version,
-            event_type=event_type, actor=_actor_of(event_type, event),
+            event_type=event_type, actor=_actor_of(event),
             summary=summary,
             balance_before_nanos=before if money_moved else None,
             balance_after_nanos=after if money_moved else None,
@@ -517,9 +517,10 @@ def _account_status_handler(status: str) -> Any:
     return apply
 
 
-# Events whose audit rows show the team balance before and after.
-_MONEY_EVENTS = frozenset({"Team.TopUpCredited", "Team.TopUpRefunded", "Team.AdjustmentRecorded",
-                           "Account.UsageRecorded"})
+# Events whose audit rows show the team balance before and after (usage takes its own path,
+# `_apply_usage`, and always shows them).
+_MONEY_EVENTS = frozenset({"Team.TopUpCredited", "Team.TopUpRefunded",
+                           "Team.AdjustmentRecorded"})
 
 _HANDLERS: dict[str, Any] = {
     "Team.Registered": ViewFolder._team_registered,
@@ -542,7 +543,7 @@ _HANDLERS: dict[str, Any] = {
 }
 
 
-def _actor_of(event_type: str, event: Any) -> str | None:
+def _actor_of(event: Any) -> str | None:
     actor = getattr(event, "actor", None)
     return str(actor) if actor is not None else None
 
