@@ -26,6 +26,7 @@ being committed and acknowledged at once, and each partition reads ahead at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +47,8 @@ from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSetting
 from domain.usage import UsageRecord
 from services.keyed_recording import KeyRow, RejectionRow
 from services.ledger import Ledger
-from services.outcomes import UsageBatchOutcome
+from services.outcomes import UsageBatchOutcome, UsageRejection
+from services.usage_recording import USAGE_BATCH_SIZE_MAX
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,19 @@ class Rejected:
     msg: Msg
     code: str
     message: str
+
+
+# What the ledger said about one message: recorded (True), duplicate (False), or rejected.
+Verdict = UsageRejection | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One partition's decoded batch, waiting for the committer."""
+
+    items: list[tuple[Msg, UsageRecord]]
+    bus_rejected: list[Rejected]
+    done: asyncio.Future[dict[int, Verdict]]
 
 
 # Called after each committed batch with the committed records (benchmarks measure latency).
@@ -153,7 +168,10 @@ class UsageConsumer:
             created = info.created or datetime.fromtimestamp(0, UTC)
             self._stream_epoch = created.isoformat()
             in_flight = asyncio.Semaphore(self.settings.in_flight_max)
-            loops = [asyncio.create_task(self._serve(connection, p, writer, in_flight),
+            submissions: asyncio.Queue[Submission] = asyncio.Queue()
+            committer = asyncio.create_task(self._committer(submissions, writer),
+                                            name="usage-committer")
+            loops = [asyncio.create_task(self._serve(connection, p, submissions, in_flight),
                                          name=f"usage-partition-{p}")
                      for p in self.partitions]
             self._loops = loops
@@ -164,6 +182,10 @@ class UsageConsumer:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             self._stopping.set()
             results = await asyncio.gather(*loops, return_exceptions=True)
+            # Every loop awaited its own submission, so the committer holds nothing now.
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
             for task in waits:
                 if not task.done():
                     task.cancel()
@@ -174,7 +196,8 @@ class UsageConsumer:
             writer.shutdown(wait=True)
             await connection.drain()
 
-    async def _serve(self, connection: Client, partition: int, writer: ThreadPoolExecutor,
+    async def _serve(self, connection: Client, partition: int,
+                     submissions: asyncio.Queue[Submission],
                      in_flight: asyncio.Semaphore) -> None:
         js = connection.jetstream()
         feed = await PullFeed(connection, STREAM_NAME, consumer_name(partition),
@@ -187,12 +210,12 @@ class UsageConsumer:
                 msgs = await feed.take(wait_seconds, IDLE_FETCH_SECONDS)
                 if msgs:
                     async with in_flight:
-                        await self._handle(js, msgs, writer)
+                        await self._handle(js, msgs, submissions)
         finally:
             await feed.close()
 
     async def _handle(self, js: nats.js.JetStreamContext, msgs: list[Msg],
-                      writer: ThreadPoolExecutor) -> None:
+                      submissions: asyncio.Queue[Submission]) -> None:
         valid: list[tuple[Msg, UsageRecord]] = []
         rejected: list[Rejected] = []
         for msg in msgs:
@@ -201,10 +224,10 @@ class UsageConsumer:
                 rejected.append(Rejected(msg, decoded.code, decoded.message))
             else:
                 valid.append((msg, decoded))
-        groups = split_by_repeats(valid)
-        loop = asyncio.get_running_loop()
+        submission = Submission(valid, list(rejected), asyncio.get_running_loop().create_future())
+        await submissions.put(submission)
         try:
-            outcomes = await loop.run_in_executor(writer, self._commit, groups, list(rejected))
+            verdicts = await submission.done
         except Exception:
             self.stats.commit_failures += 1
             log.exception("could not commit a batch of %d usage messages; they will be "
@@ -214,19 +237,17 @@ class UsageConsumer:
             return
         committed: list[UsageRecord] = []
         to_ack: list[Msg] = []
-        for group, outcome in zip(groups, outcomes, strict=True):
-            recorded = {r.usage_id for r in outcome.recorded}
-            refused = {r.usage_id: r for r in outcome.rejections}
-            for msg, record in group:
-                rejection = refused.get(record.usage_id)
-                if rejection is not None:
-                    rejected.append(Rejected(msg, rejection.code, rejection.message))
-                    continue
-                if record.usage_id in recorded:
-                    committed.append(record)
-                to_ack.append(msg)
-            self.stats.recorded += len(outcome.recorded)
-            self.stats.duplicates += len(outcome.duplicates)
+        for msg, record in valid:
+            verdict = verdicts[id(msg)]
+            if isinstance(verdict, UsageRejection):
+                rejected.append(Rejected(msg, verdict.code, verdict.message))
+                continue
+            if verdict:
+                committed.append(record)
+                self.stats.recorded += 1
+            else:
+                self.stats.duplicates += 1
+            to_ack.append(msg)
         # Rejections are stored on the rejected subject before their message is let go, so a
         # crash in between repeats the publish (deduplicated by its Nats-Msg-Id), never loses it.
         for item in rejected:
@@ -243,6 +264,45 @@ class UsageConsumer:
                                                                                      0) + 1
         if self.on_commit is not None and committed:
             self.on_commit(committed)
+
+    async def _committer(self, submissions: asyncio.Queue[Submission],
+                         writer: ThreadPoolExecutor) -> None:
+        """Group commit: the batches of every partition that are waiting go into one writer
+        call (at most the service's batch limit), so a slow trickle on many partitions costs
+        one transaction, not one per partition."""
+        loop = asyncio.get_running_loop()
+        carried: Submission | None = None
+        while True:
+            first = carried or await submissions.get()
+            carried = None
+            taken = [first]
+            size = len(first.items)
+            while not submissions.empty():
+                following = submissions.get_nowait()
+                if size + len(following.items) > USAGE_BATCH_SIZE_MAX:
+                    carried = following
+                    break
+                taken.append(following)
+                size += len(following.items)
+            items = [item for submission in taken for item in submission.items]
+            bus_rejected = [r for submission in taken for r in submission.bus_rejected]
+            groups = split_by_repeats(items)
+            try:
+                outcomes = await loop.run_in_executor(writer, self._commit, groups,
+                                                      bus_rejected)
+            except Exception as error:
+                for submission in taken:
+                    submission.done.set_exception(error)
+                continue
+            verdicts: dict[int, Verdict] = {}
+            for group, outcome in zip(groups, outcomes, strict=True):
+                recorded = {r.usage_id for r in outcome.recorded}
+                refused = {r.usage_id: r for r in outcome.rejections}
+                for msg, record in group:
+                    verdicts[id(msg)] = refused.get(record.usage_id) or (
+                        record.usage_id in recorded)
+            for submission in taken:
+                submission.done.set_result(verdicts)
 
     def _commit(self, groups: list[list[tuple[Msg, UsageRecord]]],
                 rejected: list[Rejected]) -> list[UsageBatchOutcome]:

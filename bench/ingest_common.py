@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,10 +109,8 @@ class ConsumerProcesses:
     def rss_bytes(self) -> int:
         total = 0
         for process in self.processes:
-            try:
+            with suppress(psutil.NoSuchProcess):
                 total += psutil.Process(process.pid).memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
         return total
 
     def stop(self) -> None:
