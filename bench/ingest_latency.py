@@ -6,8 +6,9 @@
 Phase 1 (latency): after a --warmup-seconds warm-up at the same rate (reported apart: the first
 record of each account loads it from PostgreSQL), the publisher sends --rate records/s, evenly
 paced in 10 ms ticks, for --seconds, each publish awaited until the stream stored it. The
-consumer runs in this process (all partitions), and reports each committed batch through its `on_commit` hook; latency of a
-record = commit returned - publish started, on one monotonic clock. Prints p50, p90, p99, max.
+consumer runs in this process (all partitions), and reports each committed batch through its
+`on_commit` hook; latency of a record = commit returned - publish started, on one monotonic
+clock. Prints p50, p90, p99, max.
 
 Phase 2 (memory): a `ledger consume` process (the real thing, not this one) takes a steady
 --rate, then --burst-factor times that for --burst-seconds, then the steady rate again; its RSS
