@@ -14,8 +14,9 @@ LEDGER_BENCH_DATABASE_URL, a server whose user may CREATE DATABASE). Then, in on
 3. catchup: build every read model (balances, usage buckets, audit chain, lists) from position 0
             with the projection runner, in batches; events/s and the ratio to the raw rates.
 4. lag:     the runner follows the log (LISTEN/NOTIFY) while a writer process records
-            --lag-rate usage records/s in batches every 100 ms; lag = wall time from a writer
-            commit to the commit of the projection batch that covers it; p50/p99/max in ms.
+            --lag-rate usage records/s, one batch per --lag-tick-seconds (0.25 s); lag = wall
+            time from a writer commit to the commit of the projection batch that covers it;
+            p50/p99/max in ms.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ MODELS = ("model-small", "model-large", "model-code", "model-vision")
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Pacific/Auckland", "Asia/Kolkata")
 RECORD_BATCH = 10_000
 READ_PAGE = 5_000
-LAG_TICK_SECONDS = 0.1
 console = Console()
 
 
@@ -124,7 +124,7 @@ def catch_up_rate(url: str, head: int) -> tuple[int, float]:
         return count, time.perf_counter() - started
 
 
-def _writer(url: str, account_ids: list[str], rate: int, seconds: float,
+def _writer(url: str, account_ids: list[str], rate: int, seconds: float, tick_seconds: float,
             results: Any) -> None:
     """A separate process recording `rate` usage records/s; sends back (last id, commit time)."""
     ledger = Ledger(env=eventsourcing_env(url))
@@ -146,7 +146,7 @@ def _writer(url: str, account_ids: list[str], rate: int, seconds: float,
         return notification_ids
 
     ledger.recorder.insert_events = timed_insert  # type: ignore[method-assign]
-    per_tick = int(rate * LAG_TICK_SECONDS)
+    per_tick = int(rate * tick_seconds)
     rng = random.Random(11)
     started = time.perf_counter()
     tick = 0
@@ -157,12 +157,13 @@ def _writer(url: str, account_ids: list[str], rate: int, seconds: float,
             occurred_at=now, model=MODELS[i % len(MODELS)], success=True, input_tokens=500,
             output_tokens=100) for i in range(per_tick)])
         tick += 1
-        time.sleep(max(0.0, started + tick * LAG_TICK_SECONDS - time.perf_counter()))
+        time.sleep(max(0.0, started + tick * tick_seconds - time.perf_counter()))
     ledger.close()
     results.put((commits, time.perf_counter() - started))
 
 
-def measure_lag(url: str, rate: int, seconds: float) -> tuple[list[float], float]:
+def measure_lag(url: str, rate: int, seconds: float,
+                tick_seconds: float) -> tuple[list[float], float]:
     """Lag in ms from each writer commit to the projection commit that covers it, and the
     rate the writer achieved. The writer is another process, as the gateway's consumers are:
     in this one it would share the interpreter lock with the projections."""
@@ -184,7 +185,8 @@ def measure_lag(url: str, rate: int, seconds: float) -> tuple[list[float], float
                 "SELECT account_id FROM ledger_views.accounts")]
         context = multiprocessing.get_context("spawn")
         results = context.Queue()
-        writer = context.Process(target=_writer, args=(url, account_ids, rate, seconds, results))
+        writer = context.Process(target=_writer, args=(url, account_ids, rate, seconds,
+                                                          tick_seconds, results))
         writer.start()
         commits, writer_seconds = results.get()
         writer.join()
@@ -198,7 +200,7 @@ def measure_lag(url: str, rate: int, seconds: float) -> tuple[list[float], float
     for position, committed in commits:
         covered = next(t for p, t in projected if p >= position)
         lags.append((covered - committed) * 1000)
-    records = len(commits) * int(rate * LAG_TICK_SECONDS)
+    records = len(commits) * int(rate * tick_seconds)
     return lags, records / writer_seconds
 
 
@@ -209,6 +211,8 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=50, help="accounts per team")
     parser.add_argument("--lag-rate", type=int, default=1000, help="usage records per second")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument("--lag-tick-seconds", type=float, default=0.25,
+                        help="the writer commits one batch per tick (rate x tick records)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-projections-") as folder:
         external = os.environ.get("LEDGER_BENCH_DATABASE_URL")
@@ -246,7 +250,8 @@ def main() -> None:
             console.print(f"catch-up of all projections:            {rate:,.0f} events/s "
                           f"({count:,} in {seconds:.1f}s); {rate / lib_rate:.2f}x the library "
                           f"read rate, {rate / raw_rate:.2f}x the binary read rate")
-            lags, achieved = measure_lag(url, args.lag_rate, args.lag_seconds)
+            lags, achieved = measure_lag(url, args.lag_rate, args.lag_seconds,
+                                         args.lag_tick_seconds)
             lags.sort()
             p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
             console.print(f"lag at {args.lag_rate} records/s (writer process achieved "
