@@ -2,10 +2,12 @@
 
 A batch is prepared in three steps and committed in one transaction:
 
-1. Within the batch, the first record with a `usage_id` is the candidate; a later copy with the
-   same fingerprint is a duplicate, one with a different fingerprint a conflict.
-2. One query asks which candidate ids were recorded before (in any process, at any time): same
-   fingerprint -> duplicate, different -> conflict.
+1. One query asks which of the batch's ids were recorded before (in any process, at any time).
+   An id's reference content is its stored content if it has one, else its first copy in the
+   batch (which becomes the candidate to charge).
+2. Every record is compared with its id's reference: same fingerprint -> duplicate, different
+   -> conflict. (Comparing with the stored content first matters: an exact repeat of a charged
+   record is a duplicate even when a conflicting copy precedes it in the batch.)
 3. Each remaining record is priced on its account by the package in force at `occurred_at`.
    Unknown and closed accounts, and moments with no package in force, are rejections.
 4. Commit: one transaction writes every new event, every new idempotency key, the rejections and
@@ -169,36 +171,36 @@ class UsageRecording:
             rejected_rows.append(RejectionRow(record.usage_id, str(record.account_id), code,
                                               message, fingerprint, now))
 
-        # 1. Duplicates and conflicts inside the batch.
-        candidates: dict[str, tuple[UsageRecord, str]] = {}
-        for record in records:
-            fingerprint = record.fingerprint()
-            first = candidates.get(record.usage_id)
-            if first is None:
-                candidates[record.usage_id] = (record, fingerprint)
-            elif first[1] == fingerprint:
+        # 1. What each usage_id already stands for: its stored content (recorded before, in any
+        #    process, or in the batch still committing), else its first copy in this batch.
+        fingerprinted = [(record, record.fingerprint()) for record in records]
+        ids = list(dict.fromkeys(record.usage_id for record in records))
+        reference = {key: row.fingerprint for key, row in
+                     self.ledger.keyed.select_keys(USAGE_SCOPE, ids).items()}
+        if in_flight is not None:
+            for key in ids:
+                committing = in_flight.fingerprints.get(key)
+                if committing is not None:
+                    reference.setdefault(key, committing)
+        stored_ids = set(reference)
+
+        # 2. Each record against that: new, duplicate or conflict.
+        to_price: list[tuple[UsageRecord, str]] = []
+        for record, fingerprint in fingerprinted:
+            known = reference.get(record.usage_id)
+            if known is None:
+                reference[record.usage_id] = fingerprint
+                to_price.append((record, fingerprint))
+            elif known == fingerprint:
                 outcome.duplicates.append(record.usage_id)
+            elif record.usage_id in stored_ids:
+                reject(record, fingerprint, RejectionCode.CONFLICT,
+                       f"usage_id {record.usage_id!r} was already recorded with different "
+                       "content; a new request needs a new usage_id")
             else:
                 reject(record, fingerprint, RejectionCode.CONFLICT,
                        f"usage_id {record.usage_id!r} appears twice in the batch with "
                        "different content")
-
-        # 2. Against everything recorded before, and the batch still committing.
-        stored = {key: row.fingerprint for key, row in
-                  self.ledger.keyed.select_keys(USAGE_SCOPE, list(candidates)).items()}
-        if in_flight is not None:
-            stored.update((k, fp) for k, fp in in_flight.fingerprints.items() if k in candidates)
-        to_price: list[tuple[UsageRecord, str]] = []
-        for usage_id, (record, fingerprint) in candidates.items():
-            earlier = stored.get(usage_id)
-            if earlier is None:
-                to_price.append((record, fingerprint))
-            elif earlier == fingerprint:
-                outcome.duplicates.append(usage_id)
-            else:
-                reject(record, fingerprint, RejectionCode.CONFLICT,
-                       f"usage_id {usage_id!r} was already recorded with different content; "
-                       "a new request needs a new usage_id")
 
         # 3. Price on the accounts.
         touched: dict[UUID, Account] = {}
