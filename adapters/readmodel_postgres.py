@@ -206,7 +206,7 @@ class PostgresViewStore:
                                       "WHERE name = %s"), (TRACKING_NAME,)).fetchone()
             assert row is not None, "tracking row is created with the tables"
             teams = {r[0]: _team_view(r) for r in conn.execute(self.q("SELECT * FROM {s}.teams"))}
-            accounts = {r[0]: AccountView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7])
+            accounts = {r[0]: _account_view(r)
                         for r in conn.execute(self.q("SELECT * FROM {s}.accounts"))}
             invoices = {r[0]: InvoiceView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7],
                                           r[8], _int(r[9]), r[10], r[11])
@@ -288,12 +288,12 @@ class PostgresViewStore:
     def account(self, account_id: UUID) -> AccountView | None:
         r = self.conn.execute(self.q("SELECT * FROM {s}.accounts WHERE account_id = %s"),
                               (account_id,)).fetchone()
-        return AccountView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7]) if r else None
+        return _account_view(r) if r else None
 
     def accounts_of(self, team_id: UUID) -> list[AccountView]:
         rows = self.conn.execute(self.q("SELECT * FROM {s}.accounts WHERE team_id = %s "
                                         "ORDER BY account_key"), (team_id,)).fetchall()
-        return [AccountView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7]) for r in rows]
+        return [_account_view(r) for r in rows]
 
     def usage_buckets(self, team: TeamView, now: datetime) -> dict[BucketKey, UsageTotals]:
         """The team's daily buckets, with days before every window folded into one bucket.
@@ -408,6 +408,10 @@ class PostgresNotificationLog:
 def _team_view(r: Any) -> TeamView:
     return TeamView(r[0], r[1], r[2], r[3], _int(r[4]), _int(r[5]), r[6], _int(r[7]),
                     _int(r[8]), _int(r[9]), _int(r[10]), r[11])
+
+
+def _account_view(r: Any) -> AccountView:
+    return AccountView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7])
 
 
 def _team_row(t: TeamView) -> tuple[Any, ...]:

@@ -85,7 +85,7 @@ def replay(database_url: str, on_start: Callable[[int], None] | None = None,
         with psycopg.connect(database_url) as snapshot:
             snapshot.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             row: Any = snapshot.execute(
-                "SELECT notification_id FROM ledger_views.tracking WHERE name = %s",
+                f"SELECT notification_id FROM {LIVE_SCHEMA}.tracking WHERE name = %s",
                 (TRACKING_NAME,)).fetchone()
             position = int(row[0])
             fresh = PostgresViewStore(database_url, REPLAY_SCHEMA)

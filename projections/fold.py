@@ -87,7 +87,7 @@ class AccountView:
     position: int = 0
     dirty: bool = field(default=False, compare=False, repr=False)
     # This batch's usage sums of the account, by (model, local date): six ints in the order of
-    # `windows.TOTAL_FIELDS`. Moved into `BatchChanges.usage` when the batch is folded.
+    # the `windows.UsageTotals` fields. Moved into `BatchChanges.usage` when the batch is folded.
     pending_usage: dict[tuple[str, date], list[int]] | None = field(
         default=None, compare=False, repr=False)
 

@@ -20,10 +20,6 @@ from zoneinfo import ZoneInfo
 DAILY_SERIES_DAYS = 90
 WINDOW_NAMES = ("today", "week", "month", "total")
 
-# The daily totals in a bucket, in this order: requests, successes, input, cached and output
-# tokens, cost in nanos.
-TOTAL_FIELDS = ("requests", "successes", "input_tokens", "cached_input_tokens",
-                "output_tokens", "cost_nanos")
 
 
 @lru_cache(maxsize=1024)
