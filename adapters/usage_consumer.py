@@ -209,13 +209,15 @@ class UsageConsumer:
                 # keep a busy one waiting.
                 msgs = await feed.take(wait_seconds, IDLE_FETCH_SECONDS)
                 if msgs:
+                    # Decoding holds no slot either: it overlaps with the commit in progress.
+                    valid, rejected = self._decode(msgs)
                     async with in_flight:
-                        await self._handle(js, msgs, submissions)
+                        await self._handle(js, msgs, valid, rejected, submissions)
         finally:
             await feed.close()
 
-    async def _handle(self, js: nats.js.JetStreamContext, msgs: list[Msg],
-                      submissions: asyncio.Queue[Submission]) -> None:
+    @staticmethod
+    def _decode(msgs: list[Msg]) -> tuple[list[tuple[Msg, UsageRecord]], list[Rejected]]:
         valid: list[tuple[Msg, UsageRecord]] = []
         rejected: list[Rejected] = []
         for msg in msgs:
@@ -224,6 +226,11 @@ class UsageConsumer:
                 rejected.append(Rejected(msg, decoded.code, decoded.message))
             else:
                 valid.append((msg, decoded))
+        return valid, rejected
+
+    async def _handle(self, js: nats.js.JetStreamContext, msgs: list[Msg],
+                      valid: list[tuple[Msg, UsageRecord]], rejected: list[Rejected],
+                      submissions: asyncio.Queue[Submission]) -> None:
         submission = Submission(valid, list(rejected), asyncio.get_running_loop().create_future())
         await submissions.put(submission)
         try:
