@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 
+import nats
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -117,3 +118,14 @@ async def delete_stream(js: JetStreamContext) -> None:
 
 __all__ = ["NAK_DELAY_SECONDS", "REJECTED_SUBJECT", "consumer_name", "delete_stream",
            "ensure_stream", "partition_filter"]
+
+
+async def recreate_stream(nats_url: str, settings: IngestSettings) -> None:
+    """Delete and create the usage stream, so a test or benchmark sees only its own messages."""
+    connection = await nats.connect(nats_url)
+    try:
+        js = connection.jetstream()
+        await delete_stream(js)
+        await ensure_stream(js, settings)
+    finally:
+        await connection.close()

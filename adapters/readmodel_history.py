@@ -21,7 +21,7 @@ from projections.runner import BATCH_SIZE_EVENTS
 
 
 class TeamNotInHistoryError(LookupError):
-    pass
+    """The team has no events at or before the moment asked for."""
 
 
 def fold_history(log: PostgresNotificationLog, decoder: EventDecoder, as_of: datetime,

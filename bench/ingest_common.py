@@ -17,10 +17,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import nats
 import psutil
 
-from adapters.bus_stream import delete_stream, ensure_stream
 from adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from adapters.usage_demo import PricedAccount, open_priced_accounts
 from adapters.usage_settings import IngestSettings
@@ -67,14 +65,6 @@ def priced_accounts(ledger: Ledger, count: int) -> list[PricedAccount]:
                                 package_key="bench-package", terms=TERMS)
 
 
-async def fresh_stream(nats_url: str, settings: IngestSettings) -> None:
-    connection = await nats.connect(nats_url)
-    try:
-        js = connection.jetstream()
-        await delete_stream(js)
-        await ensure_stream(js, settings)
-    finally:
-        await connection.close()
 
 
 class ConsumerProcesses:

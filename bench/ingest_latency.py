@@ -30,10 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-from ingest_common import ConsumerProcesses, bench_servers, fresh_stream, machine, priced_accounts
+from ingest_common import ConsumerProcesses, bench_servers, machine, priced_accounts
 from rich.console import Console
 from rich.table import Table
 
+from adapters.bus_stream import recreate_stream
 from adapters.usage_consumer import UsageConsumer
 from adapters.usage_demo import PricedAccount, realistic_record
 from adapters.usage_publisher import UsagePublisher
@@ -84,7 +85,7 @@ async def paced_publish(publisher: UsagePublisher, accounts: list[PricedAccount]
 async def measure_latency(database_url: str, nats_url: str, rate: int, seconds: float,
                           warmup_seconds: float) -> dict[str, float]:
     settings = IngestSettings.from_env()
-    await fresh_stream(nats_url, settings)
+    await recreate_stream(nats_url, settings)
     ledger = open_ledger(database_url)
     accounts = priced_accounts(ledger, ACCOUNTS)
     committed_at: dict[str, float] = {}
@@ -134,7 +135,7 @@ async def measure_latency(database_url: str, nats_url: str, rate: int, seconds: 
 async def measure_burst_memory(database_url: str, nats_url: str, folder: Path, rate: int,
                                factor: int, burst_seconds: float) -> dict[str, float]:
     settings = IngestSettings.from_env()
-    await fresh_stream(nats_url, settings)
+    await recreate_stream(nats_url, settings)
     ledger = open_ledger(database_url)
     accounts = priced_accounts(ledger, ACCOUNTS)
     consumers = ConsumerProcesses(database_url, nats_url, settings, 1, folder)

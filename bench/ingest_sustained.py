@@ -24,11 +24,12 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from ingest_common import ConsumerProcesses, bench_servers, fresh_stream, machine, priced_accounts
+from ingest_common import ConsumerProcesses, bench_servers, machine, priced_accounts
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from adapters.bus_stream import recreate_stream
 from adapters.usage_demo import PricedAccount, realistic_record
 from adapters.usage_publisher import UsagePublisher
 from adapters.usage_settings import IngestSettings
@@ -69,7 +70,7 @@ def bench_service(database_url: str, accounts_count: int, count: int) -> float:
 async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespace,
                        folder: object) -> dict[str, float]:
     settings = IngestSettings.from_env()
-    await fresh_stream(nats_url, settings)
+    await recreate_stream(nats_url, settings)
     ledger = open_ledger(database_url)
     accounts = priced_accounts(ledger, args.accounts)
     records = make_records(accounts, args.records, "ingest")

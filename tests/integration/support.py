@@ -13,9 +13,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import nats
-
-from adapters.bus_stream import delete_stream, ensure_stream
 from adapters.usage_demo import PricedAccount, open_priced_accounts, realistic_record
 from adapters.usage_settings import IngestSettings
 from domain.pricing import PriceTerms
@@ -28,15 +25,6 @@ TERMS = PriceTerms(request_nanos=40_000, input_token_nanos=3_001, cached_input_t
 PROCESS_STOP_SECONDS = 20.0
 
 
-async def fresh_stream(nats_url: str, settings: IngestSettings) -> None:
-    """Delete and create the usage stream, so a test sees only its own messages."""
-    connection = await nats.connect(nats_url)
-    try:
-        js = connection.jetstream()
-        await delete_stream(js)
-        await ensure_stream(js, settings)
-    finally:
-        await connection.close()
 
 
 def accounts(ledger: Ledger, count: int, team_key: str = "test") -> list[PricedAccount]:

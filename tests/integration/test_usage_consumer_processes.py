@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.bus_stream import recreate_stream
 from adapters.usage_publisher import UsagePublisher
 from adapters.usage_settings import IngestSettings
 from adapters.wiring import open_ledger
@@ -21,7 +22,6 @@ from tests.integration.support import (
     ConsumerProcess,
     accounts,
     expected_spent,
-    fresh_stream,
     make_records,
     processed,
     spent_by_account,
@@ -43,7 +43,7 @@ DRAIN_TIMEOUT_SECONDS = 180.0
 async def test_duplicate_storm_charges_each_record_once(database_url: str, nats_server_url: str,
                                                         tmp_path: Path) -> None:
     settings = IngestSettings(partitions=8)
-    await fresh_stream(nats_server_url, settings)
+    await recreate_stream(nats_server_url, settings)
     ledger = open_ledger(database_url)
     priced = accounts(ledger, STORM_ACCOUNTS)
     records = make_records(priced, STORM_RECORDS, "storm")
@@ -83,7 +83,7 @@ async def test_consumers_killed_at_random_moments_lose_nothing_and_charge_nothin
         database_url: str, nats_server_url: str, tmp_path: Path) -> None:
     # A short ack wait brings a killed process's unacknowledged messages back quickly.
     settings = IngestSettings(partitions=4, batch_size=500, ack_wait_seconds=2.0)
-    await fresh_stream(nats_server_url, settings)
+    await recreate_stream(nats_server_url, settings)
     ledger = open_ledger(database_url)
     priced = accounts(ledger, 100)
     records = make_records(priced, KILL_RECORDS, "kill")

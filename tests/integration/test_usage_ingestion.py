@@ -17,6 +17,7 @@ import nats
 import pytest
 
 from adapters.bus_contract import UsageMessage, usage_subject
+from adapters.bus_stream import recreate_stream
 from adapters.usage_consumer import UsageConsumer
 from adapters.usage_publisher import UsagePublisher
 from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
@@ -26,7 +27,6 @@ from services.actor import Actor
 from tests.integration.support import (
     accounts,
     expected_spent,
-    fresh_stream,
     make_records,
     processed,
     spent_by_account,
@@ -81,7 +81,7 @@ def payload(usage_id: str, account_id: object, **changes: object) -> bytes:
 async def test_bad_input_ends_on_the_rejected_subject_and_never_blocks_valid_records(
         database_url: str, nats_server_url: str) -> None:
     settings = IngestSettings(partitions=2, batch_size=50)
-    await fresh_stream(nats_server_url, settings)
+    await recreate_stream(nats_server_url, settings)
     ledger = open_ledger(database_url)
     priced = accounts(ledger, 4)
     account = priced[0].account_id
@@ -153,7 +153,7 @@ async def test_bad_input_ends_on_the_rejected_subject_and_never_blocks_valid_rec
 async def test_redelivery_after_the_broker_duplicate_window_charges_nothing_again(
         database_url: str, nats_server_url: str) -> None:
     settings = IngestSettings(partitions=2, duplicate_window_seconds=1.0)
-    await fresh_stream(nats_server_url, settings)
+    await recreate_stream(nats_server_url, settings)
     ledger = open_ledger(database_url)
     priced = accounts(ledger, 10)
     records = make_records(priced, 2000, "late")
@@ -185,7 +185,7 @@ async def test_redelivery_after_the_broker_duplicate_window_charges_nothing_agai
 @pytest.mark.parametrize("partitions", [3])
 async def test_stream_refuses_a_different_partition_count(nats_server_url: str,
                                                           partitions: int) -> None:
-    await fresh_stream(nats_server_url, IngestSettings(partitions=partitions))
+    await recreate_stream(nats_server_url, IngestSettings(partitions=partitions))
     with pytest.raises(RuntimeError, match="LEDGER_USAGE_PARTITIONS"):
         await fresh_stream_keep(nats_server_url, IngestSettings(partitions=partitions + 1))
 
