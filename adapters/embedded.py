@@ -132,10 +132,13 @@ class EmbeddedPostgres:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         if user:
             self.data_dir.chmod(0o777)
+        # A session of its own: a Ctrl-C in the terminal signals the whole foreground process
+        # group, and the server must outlive the runners that are still finishing their work;
+        # `stop()` shuts it down after them.
         subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_path), "-w",
              "-t", str(int(STARTUP_TIMEOUT_SECONDS)), "-o", " ".join(options), "start"],
-            check=True, capture_output=True, text=True, user=user,
+            check=True, capture_output=True, text=True, user=user, start_new_session=True,
         )
         wait_for_port(self.port, STARTUP_TIMEOUT_SECONDS, "PostgreSQL", self.log_path)
         atexit.register(self.stop)
@@ -206,6 +209,7 @@ class EmbeddedNats:
             [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
              "-sd", str(self.data_dir / "jetstream"), "-l", str(self.log_path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives a terminal Ctrl-C until stop(), as PostgreSQL
         )
         wait_for_port(self.port, STARTUP_TIMEOUT_SECONDS, "NATS", self.log_path)
         atexit.register(self.stop)

@@ -12,7 +12,6 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from uuid import UUID, uuid4
 
 from rich.console import Console
@@ -24,6 +23,7 @@ from adapters.runtime_services import Runtime
 from adapters.usage_publisher import UsagePublisher
 from adapters.wiring import open_ledger
 from domain.errors import InvalidInputError
+from domain.money import format_nanos
 from domain.package import Package
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
@@ -38,7 +38,6 @@ STEADY_CHUNK_RECORDS = 100
 STEADY_PAUSE_SECONDS = 0.05
 DEMO_RECORDS_MAX = 1_000_000
 WAIT_FOR_LEDGER_SECONDS = 120.0
-NANOS_PER_UNIT = 10**9
 
 DEMO_TEAMS = {
     "acme": ("Acme Robotics", ["alice", "bob", "ci-bot"]),
@@ -98,8 +97,6 @@ def realistic_record(rng: random.Random, account: PricedAccount, usage_id: str,
         cached_input_tokens=rng.choice((0, 0, rng.randint(100, 20_000))))
 
 
-def format_nanos(nanos: int) -> str:
-    return f"{Decimal(nanos) / NANOS_PER_UNIT:.6f}"
 
 
 async def run_demo(runtime: Runtime, *, records: int, console: Console) -> int:
@@ -157,14 +154,14 @@ async def run_demo(runtime: Runtime, *, records: int, console: Console) -> int:
                           f"{WAIT_FOR_LEDGER_SECONDS:.0f}s: is `ledger up` (or `ledger consume`) "
                           "running?[/red]")
             return 1
-        table = Table(title="demo accounts (USD)")
+        table = Table(title="demo accounts")
         for column in ("team", "account", "requests", "spent"):
             table.add_column(column)
         for priced in accounts:
             account = ledger.get_account(priced.account_id)
             team = ledger.get_team(account.team_id)
             table.add_row(team.name, account.name, str(account.usage_count),
-                          format_nanos(account.spent_nanos))
+                          format_nanos(account.spent_nanos, team.currency))
         console.print(table)
         console.print(f"ledger counters: {ledger.keyed.counter_values()}")
         return 0

@@ -38,8 +38,10 @@ def test_ledger_up_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
     env["COLUMNS"] = "400"  # rich must not wrap the long temporary path
     log = tmp_path / "up.log"
     with log.open("wb") as out:
+        # Its own process group, like a command in a terminal: Ctrl-C signals the whole group.
         up = subprocess.Popen([sys.executable, "-m", "adapters.cli", "up"], env=env,
-                              cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+                              cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                              process_group=0)
     try:
         wait_for_file(data_dir / "servers.json", up, log)
         demo = subprocess.run([sys.executable, "-m", "adapters.cli", "demo", "--records",
@@ -48,13 +50,15 @@ def test_ledger_up_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "alice" in demo.stdout + demo.stderr
     finally:
-        up.send_signal(signal.SIGINT)
+        os.killpg(up.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         code = up.wait(STOP_TIMEOUT_SECONDS)
     output = log.read_text()
     assert code == 0, output[-3000:]
     assert str(data_dir.resolve()) in output
     assert "postgresql://" in output and "nats://" in output
     assert "ledger stopped" in output
+    # The servers outlive the Ctrl-C until the runners have stopped: nothing loses its database.
+    assert "Traceback" not in output, output[-3000:]
     assert not (data_dir / "servers.json").exists()
     # The embedded servers' files stay for the next run.
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()
