@@ -12,6 +12,8 @@ from __future__ import annotations
 from nats.aio.client import Client
 
 CONNECT_TIMEOUT_SECONDS = 5
+# The usage stream partitions accounts with a stream subject transform, new in NATS 2.10.
+NATS_SERVER_VERSION_MIN = (2, 10)
 _CRLF = b"\r\n"
 
 
@@ -43,4 +45,17 @@ async def connect_nats(url: str, name: str) -> Client:
     client = LedgerNatsClient()
     await client.connect(servers=nats_servers(url), name=name,
                          connect_timeout=CONNECT_TIMEOUT_SECONDS, max_reconnect_attempts=-1)
+    await check_server_version(client)
     return client
+
+
+async def check_server_version(client: Client) -> None:
+    """Refuse a NATS server too old for the usage stream, naming what is needed."""
+    version = client.connected_server_version
+    if (version.major, version.minor) < NATS_SERVER_VERSION_MIN:
+        await client.close()
+        needed = ".".join(map(str, NATS_SERVER_VERSION_MIN))
+        raise RuntimeError(
+            f"NATS server {version.major}.{version.minor}.{version.patch} is too old: the usage stream partitions accounts with "
+            f"subject transforms, which need NATS {needed} or newer with JetStream"
+        )

@@ -35,6 +35,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from adapters.bus_connection import check_server_version
 from adapters.usage_settings import (
     CONSUMER_NAME_PREFIX,
     MESSAGE_BYTES_MAX,
@@ -123,6 +124,7 @@ __all__ = ["NAK_DELAY_SECONDS", "REJECTED_SUBJECT", "consumer_name", "delete_str
 async def recreate_stream(nats_url: str, settings: IngestSettings) -> None:
     """Delete and create the usage stream, so a test or benchmark sees only its own messages."""
     connection = await nats.connect(nats_url)
+    await check_server_version(connection)
     try:
         js = connection.jetstream()
         await delete_stream(js)

@@ -47,6 +47,12 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.database_url(name)
 
+    def drop_database(self, url: str) -> None:
+        """Drop a test database, ending whatever connections the test left open."""
+        name = urlparse(url).path.lstrip("/")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 @pytest.fixture(scope="session")
 def work_dir() -> Iterator[Path]:
@@ -68,9 +74,11 @@ def pg_server(work_dir: Path) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def database_url(pg_server: PostgresServer) -> str:
-    """A fresh, empty database for one test."""
-    return pg_server.create_database()
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped after it (servers may be shared)."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
 
 
 @pytest.fixture(scope="session")

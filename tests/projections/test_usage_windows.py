@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from adapters.readmodel_postgres import PostgresViewStore
+from tests.conftest import PostgresServer
 from tests.projections.history import cost_of, ledger_at, make_team, project, usage
 
 
@@ -18,14 +19,15 @@ def _windows(database_url: str, team_id: object, now: datetime) -> dict[str, dic
     return answer["usage"]["windows"]  # type: ignore[no-any-return]
 
 
-def test_windows_are_the_same_for_the_same_records_in_any_order(pg_server: object) -> None:
+def test_windows_are_the_same_for_the_same_records_in_any_order(pg_server: PostgresServer
+                                                                ) -> None:
     start = datetime(2026, 11, 1, tzinfo=UTC)
     rng = random.Random(4)
     hours = [rng.randrange(0, 24 * 30) for _ in range(120)]
     answers = []
     buckets = []
     for attempt in range(2):
-        url = pg_server.create_database()  # type: ignore[attr-defined]
+        url = pg_server.create_database()
         with ledger_at(url) as ledger:
             team = make_team(ledger, "orders", "America/New_York", accounts=2)
             records = [usage(team.account_ids[i % 2], f"u{i}",
@@ -40,6 +42,7 @@ def test_windows_are_the_same_for_the_same_records_in_any_order(pg_server: objec
         answers.append(_windows(url, team.team_id, datetime(2026, 11, 20, 12, tzinfo=UTC)))
         with PostgresViewStore(url) as store, psycopg.connect(url) as conn:
             buckets.append(list(store.canonical_rows(conn, "usage_daily")))
+        pg_server.drop_database(url)
     assert answers[0] == answers[1]
     assert buckets[0] == buckets[1] and len(buckets[0]) > 30
     assert answers[0]["total"]["requests"] == 120
