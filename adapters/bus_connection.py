@@ -55,7 +55,8 @@ async def check_server_version(client: Client) -> None:
     if (version.major, version.minor) < NATS_SERVER_VERSION_MIN:
         await client.close()
         needed = ".".join(map(str, NATS_SERVER_VERSION_MIN))
+        found = f"{version.major}.{version.minor}.{version.patch}"
         raise RuntimeError(
-            f"NATS server {version.major}.{version.minor}.{version.patch} is too old: the usage stream partitions accounts with "
+            f"NATS server {found} is too old: the usage stream partitions accounts with "
             f"subject transforms, which need NATS {needed} or newer with JetStream"
         )
