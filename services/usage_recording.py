@@ -58,10 +58,18 @@ USAGE_SAVE_ATTEMPTS_MAX = 5
 ACCOUNT_CACHE_SIZE_MAX = 20_000
 PIPELINE_SWITCH_INTERVAL_SECONDS = 0.0005
 
+# Rejections are keyed in their own scope, so that each distinct one is stored and counted once.
+REJECTION_SCOPE = "usage_rejection"
+
 COUNTER_RECORDED = "usage_recorded"
 COUNTER_DUPLICATES = "usage_duplicates"
 COUNTER_CONFLICTS = "usage_conflicts"
 COUNTER_REJECTED = "usage_rejected"
+
+
+def rejection_key(row: RejectionRow) -> str:
+    """Reason, content and id: the code and the hex fingerprint hold no ':', so it is unique."""
+    return f"{row.code}:{row.fingerprint}:{row.usage_id}"
 
 
 @dataclass
@@ -235,14 +243,20 @@ class UsageRecording:
                 self._accounts.pop(account_id, None)
             raise
 
-        conflicts = sum(1 for r in rejected_rows if r.code == RejectionCode.CONFLICT)
+        # A rejection is stored and counted once per distinct record and reason: the same bad
+        # record delivered again (a consumer crashed before letting it go) is reported again,
+        # but is not a second rejection.
+        new_rejections = self._first_rejections(rejected_rows)
+        conflicts = sum(1 for r in new_rejections if r.code == RejectionCode.CONFLICT)
         counters = {
             COUNTER_RECORDED: len(outcome.recorded),
             COUNTER_DUPLICATES: len(outcome.duplicates),
             COUNTER_CONFLICTS: conflicts,
-            COUNTER_REJECTED: len(rejected_rows) - conflicts,
+            COUNTER_REJECTED: len(new_rejections) - conflicts,
         }
         key_rows = [KeyRow(USAGE_SCOPE, usage_id, fp, "") for usage_id, fp in fingerprints.items()]
+        key_rows += [KeyRow(REJECTION_SCOPE, rejection_key(r), r.fingerprint, r.code)
+                     for r in new_rejections]
         return PreparedBatch(
             outcome=outcome,
             accounts=touched,
@@ -250,11 +264,19 @@ class UsageRecording:
             stored_events=stored_events,
             save_kwargs={
                 "idempotency_keys": key_rows,
-                "usage_rejections": rejected_rows,
+                "usage_rejections": new_rejections,
                 "counters": {k: v for k, v in counters.items() if v},
             },
             fingerprints=fingerprints,
         )
+
+    def _first_rejections(self, rejected_rows: list[RejectionRow]) -> list[RejectionRow]:
+        """The rejections not stored before (nor twice in this batch)."""
+        if not rejected_rows:
+            return []
+        by_key = {rejection_key(r): r for r in rejected_rows}
+        stored = self.ledger.keyed.select_keys(REJECTION_SCOPE, list(by_key))
+        return [row for key, row in by_key.items() if key not in stored]
 
     def _commit(self, prepared: PreparedBatch) -> None:
         self.ledger.save_events(prepared.events, prepared.stored_events, prepared.accounts,

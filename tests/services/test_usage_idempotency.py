@@ -181,3 +181,26 @@ def test_racing_writers_charge_each_record_once(pg_ledger: Ledger, database_url:
     accounts = [pg_ledger.get_account(a) for a in setup.account_ids]
     assert sum(a.usage_count for a in accounts) == 2000
     assert sum(a.spent_nanos for a in accounts) == sum(expected_cost(r) for r in records)
+
+
+def test_a_rejected_record_delivered_again_is_reported_but_counted_once(ledger: Ledger) -> None:
+    setup = team_with_accounts(ledger, accounts=1)
+    record = usage(setup.account_ids[0], "req-1")
+    ledger.record_usage_batch([record])
+    changed = dataclasses.replace(record, output_tokens=record.output_tokens + 1)
+    from uuid import uuid4
+
+    nobody = usage(uuid4(), "req-2")
+    for _delivery in range(3):
+        outcome = ledger.record_usage_batch([changed, nobody, changed])
+        assert sorted(r.code for r in outcome.rejections) == sorted([
+            RejectionCode.CONFLICT, RejectionCode.UNKNOWN_ACCOUNT, RejectionCode.CONFLICT])
+    counters = ledger.keyed.counter_values()
+    assert counters[COUNTER_CONFLICTS] == 1
+    assert counters[COUNTER_REJECTED] == 1
+    assert sorted((r.usage_id, r.code) for r in ledger.keyed.select_rejections(10)) == [
+        ("req-1", RejectionCode.CONFLICT), ("req-2", RejectionCode.UNKNOWN_ACCOUNT)]
+    # A different conflicting content is a new conflict.
+    other = dataclasses.replace(record, output_tokens=record.output_tokens + 2)
+    ledger.record_usage_batch([other])
+    assert ledger.keyed.counter_values()[COUNTER_CONFLICTS] == 2
