@@ -215,23 +215,6 @@ class Account(Aggregate):
     def _closed(self, reason: str, actor: str) -> None:
         self.status = AccountStatus.CLOSED
 
-    def summary(self) -> dict[str, Any]:
-        current = self.assignments[-1] if self.assignments else None
-        return {
-            "account_id": str(self.id),
-            "team_id": str(self.team_id),
-            "account_key": self.account_key,
-            "name": self.name,
-            "kind": AccountKind(self.kind).value,
-            "holder_user_id": self.holder_user_id,
-            "status": AccountStatus(self.status).value,
-            "package_id": str(current["package_id"]) if current else None,
-            "package_version": current["package_version"] if current else None,
-            "usage_count": self.usage_count,
-            "spent_nanos": self.spent_nanos,
-            "version": self.version,
-        }
-
 
 def new_usage_recorded(**fields: Any) -> Account.UsageRecorded:
     """Make an `Account.UsageRecorded` without the frozen dataclass `__init__`.

@@ -154,20 +154,3 @@ class Invoice(Aggregate):
                             actor: str) -> None:
         self.credit_note_ids.append(credit_note_id)
         self.credited_nanos += amount_nanos
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "invoice_id": str(self.id),
-            "team_id": str(self.team_id),
-            "currency": self.currency,
-            "period_start": self.period_start,
-            "period_end": self.period_end,
-            "status": InvoiceStatus(self.status).value,
-            "number": self.number,
-            "subtotal_nanos": self.subtotal_nanos,
-            "total_minor": self.total_minor,
-            "rounding_difference_nanos": self.rounding_difference_nanos,
-            "payment_reference": self.payment_reference,
-            "credited_nanos": self.credited_nanos,
-            "lines": self.lines,
-        }

@@ -11,7 +11,6 @@ again on every replay.
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -311,19 +310,3 @@ class Team(Aggregate):
     def _invoice_number_issued(self, invoice_id: UUID, sequence: int, number: str,
                                actor: str) -> None:
         self.invoices_finalized = sequence
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "team_id": str(self.id),
-            "name": self.name,
-            "currency": self.currency,
-            "timezone": self.timezone,
-            "members": {u: Role(r).value for u, r in sorted(self.members.items())},
-            "account_ids": [str(a) for a in self.account_ids],
-            "credit_limit_nanos": self.credit_limit_nanos,
-            "low_balance_threshold_nanos": self.low_balance_threshold_nanos,
-            "stripe_customer_id": self.stripe_customer_id,
-            "suspended": self.suspended,
-            "version": self.version,
-        }
-

@@ -16,7 +16,7 @@ The in-memory recorder below gives the same semantics for the fast tests; the Po
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -67,10 +67,10 @@ class InMemoryLedgerRecorder(POPOApplicationRecorder):
     def _insert_events(self, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         with self._database_lock:
-            keys: Iterable[KeyRow] = kwargs.get("idempotency_keys") or ()
+            keys: Sequence[KeyRow] = kwargs.get("idempotency_keys") or ()
             new_keys = {(k.scope, k.key): k for k in keys}
             duplicated = [k for k in new_keys if k in self._keys]
-            if duplicated or len(new_keys) != len(list(kwargs.get("idempotency_keys") or ())):
+            if duplicated or len(new_keys) != len(keys):  # taken before, or twice in this batch
                 raise IntegrityError(f"idempotency keys already recorded: {duplicated[:5]}")
             self._assert_uniqueness(stored_events, **kwargs)
             notification_ids = self._update_table(stored_events, **kwargs)

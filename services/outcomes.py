@@ -38,10 +38,3 @@ class UsageBatchOutcome:
     @property
     def cost_nanos(self) -> int:
         return sum(r.cost_nanos for r in self.recorded)
-
-    def status_of(self, usage_id: str) -> str:
-        if any(r.usage_id == usage_id for r in self.recorded):
-            return "recorded"
-        if usage_id in self.duplicates:
-            return "duplicate"
-        return "rejected"
