@@ -37,12 +37,13 @@ from typing import Any
 import nats
 from eventsourcing.persistence import IntegrityError
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from adapters.bus_connection import connect_nats
 from adapters.bus_contract import BusRejection, decode_usage
 from adapters.bus_pull import PullFeed
 from adapters.bus_stream import NAK_DELAY_SECONDS, consumer_name, ensure_stream
+from adapters.bus_wire import WireConnection, WireConnectionLost
+from adapters.bus_wire_frames import WireMsg, ack_frame, nak_frame, stream_sequence, term_frame
 from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
 from domain.usage import UsageRecord
 from services.keyed_recording import KeyRow, RejectionRow
@@ -60,7 +61,14 @@ IDLE_FETCH_SECONDS = 1.0
 # Header values are single lines of bounded length.
 HEADER_VALUE_LENGTH_MAX = 1000
 REJECTED_PUBLISH_TIMEOUT_SECONDS = 5.0
-
+# After a lost bus connection, connect again after this long, doubling up to the maximum.
+RECONNECT_DELAY_SECONDS_FIRST = 0.2
+RECONNECT_DELAY_SECONDS_MAX = 5.0
+# Failures that end a session on the bus but not the consumer: it connects again. Whatever was
+# taken and not acknowledged is delivered again by the broker after `ack_wait` (and answered
+# "duplicate" by the ledger if it was committed).
+SESSION_FAILURES = (WireConnectionLost, nats.errors.Error, TimeoutError)
+WIRE_CLIENT_NAME = "ledger-usage-consumer"
 
 
 @dataclass
@@ -76,7 +84,7 @@ class IngestStats:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    msg: Msg
+    msg: WireMsg
     code: str
     message: str
 
@@ -89,7 +97,7 @@ Verdict = UsageRejection | bool
 class Submission:
     """One partition's decoded batch, waiting for the committer."""
 
-    items: list[tuple[Msg, UsageRecord]]
+    items: list[tuple[WireMsg, UsageRecord]]
     bus_rejected: list[Rejected]
     done: asyncio.Future[dict[int, Verdict]]
 
@@ -108,15 +116,15 @@ def _header_value(text: str) -> str:
     return " ".join(text.split())[:HEADER_VALUE_LENGTH_MAX]
 
 
-def split_by_repeats(items: Sequence[tuple[Msg, UsageRecord]]
-                     ) -> list[list[tuple[Msg, UsageRecord]]]:
+def split_by_repeats(items: Sequence[tuple[WireMsg, UsageRecord]]
+                     ) -> list[list[tuple[WireMsg, UsageRecord]]]:
     """Groups in which each usage_id appears once: the n-th copy of an id goes to group n.
 
     The service answers per usage_id; with one copy per group its answer maps back to exactly
     one message. Groups commit in order, so later copies meet the earlier ones as stored keys.
     """
     seen: dict[str, int] = {}
-    groups: list[list[tuple[Msg, UsageRecord]]] = []
+    groups: list[list[tuple[WireMsg, UsageRecord]]] = []
     for msg, record in items:
         index = seen.get(record.usage_id, 0)
         seen[record.usage_id] = index + 1
@@ -144,11 +152,13 @@ class UsageConsumer:
         self._stopping = asyncio.Event()
         self._stream_epoch = ""
         self._connection: Client | None = None
+        self._wire: WireConnection | None = None
         self._loops: list[asyncio.Task[None]] = []
 
     def is_healthy(self) -> bool:
-        """Connected to NATS, and every partition loop still running."""
+        """Connected to NATS (both connections), and every partition loop still running."""
         return (self._connection is not None and self._connection.is_connected
+                and self._wire is not None and not self._wire.is_closed
                 and bool(self._loops) and not any(loop.done() for loop in self._loops))
 
     def stop(self) -> None:
@@ -156,11 +166,17 @@ class UsageConsumer:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until `stop` is set (or `stop()` is called); then finish the batches in hand,
-        acknowledge them and return."""
+        acknowledge them and return.
+
+        Two connections: nats-py for the control plane (the stream, the rejected subject), and
+        the wire client for the messages themselves. A lost wire connection ends a session:
+        each partition loop finishes the batch it holds as far as it can, and the consumer
+        connects again with backoff, for as long as it runs."""
         connection = await connect_nats(self.nats_url, "ledger-usage-consumer")
         self._connection = connection
         js = connection.jetstream()
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-usage-writer")
+        helpers: list[asyncio.Task[Any]] = []
         try:
             if self.create_stream:
                 await ensure_stream(js, self.settings)
@@ -169,39 +185,85 @@ class UsageConsumer:
             self._stream_epoch = created.isoformat()
             in_flight = asyncio.Semaphore(self.settings.in_flight_max)
             submissions: asyncio.Queue[Submission] = asyncio.Queue()
-            committer = asyncio.create_task(self._committer(submissions, writer),
-                                            name="usage-committer")
-            loops = [asyncio.create_task(self._serve(connection, p, submissions, in_flight),
-                                         name=f"usage-partition-{p}")
-                     for p in self.partitions]
-            self._loops = loops
-            stopper = asyncio.create_task(self._stopping.wait())
-            waits: list[asyncio.Task[Any]] = [stopper, *loops]
+            helpers.append(asyncio.create_task(self._committer(submissions, writer),
+                                               name="usage-committer"))
             if stop is not None:
-                waits.append(asyncio.create_task(stop.wait()))
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            self._stopping.set()
-            results = await asyncio.gather(*loops, return_exceptions=True)
-            # Every loop awaited its own submission, so the committer holds nothing now.
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
-            for task in waits:
-                if not task.done():
-                    task.cancel()
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                raise errors[0]
+                helpers.append(asyncio.create_task(self._relay_stop(stop)))
+            delay = RECONNECT_DELAY_SECONDS_FIRST
+            sessions = 0
+            while not self._stopping.is_set():
+                try:
+                    wire = await WireConnection.connect(self.nats_url, WIRE_CLIENT_NAME,
+                                                        first_server=sessions)
+                except WireConnectionLost as error:
+                    log.warning("%s; trying again in %.1fs", error, delay)
+                else:
+                    lost = await self._session(wire, js, submissions, in_flight)
+                    if lost is None:
+                        break
+                    log.warning("usage consumer lost its bus session (%s); messages not "
+                                "acknowledged come again after ack_wait; connecting again in "
+                                "%.1fs", lost, delay)
+                sessions += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, RECONNECT_DELAY_SECONDS_MAX)
         finally:
+            # Every loop awaited its own submission, so the committer holds nothing now.
+            for task in helpers:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             writer.shutdown(wait=True)
             await connection.drain()
 
-    async def _serve(self, connection: Client, partition: int,
+    async def _relay_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping.set()
+
+    async def _session(self, wire: WireConnection, js: nats.js.JetStreamContext,
+                       submissions: asyncio.Queue[Submission],
+                       in_flight: asyncio.Semaphore) -> BaseException | None:
+        """Serve every partition on one wire connection until a stop (returns None) or a lost
+        connection (returns why). Any other failure of a loop is a bug: it stops the consumer."""
+        self._wire = wire
+        loops = [asyncio.create_task(self._serve(wire, js, p, submissions, in_flight),
+                                     name=f"usage-partition-{p}")
+                 for p in self.partitions]
+        self._loops = loops
+        watchers = [asyncio.create_task(self._stopping.wait()),
+                    asyncio.create_task(wire.wait_closed())]
+        try:
+            await asyncio.wait([*watchers, *loops], return_when=asyncio.FIRST_COMPLETED)
+            failed = [loop.exception() for loop in loops
+                      if loop.done() and not loop.cancelled() and loop.exception() is not None]
+            if any(not isinstance(error, SESSION_FAILURES) for error in failed):
+                self._stopping.set()
+            elif not self._stopping.is_set():
+                # The session is over: closing the connection makes every loop end (a loop
+                # waiting for its commit ends once it tried to acknowledge).
+                await wire.close()
+            results = await asyncio.gather(*loops, return_exceptions=True)
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            await wire.close()
+            self._wire = None
+        errors = [r for r in results if isinstance(r, BaseException)]
+        bugs = [e for e in errors if not isinstance(e, SESSION_FAILURES)]
+        if bugs:
+            raise bugs[0]
+        if errors:
+            return errors[0]
+        if self._stopping.is_set():
+            return None
+        return WireConnectionLost("the wire connection closed")
+
+    async def _serve(self, wire: WireConnection, js: nats.js.JetStreamContext, partition: int,
                      submissions: asyncio.Queue[Submission],
                      in_flight: asyncio.Semaphore) -> None:
-        js = connection.jetstream()
-        feed = await PullFeed(connection, STREAM_NAME, consumer_name(partition),
-                              self.settings.batch_size).start()
+        feed = PullFeed(wire, STREAM_NAME, consumer_name(partition),
+                        self.settings.batch_size).start()
         wait_seconds = self.settings.wait_ms / 1000
         try:
             while not self._stopping.is_set():
@@ -212,13 +274,13 @@ class UsageConsumer:
                     # Decoding holds no slot either: it overlaps with the commit in progress.
                     valid, rejected = self._decode(msgs)
                     async with in_flight:
-                        await self._handle(js, msgs, valid, rejected, submissions)
+                        await self._handle(wire, js, msgs, valid, rejected, submissions)
         finally:
             await feed.close()
 
     @staticmethod
-    def _decode(msgs: list[Msg]) -> tuple[list[tuple[Msg, UsageRecord]], list[Rejected]]:
-        valid: list[tuple[Msg, UsageRecord]] = []
+    def _decode(msgs: list[WireMsg]) -> tuple[list[tuple[WireMsg, UsageRecord]], list[Rejected]]:
+        valid: list[tuple[WireMsg, UsageRecord]] = []
         rejected: list[Rejected] = []
         for msg in msgs:
             decoded = decode_usage(msg.data, _subject_account(msg.subject))
@@ -228,9 +290,9 @@ class UsageConsumer:
                 valid.append((msg, decoded))
         return valid, rejected
 
-    async def _handle(self, js: nats.js.JetStreamContext, msgs: list[Msg],
-                      valid: list[tuple[Msg, UsageRecord]], rejected: list[Rejected],
-                      submissions: asyncio.Queue[Submission]) -> None:
+    async def _handle(self, wire: WireConnection, js: nats.js.JetStreamContext,
+                      msgs: list[WireMsg], valid: list[tuple[WireMsg, UsageRecord]],
+                      rejected: list[Rejected], submissions: asyncio.Queue[Submission]) -> None:
         submission = Submission(valid, list(rejected), asyncio.get_running_loop().create_future())
         await submissions.put(submission)
         try:
@@ -239,11 +301,11 @@ class UsageConsumer:
             self.stats.commit_failures += 1
             log.exception("could not commit a batch of %d usage messages; they will be "
                           "delivered again in %.0fs", len(msgs), NAK_DELAY_SECONDS)
-            for msg in msgs:
-                await msg.nak(delay=NAK_DELAY_SECONDS)
+            wire.write(b"".join([nak_frame(msg.reply, NAK_DELAY_SECONDS) for msg in msgs]))
+            await wire.drain()
             return
         committed: list[UsageRecord] = []
-        to_ack: list[Msg] = []
+        to_ack: list[WireMsg] = []
         for msg, record in valid:
             verdict = verdicts[id(msg)]
             if isinstance(verdict, UsageRejection):
@@ -259,10 +321,12 @@ class UsageConsumer:
         # crash in between repeats the publish (deduplicated by its Nats-Msg-Id), never loses it.
         for item in rejected:
             await self._publish_rejection(js, item)
-        for msg in to_ack:
-            await msg.ack()
-        for item in rejected:
-            await item.msg.term()
+        # Then every ack and term of the batch in one write: each message still gets its own
+        # explicit answer, but the cost is one system call, not one per message.
+        frames = [ack_frame(msg.reply) for msg in to_ack]
+        frames += [term_frame(item.msg.reply) for item in rejected]
+        wire.write(b"".join(frames))
+        await wire.drain()
         self.stats.messages += len(msgs)
         self.stats.rejected += len(rejected)
         self.stats.batches += 1
@@ -311,7 +375,7 @@ class UsageConsumer:
             for submission in taken:
                 submission.done.set_result(verdicts)
 
-    def _commit(self, groups: list[list[tuple[Msg, UsageRecord]]],
+    def _commit(self, groups: list[list[tuple[WireMsg, UsageRecord]]],
                 rejected: list[Rejected]) -> list[UsageBatchOutcome]:
         """In the writer thread: record each group (one transaction each), then count the
         bus-level rejections once."""
@@ -321,8 +385,8 @@ class UsageConsumer:
             self._count_bus_rejections(rejected)
         return outcomes
 
-    def _rejection_key(self, msg: Msg) -> str:
-        return f"{STREAM_NAME}@{self._stream_epoch}:{msg.metadata.sequence.stream}"
+    def _rejection_key(self, msg: WireMsg) -> str:
+        return f"{STREAM_NAME}@{self._stream_epoch}:{stream_sequence(msg.reply)}"
 
     def _count_bus_rejections(self, rejected: list[Rejected]) -> None:
         by_key = {self._rejection_key(item.msg): item for item in rejected}
@@ -345,7 +409,7 @@ class UsageConsumer:
                 continue  # another process counted some of them first: look again
 
     async def _publish_rejection(self, js: nats.js.JetStreamContext, item: Rejected) -> None:
-        sequence = item.msg.metadata.sequence.stream
+        sequence = stream_sequence(item.msg.reply)
         headers = {
             "Nats-Msg-Id": f"rejected:{self._stream_epoch}:{sequence}",
             "Ledger-Rejection-Code": item.code,
