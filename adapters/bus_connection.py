@@ -49,6 +49,17 @@ async def connect_nats(url: str, name: str) -> Client:
     return client
 
 
+async def close_nats(client: Client) -> None:
+    """Drain a connected client (what was published reaches the server); one that is still
+    reconnecting after the server went away cannot drain, and is simply closed."""
+    if client.is_closed:
+        return
+    if client.is_connected:
+        await client.drain()
+    else:
+        await client.close()
+
+
 async def check_server_version(client: Client) -> None:
     """Refuse a NATS server too old for the usage stream, naming what is needed."""
     version = client.connected_server_version

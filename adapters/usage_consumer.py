@@ -38,7 +38,7 @@ import nats
 from eventsourcing.persistence import IntegrityError
 from nats.aio.client import Client
 
-from adapters.bus_connection import connect_nats
+from adapters.bus_connection import close_nats, connect_nats
 from adapters.bus_contract import BusRejection, decode_usage
 from adapters.bus_pull import PullFeed
 from adapters.bus_stream import NAK_DELAY_SECONDS, consumer_name, ensure_stream
@@ -215,7 +215,7 @@ class UsageConsumer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             writer.shutdown(wait=True)
-            await connection.drain()
+            await close_nats(connection)
 
     async def _relay_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()

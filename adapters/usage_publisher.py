@@ -30,7 +30,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
-from adapters.bus_connection import connect_nats
+from adapters.bus_connection import close_nats, connect_nats
 from adapters.bus_contract import UsageMessage, usage_subject
 from adapters.bus_wire import WireConnection, WireConnectionLost
 from adapters.bus_wire_frames import CRLF, WireMsg, header_block, hpub_frame
@@ -83,7 +83,7 @@ class UsagePublisher:
             await self._wire.close()
             self._wire = None
         if self.owns_connection:
-            await self.connection.drain()
+            await close_nats(self.connection)
 
     async def __aenter__(self) -> UsagePublisher:
         return self
