@@ -2,9 +2,10 @@
 
 For each partition this process serves, a loop fetches up to `batch_size` messages (waiting at
 most `wait_ms` for a batch to fill once the first message is there), decodes each with the
-pydantic bus contract, and hands the batch to the process's one writer thread, which calls
-`Ledger.record_usage_batch`. Only after that call returned (the transaction committed) are the
-messages acknowledged:
+pydantic bus contract, and hands the batch to the process's one writer thread
+(`adapters.usage_writer`: group commit, pipelined through `Ledger.record_usage_batches`). Only
+after the batch's transaction committed are the messages acknowledged, each explicitly, all of a
+batch in one socket write (`adapters.bus_wire`):
 
 - recorded and duplicate records: `ack`;
 - rejected ones (bad JSON, bad fields, unknown or closed account, conflict, no package): their
@@ -29,13 +30,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import nats
-from eventsourcing.persistence import IntegrityError
 from nats.aio.client import Client
 
 from adapters.bus_connection import close_nats, connect_nats
@@ -45,17 +44,13 @@ from adapters.bus_stream import NAK_DELAY_SECONDS, consumer_name, ensure_stream
 from adapters.bus_wire import WireConnection, WireConnectionLost
 from adapters.bus_wire_frames import WireMsg, ack_frame, nak_frame, stream_sequence, term_frame
 from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
+from adapters.usage_writer import Rejected, UsageWriter
 from domain.usage import UsageRecord
-from services.keyed_recording import KeyRow, RejectionRow
 from services.ledger import Ledger
-from services.outcomes import UsageBatchOutcome, UsageRejection
-from services.usage_recording import USAGE_BATCH_SIZE_MAX
+from services.outcomes import UsageRejection
 
 log = logging.getLogger(__name__)
 
-# Bus-level rejections are keyed by stream sequence in this scope, so each is counted once.
-BUS_REJECTION_SCOPE = "bus_rejection"
-COUNTER_INVALID = "usage_invalid"
 # A fetch with nothing to deliver returns after this long, so a stop request is seen promptly.
 IDLE_FETCH_SECONDS = 1.0
 # Header values are single lines of bounded length.
@@ -82,26 +77,6 @@ class IngestStats:
     rejected_by_code: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    msg: WireMsg
-    code: str
-    message: str
-
-
-# What the ledger said about one message: recorded (True), duplicate (False), or rejected.
-Verdict = UsageRejection | bool
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """One partition's decoded batch, waiting for the committer."""
-
-    items: list[tuple[WireMsg, UsageRecord]]
-    bus_rejected: list[Rejected]
-    done: asyncio.Future[dict[int, Verdict]]
-
-
 # Called after each committed batch with the committed records (benchmarks measure latency).
 CommitHook = Callable[[list[UsageRecord]], None]
 
@@ -114,24 +89,6 @@ def _subject_account(subject: str) -> str | None:
 
 def _header_value(text: str) -> str:
     return " ".join(text.split())[:HEADER_VALUE_LENGTH_MAX]
-
-
-def split_by_repeats(items: Sequence[tuple[WireMsg, UsageRecord]]
-                     ) -> list[list[tuple[WireMsg, UsageRecord]]]:
-    """Groups in which each usage_id appears once: the n-th copy of an id goes to group n.
-
-    The service answers per usage_id; with one copy per group its answer maps back to exactly
-    one message. Groups commit in order, so later copies meet the earlier ones as stored keys.
-    """
-    seen: dict[str, int] = {}
-    groups: list[list[tuple[WireMsg, UsageRecord]]] = []
-    for msg, record in items:
-        index = seen.get(record.usage_id, 0)
-        seen[record.usage_id] = index + 1
-        if index == len(groups):
-            groups.append([])
-        groups[index].append((msg, record))
-    return groups
 
 
 class UsageConsumer:
@@ -175,7 +132,7 @@ class UsageConsumer:
         connection = await connect_nats(self.nats_url, "ledger-usage-consumer")
         self._connection = connection
         js = connection.jetstream()
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-usage-writer")
+        writer = UsageWriter(self.ledger, self._rejection_key)
         helpers: list[asyncio.Task[Any]] = []
         try:
             if self.create_stream:
@@ -184,9 +141,7 @@ class UsageConsumer:
             created = info.created or datetime.fromtimestamp(0, UTC)
             self._stream_epoch = created.isoformat()
             in_flight = asyncio.Semaphore(self.settings.in_flight_max)
-            submissions: asyncio.Queue[Submission] = asyncio.Queue()
-            helpers.append(asyncio.create_task(self._committer(submissions, writer),
-                                               name="usage-committer"))
+            writer.start()
             if stop is not None:
                 helpers.append(asyncio.create_task(self._relay_stop(stop)))
             delay = RECONNECT_DELAY_SECONDS_FIRST
@@ -198,7 +153,7 @@ class UsageConsumer:
                 except WireConnectionLost as error:
                     log.warning("%s; trying again in %.1fs", error, delay)
                 else:
-                    lost = await self._session(wire, js, submissions, in_flight)
+                    lost = await self._session(wire, js, writer, in_flight)
                     if lost is None:
                         break
                     log.warning("usage consumer lost its bus session (%s); messages not "
@@ -209,12 +164,12 @@ class UsageConsumer:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, RECONNECT_DELAY_SECONDS_MAX)
         finally:
-            # Every loop awaited its own submission, so the committer holds nothing now.
+            # Every loop awaited its own submission, so the writer holds nothing now.
+            await writer.stop()
             for task in helpers:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            writer.shutdown(wait=True)
             await close_nats(connection)
 
     async def _relay_stop(self, stop: asyncio.Event) -> None:
@@ -222,12 +177,11 @@ class UsageConsumer:
         self._stopping.set()
 
     async def _session(self, wire: WireConnection, js: nats.js.JetStreamContext,
-                       submissions: asyncio.Queue[Submission],
-                       in_flight: asyncio.Semaphore) -> BaseException | None:
+                       writer: UsageWriter, in_flight: asyncio.Semaphore) -> BaseException | None:
         """Serve every partition on one wire connection until a stop (returns None) or a lost
         connection (returns why). Any other failure of a loop is a bug: it stops the consumer."""
         self._wire = wire
-        loops = [asyncio.create_task(self._serve(wire, js, p, submissions, in_flight),
+        loops = [asyncio.create_task(self._serve(wire, js, p, writer, in_flight),
                                      name=f"usage-partition-{p}")
                  for p in self.partitions]
         self._loops = loops
@@ -260,8 +214,7 @@ class UsageConsumer:
         return WireConnectionLost("the wire connection closed")
 
     async def _serve(self, wire: WireConnection, js: nats.js.JetStreamContext, partition: int,
-                     submissions: asyncio.Queue[Submission],
-                     in_flight: asyncio.Semaphore) -> None:
+                     writer: UsageWriter, in_flight: asyncio.Semaphore) -> None:
         feed = PullFeed(wire, STREAM_NAME, consumer_name(partition),
                         self.settings.batch_size).start()
         wait_seconds = self.settings.wait_ms / 1000
@@ -274,7 +227,7 @@ class UsageConsumer:
                     # Decoding holds no slot either: it overlaps with the commit in progress.
                     valid, rejected = self._decode(msgs)
                     async with in_flight:
-                        await self._handle(wire, js, msgs, valid, rejected, submissions)
+                        await self._handle(wire, js, msgs, valid, rejected, writer)
         finally:
             await feed.close()
 
@@ -292,11 +245,9 @@ class UsageConsumer:
 
     async def _handle(self, wire: WireConnection, js: nats.js.JetStreamContext,
                       msgs: list[WireMsg], valid: list[tuple[WireMsg, UsageRecord]],
-                      rejected: list[Rejected], submissions: asyncio.Queue[Submission]) -> None:
-        submission = Submission(valid, list(rejected), asyncio.get_running_loop().create_future())
-        await submissions.put(submission)
+                      rejected: list[Rejected], writer: UsageWriter) -> None:
         try:
-            verdicts = await submission.done
+            verdicts = await writer.submit(valid, list(rejected))
         except Exception:
             self.stats.commit_failures += 1
             log.exception("could not commit a batch of %d usage messages; they will be "
@@ -336,77 +287,8 @@ class UsageConsumer:
         if self.on_commit is not None and committed:
             self.on_commit(committed)
 
-    async def _committer(self, submissions: asyncio.Queue[Submission],
-                         writer: ThreadPoolExecutor) -> None:
-        """Group commit: the batches of every partition that are waiting go into one writer
-        call (at most the service's batch limit), so a slow trickle on many partitions costs
-        one transaction, not one per partition."""
-        loop = asyncio.get_running_loop()
-        carried: Submission | None = None
-        while True:
-            first = carried or await submissions.get()
-            carried = None
-            taken = [first]
-            size = len(first.items)
-            while not submissions.empty():
-                following = submissions.get_nowait()
-                if size + len(following.items) > USAGE_BATCH_SIZE_MAX:
-                    carried = following
-                    break
-                taken.append(following)
-                size += len(following.items)
-            items = [item for submission in taken for item in submission.items]
-            bus_rejected = [r for submission in taken for r in submission.bus_rejected]
-            groups = split_by_repeats(items)
-            try:
-                outcomes = await loop.run_in_executor(writer, self._commit, groups,
-                                                      bus_rejected)
-            except Exception as error:
-                for submission in taken:
-                    submission.done.set_exception(error)
-                continue
-            verdicts: dict[int, Verdict] = {}
-            for group, outcome in zip(groups, outcomes, strict=True):
-                recorded = {r.usage_id for r in outcome.recorded}
-                refused = {r.usage_id: r for r in outcome.rejections}
-                for msg, record in group:
-                    verdicts[id(msg)] = refused.get(record.usage_id) or (
-                        record.usage_id in recorded)
-            for submission in taken:
-                submission.done.set_result(verdicts)
-
-    def _commit(self, groups: list[list[tuple[WireMsg, UsageRecord]]],
-                rejected: list[Rejected]) -> list[UsageBatchOutcome]:
-        """In the writer thread: record each group (one transaction each), then count the
-        bus-level rejections once."""
-        outcomes = [self.ledger.record_usage_batch([record for _, record in group])
-                    for group in groups]
-        if rejected:
-            self._count_bus_rejections(rejected)
-        return outcomes
-
     def _rejection_key(self, msg: WireMsg) -> str:
         return f"{STREAM_NAME}@{self._stream_epoch}:{stream_sequence(msg.reply)}"
-
-    def _count_bus_rejections(self, rejected: list[Rejected]) -> None:
-        by_key = {self._rejection_key(item.msg): item for item in rejected}
-        for _attempt in range(2):
-            known = self.ledger.keyed.select_keys(BUS_REJECTION_SCOPE, list(by_key))
-            new = {key: item for key, item in by_key.items() if key not in known}
-            if not new:
-                return
-            now = datetime.now(UTC)
-            try:
-                self.ledger.save(
-                    idempotency_keys=[KeyRow(BUS_REJECTION_SCOPE, key, item.code, item.code)
-                                      for key, item in new.items()],
-                    usage_rejections=[RejectionRow("", "", item.code, item.message, "", now)
-                                      for item in new.values()],
-                    counters={COUNTER_INVALID: len(new)},
-                )
-                return
-            except IntegrityError:
-                continue  # another process counted some of them first: look again
 
     async def _publish_rejection(self, js: nats.js.JetStreamContext, item: Rejected) -> None:
         sequence = stream_sequence(item.msg.reply)

@@ -4,7 +4,7 @@ LEDGER_INGEST_BATCH_SIZE          records fetched and committed together (defaul
 LEDGER_INGEST_WAIT_MS             longest wait for a batch to fill before committing what came
                                   (default 20 ms): the latency bound at low rates
 LEDGER_INGEST_IN_FLIGHT_MAX       batches fetched but not yet acknowledged, per process
-                                  (default 4): bounds the consumer's memory in a burst
+                                  (default 8): bounds the consumer's memory in a burst
 LEDGER_USAGE_PARTITIONS           account partitions of the stream, fixed when the stream is
                                   created (default 8)
 LEDGER_USAGE_DUPLICATE_WINDOW_SECONDS  the broker's Nats-Msg-Id window (default 120 s); the
@@ -33,7 +33,10 @@ BATCH_SIZE_DEFAULT = 1000
 BATCH_SIZE_MAX = 10_000  # the service's own limit on one usage batch
 WAIT_MS_DEFAULT = 20
 WAIT_MS_MAX = 60_000
-IN_FLIGHT_MAX_DEFAULT = 4
+# Room for two writer jobs of ~4 batches: one commits while the next is prepared (the writer's
+# pipeline); with 4, one job took every batch in flight and the pipeline had nothing to prepare
+# (measured end to end: ~12,000 records/s with 4, ~16,600 with 8).
+IN_FLIGHT_MAX_DEFAULT = 8
 IN_FLIGHT_MAX_LIMIT = 64
 PARTITIONS_DEFAULT = 8
 PARTITIONS_MAX = 256

@@ -433,9 +433,10 @@ class Ledger(Application[UUID]):
     def record_usage_batch(self, records: list[UsageRecord]) -> UsageBatchOutcome:
         return self.usage.record_batch(records)
 
-    def record_usage_batches(self, batches: Iterable[list[UsageRecord]]
+    def record_usage_batches(self, batches: Iterable[list[UsageRecord] | None]
                              ) -> Iterator[UsageBatchOutcome]:
-        """Record a stream of batches, committing one while preparing the next."""
+        """Record a stream of batches, committing one while preparing the next (a `None`
+        finishes the batch in flight: see `UsageRecording.record_batches`)."""
         return self.usage.record_batches(batches)
 
     def record_usage(self, record: UsageRecord) -> UsageBatchOutcome:

@@ -21,6 +21,9 @@ N+1 is prepared on top of N's (not yet committed) account state, with N's keys c
 recorded. The database and Python then work at the same time, which on a 2-core machine nearly
 doubles throughput. If N fails to commit, N+1 was prepared on a state that never existed: both
 are dropped and recorded again one at a time, so the pipeline changes speed, never results.
+A long-lived caller (the bus consumer) puts `None` in the stream when it has nothing more for
+now: the batch in flight is then finished and its outcome yielded at once, instead of waiting
+for a next batch that may be a while coming.
 
 Accounts stay in a bounded in-process cache between batches; the event store's version check is
 what keeps the cache honest, not the cache itself.
@@ -113,9 +116,10 @@ class UsageRecording:
 
     # A stream of batches, pipelined ----------------------------------------------------------
 
-    def record_batches(self, batches: Iterable[list[UsageRecord]]
+    def record_batches(self, batches: Iterable[list[UsageRecord] | None]
                        ) -> Iterator[UsageBatchOutcome]:
-        """Record batches in order, yielding each outcome once its batch is committed."""
+        """Record batches in order, yielding each outcome once its batch is committed; a `None`
+        in `batches` finishes the batch in flight (one outcome per batch, none for a None)."""
         # The committing thread mostly waits on the database. When a reply arrives it needs
         # the GIL back from the preparing thread, which by default gives it up only every 5 ms;
         # a shorter interval lets the commit thread run as soon as it can.
@@ -126,10 +130,19 @@ class UsageRecording:
         finally:
             sys.setswitchinterval(switch_interval)
 
-    def _pipeline(self, batches: Iterable[list[UsageRecord]]) -> Iterator[UsageBatchOutcome]:
+    def _pipeline(self, batches: Iterable[list[UsageRecord] | None]
+                  ) -> Iterator[UsageBatchOutcome]:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-commit") as committer:
             in_flight: tuple[list[UsageRecord], PreparedBatch, Future[None]] | None = None
             for records in batches:
+                if records is None:
+                    if in_flight is not None:
+                        if self._committed(in_flight):
+                            yield in_flight[1].outcome
+                        else:
+                            yield self.record_batch(in_flight[0])
+                        in_flight = None
+                    continue
                 previous = in_flight[1] if in_flight else None
                 prepared = self._prepare(records, in_flight=previous)
                 if in_flight is not None:

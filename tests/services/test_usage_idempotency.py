@@ -7,12 +7,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
 from adapters.settings import eventsourcing_env
+from domain.usage import UsageRecord
 from services.ledger import Ledger
 from services.outcomes import RejectionCode
 from services.usage_recording import (
@@ -102,6 +104,29 @@ def test_a_pipelined_stream_records_what_sequential_batches_record(ledger: Ledge
     assert sum(len(o.duplicates) for o in outcomes) == 350
     total = sum(ledger.get_account(a).spent_nanos for a in setup.account_ids)
     assert total == sum(expected_cost(r) for r in unique)
+
+
+def test_a_none_in_the_stream_finishes_the_batch_in_flight_at_once(ledger: Ledger) -> None:
+    setup = team_with_accounts(ledger, accounts=2)
+    records = [usage(setup.account_ids[n % 2], f"r{n}", minutes=n) for n in range(90)]
+    asked: list[str] = []
+
+    def stream() -> Iterator[list[UsageRecord] | None]:
+        asked.append("first")
+        yield records[:40]
+        asked.append("none")
+        yield None
+        asked.append("second")
+        yield records[40:]
+
+    outcomes = ledger.record_usage_batches(stream())
+    first = next(outcomes)
+    # The first batch's outcome came without the second batch being asked for.
+    assert asked == ["first", "none"]
+    assert len(first.recorded) == 40
+    rest = list(outcomes)
+    assert [len(o.recorded) for o in rest] == [50]
+    assert sum(ledger.get_account(a).usage_count for a in setup.account_ids) == 90
 
 
 def test_a_pipeline_commit_that_fails_is_redone_without_double_charging(
