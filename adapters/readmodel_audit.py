@@ -24,7 +24,8 @@ from uuid import UUID
 
 import psycopg
 
-from adapters.readmodel_postgres import EVENTS_TABLE, LIVE_SCHEMA, TRACKING_NAME
+from adapters.readmodel_postgres import EVENTS_TABLE, LIVE_SCHEMA
+from adapters.readmodel_writes import TRACKING_NAME
 from projections.decoding import EventDecoder, LogEntry
 from projections.fold import GENESIS_HASH, event_digest, link_hash
 
@@ -153,7 +154,7 @@ def _check_audited(report: VerifyReport, entry: LogEntry | None, audited: tuple[
                                f"stored bytes of version {version} ({entry.topic}) changed "
                                f"since audited: digest {recomputed.hex()[:16]}..., audited "
                                f"{digest.hex()[:16]}..."))
-    expected = link_hash(previous_hash, position, aggregate_id, version, digest)
+    expected = link_hash(previous_hash, position, aggregate_id.bytes, version, digest)
     if expected != stored_hash:
         report.add(Problem(position, "chain_broken", aggregate_id,
                            "audit row's hash does not follow from the row before it: the audit "

@@ -25,13 +25,17 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from adapters.readmodel_writes import (
+    TRACKING_NAME,
+    BatchWriter,
+    StagedBatch,
+)
 from projections.answers import balance_answer
 from projections.authorization import AuthorizationAnswer, Freshness, decide
 from projections.decoding import LogEntry
 from projections.fold import (
     GENESIS_HASH,
     AccountView,
-    AuditRow,
     BatchChanges,
     InvoiceView,
     TeamView,
@@ -43,7 +47,6 @@ from projections.windows import BucketKey, UsageTotals, series_range, window_ran
 LIVE_SCHEMA = "ledger_views"
 REPLAY_SCHEMA = "ledger_replay"
 EVENTS_TABLE = "ledger_events"
-TRACKING_NAME = "ledger_views"
 CONNECT_TIMEOUT_SECONDS = 10
 
 # Tables in the order they are created, each with its key (the canonical order for hashing).
@@ -91,62 +94,6 @@ _DDL = [
     "position bigint NOT NULL, PRIMARY KEY (team_id, top_up_id))",
 ]
 
-_UPSERT_TEAM = (
-    "INSERT INTO {s}.teams VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (team_id) DO UPDATE SET name = EXCLUDED.name, "
-    "credit_limit_nanos = EXCLUDED.credit_limit_nanos, "
-    "low_balance_threshold_nanos = EXCLUDED.low_balance_threshold_nanos, "
-    "suspended = EXCLUDED.suspended, credited_nanos = EXCLUDED.credited_nanos, "
-    "refunded_nanos = EXCLUDED.refunded_nanos, adjusted_nanos = EXCLUDED.adjusted_nanos, "
-    "spent_nanos = EXCLUDED.spent_nanos, position = EXCLUDED.position"
-)
-_UPSERT_ACCOUNTS = (
-    "INSERT INTO {s}.accounts SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], "
-    "%s::text[], %s::text[], %s::bigint[], %s::numeric[], %s::bigint[]) "
-    "ON CONFLICT (account_id) DO UPDATE SET status = EXCLUDED.status, "
-    "usage_count = EXCLUDED.usage_count, spent_nanos = EXCLUDED.spent_nanos, "
-    "position = EXCLUDED.position"
-)
-# Usage sums are added, never overwritten: the batch carries deltas, the table the totals. The
-# deltas go in by binary COPY into a temporary table first: about twice as fast as binding ten
-# arrays of a few thousand values each.
-_USAGE_DELTA_TABLE = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS usage_delta (LIKE {s}.usage_daily) "
-    "ON COMMIT DELETE ROWS"
-)
-_USAGE_DELTA_TYPES = ["uuid", "date", "uuid", "text", "int8", "int8", "int8", "int8", "int8",
-                      "numeric"]
-_ADD_USAGE = (
-    "INSERT INTO {s}.usage_daily AS u SELECT * FROM usage_delta "
-    "ON CONFLICT (team_id, local_date, account_id, model) DO UPDATE SET "
-    "requests = u.requests + EXCLUDED.requests, successes = u.successes + EXCLUDED.successes, "
-    "input_tokens = u.input_tokens + EXCLUDED.input_tokens, "
-    "cached_input_tokens = u.cached_input_tokens + EXCLUDED.cached_input_tokens, "
-    "output_tokens = u.output_tokens + EXCLUDED.output_tokens, "
-    "cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos"
-)
-_UPSERT_INVOICE = (
-    "INSERT INTO {s}.invoices VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (invoice_id) DO UPDATE SET status = EXCLUDED.status, number = EXCLUDED.number, "
-    "total_minor = EXCLUDED.total_minor, credited_nanos = EXCLUDED.credited_nanos, "
-    "payment_reference = EXCLUDED.payment_reference, position = EXCLUDED.position"
-)
-_UPSERT_TOP_UP = (
-    "INSERT INTO {s}.top_ups VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (team_id, top_up_id) DO UPDATE SET refunded_nanos = EXCLUDED.refunded_nanos, "
-    "position = EXCLUDED.position"
-)
-_AUDIT_COLUMNS = ("position, recorded_at, team_id, aggregate_id, aggregate_version, event_type, "
-                  "actor, summary, balance_before_nanos, balance_after_nanos, event_digest, hash")
-
-_AUDIT_TYPES = ["int8", "timestamptz", "uuid", "uuid", "int8", "text", "text", "text", "numeric",
-                "numeric", "bytea", "bytea"]
-
-
-class TrackingConflictError(RuntimeError):
-    """Another runner moved the tracking position: this batch must not be written."""
-
-
 def _q(template: str, schema: str) -> sql.Composed:
     return sql.SQL(template).format(s=sql.Identifier(schema))
 
@@ -168,10 +115,10 @@ class PostgresViewStore:
         self.schema = schema
         self.conn = connect(database_url)
         self.create_tables()
-        # Outside any transaction, so that a rolled-back batch cannot take it away.
-        self.conn.execute(self.q(_USAGE_DELTA_TABLE))
+        self.writer = BatchWriter(database_url, schema)
 
     def close(self) -> None:
+        self.writer.close()
         self.conn.close()
 
     def __enter__(self) -> PostgresViewStore:
@@ -199,6 +146,8 @@ class PostgresViewStore:
     # Writing -------------------------------------------------------------------------------
 
     def load_folder(self) -> ViewFolder:
+        for lane in self.writer.lanes:  # nothing staged survives a reload
+            lane.release(rollback=True)
         conn = self.conn
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -217,57 +166,20 @@ class PostgresViewStore:
         return ViewFolder(position=row[0], audit_head=bytes(row[1]), teams=teams,
                           accounts=accounts, invoices=invoices, top_ups=top_ups)
 
+    def stage(self, changes: BatchChanges) -> StagedBatch:
+        """Copy a batch's rows in an open transaction (see `readmodel_writes`)."""
+        return self.writer.stage(changes)
+
+    def finish(self, staged: StagedBatch) -> None:
+        """Write the rest of a staged batch and commit it with its tracking position."""
+        self.writer.finish(staged)
+
+    def abort(self, staged: StagedBatch) -> None:
+        self.writer.abort(staged)
+
     def commit(self, changes: BatchChanges) -> None:
-        conn = self.conn
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(self.q("UPDATE {s}.tracking SET notification_id = %s, audit_head = %s "
-                               "WHERE name = %s AND notification_id = %s"),
-                        (changes.last_position, changes.audit[-1].hash if changes.audit
-                         else GENESIS_HASH, TRACKING_NAME, changes.first_position))
-            if cur.rowcount != 1:
-                raise TrackingConflictError(
-                    f"read models in schema {self.schema} are no longer at position "
-                    f"{changes.first_position}: another projection runner is writing them; "
-                    "run one `ledger project` per database")
-            if changes.teams:
-                cur.executemany(self.q(_UPSERT_TEAM), [_team_row(t) for t in
-                                                       changes.teams.values()])
-            if changes.accounts:
-                rows = [(a.account_id, a.team_id, a.account_key, a.name, a.status, a.usage_count,
-                         a.spent_nanos, a.position) for a in changes.accounts.values()]
-                cur.execute(self.q(_UPSERT_ACCOUNTS), [list(c) for c in zip(*rows, strict=True)])
-            if changes.usage:
-                self._add_usage(cur, changes)
-            if changes.invoices:
-                cur.executemany(self.q(_UPSERT_INVOICE), [
-                    (i.invoice_id, i.team_id, i.currency, i.period_start, i.period_end, i.status,
-                     i.subtotal_nanos, i.number, i.total_minor, i.credited_nanos,
-                     i.payment_reference, i.position) for i in changes.invoices.values()])
-            if changes.top_ups:
-                cur.executemany(self.q(_UPSERT_TOP_UP), [
-                    (t.team_id, t.top_up_id, t.amount_nanos, t.amount_minor, t.currency,
-                     t.credited_at, t.refunded_nanos, t.position)
-                    for t in changes.top_ups.values()])
-            if changes.audit:
-                self._append_audit(cur, changes.audit)
-
-    def _add_usage(self, cur: psycopg.Cursor[Any], changes: BatchChanges) -> None:
-        with cur.copy("COPY usage_delta FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_USAGE_DELTA_TYPES)
-            write = copy.write_row
-            for (team_id, account_id, model, day), t in changes.usage.items():
-                write((team_id, day, account_id, model, t.requests, t.successes, t.input_tokens,
-                       t.cached_input_tokens, t.output_tokens, t.cost_nanos))
-        cur.execute(self.q(_ADD_USAGE))
-
-    def _append_audit(self, cur: psycopg.Cursor[Any], rows: list[AuditRow]) -> None:
-        # Binary COPY: the cheapest way to append thousands of rows, on both sides.
-        statement = self.q(f"COPY {{s}}.audit ({_AUDIT_COLUMNS}) FROM STDIN (FORMAT BINARY)")
-        with cur.copy(statement) as copy:
-            copy.set_types(_AUDIT_TYPES)
-            write = copy.write_row
-            for row in rows:
-                write(row)
+        """Write one batch and its tracking position in one transaction, or nothing."""
+        self.finish(self.stage(changes))
 
     # Reading -------------------------------------------------------------------------------
 
@@ -387,7 +299,7 @@ class PostgresNotificationLog:
         upper = stop if stop is not None else 2**63 - 1
         with self.conn.cursor(binary=True) as cur:
             cur.execute(self._select, (position, upper, limit), prepare=True)
-            return [LogEntry(r[0], r[1], r[2], r[3], r[4]) for r in cur.fetchall()]
+            return list(map(LogEntry._make, cur.fetchall()))
 
     def head_position(self) -> int:
         row = self.conn.execute(sql.SQL("SELECT coalesce(max(notification_id), 0) FROM "
@@ -412,12 +324,6 @@ def _team_view(r: Any) -> TeamView:
 
 def _account_view(r: Any) -> AccountView:
     return AccountView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7])
-
-
-def _team_row(t: TeamView) -> tuple[Any, ...]:
-    return (t.team_id, t.name, t.currency, t.timezone, t.credit_limit_nanos,
-            t.low_balance_threshold_nanos, t.suspended, t.credited_nanos, t.refunded_nanos,
-            t.adjusted_nanos, t.spent_nanos, t.position)
 
 
 def _dicts(cur: psycopg.Cursor[Any]) -> list[dict[str, Any]]:

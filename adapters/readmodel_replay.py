@@ -23,10 +23,10 @@ from adapters.readmodel_postgres import (
     LIVE_SCHEMA,
     REPLAY_SCHEMA,
     TABLE_KEYS,
-    TRACKING_NAME,
     PostgresViewStore,
 )
 from adapters.readmodel_process import open_runner
+from adapters.readmodel_writes import TRACKING_NAME
 
 DIFFERENCES_SHOWN_MAX = 5
 

@@ -40,9 +40,18 @@ class MemoryViewStore:
         # The runner reloads after a failed batch; memory has nothing committed to reload.
         return self.folder
 
+    def stage(self, changes: BatchChanges) -> BatchChanges:
+        return changes
+
+    def finish(self, staged: BatchChanges) -> None:
+        self.commit(staged)
+
+    def abort(self, staged: BatchChanges) -> None:
+        """Nothing was written; the runner reloads the folder (memory's own) after a failure."""
+
     def commit(self, changes: BatchChanges) -> None:
-        for key, totals in changes.usage.items():
-            self.buckets.setdefault(key, UsageTotals()).add(totals)
+        for key, sums in changes.usage.items():
+            self.buckets.setdefault(key, UsageTotals()).add(UsageTotals(*sums))
 
     def team_buckets(self, team: TeamView) -> dict[BucketKey, UsageTotals]:
         return {(str(account_id), model, day): totals

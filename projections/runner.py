@@ -17,7 +17,6 @@ and NATS implementations are in `adapters/`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -28,7 +27,7 @@ from uuid import UUID
 from projections.decoding import EventDecoder, LogEntry
 from projections.fold import BatchChanges, ViewFolder
 
-BATCH_SIZE_EVENTS = 5000
+BATCH_SIZE_EVENTS = 10_000
 # Batches in flight between the reader, the folder and the committer (each stage holds one more).
 PIPELINE_DEPTH_BATCHES = 2
 PIPELINE_POLL_SECONDS = 0.1
@@ -51,9 +50,18 @@ class NotificationLog(Protocol):
 
 
 class ViewStore(Protocol):
+    """Where batches go. A batch is written in two steps: `stage` (in the folding thread: the
+    row formatting, in an open transaction) and `finish` (in the committer thread: the rest and
+    the commit, with the tracking position), so the next batch is folded and staged while the
+    previous one commits. `abort` rolls back a staged batch that will not be finished."""
+
     def load_folder(self) -> ViewFolder: ...
 
-    def commit(self, changes: BatchChanges) -> None: ...
+    def stage(self, changes: BatchChanges) -> Any: ...
+
+    def finish(self, staged: Any) -> None: ...
+
+    def abort(self, staged: Any) -> None: ...
 
 
 class ChangePublisher(Protocol):
@@ -89,11 +97,11 @@ def view_messages(changes: BatchChanges, folder: ViewFolder) -> list[tuple[str, 
 
 
 class _Pipeline:
-    """Bounded queues between the stages, and how a failing stage stops the others."""
+    """The bounded queue between the folding thread and the committer, and how a failing stage
+    stops the other."""
 
     def __init__(self) -> None:
-        self.pages: queue.Queue[list[LogEntry] | None] = queue.Queue(PIPELINE_DEPTH_BATCHES)
-        self.batches: queue.Queue[tuple[BatchChanges, list[Any]] | None] = queue.Queue(
+        self.batches: queue.Queue[tuple[BatchChanges, Any, list[Any]] | None] = queue.Queue(
             PIPELINE_DEPTH_BATCHES)
         self.halt = threading.Event()
         self.errors: list[BaseException] = []
@@ -101,35 +109,36 @@ class _Pipeline:
     def fail(self, error: BaseException) -> None:
         self.errors.append(error)
         self.halt.set()
-        # Wake a consumer that waits for work which will never come.
-        for waiting in (self.pages, self.batches):
-            with contextlib.suppress(queue.Full):
-                waiting.put_nowait(None)
 
-    def put(self, target: queue.Queue[Any], item: Any) -> None:
+    def put(self, item: tuple[BatchChanges, Any, list[Any]] | None) -> bool:
         """Put unless the pipeline halted (a full queue must not block a stopping stage)."""
         while True:
             try:
-                target.put(item, timeout=PIPELINE_POLL_SECONDS)
-                return
+                self.batches.put(item, timeout=PIPELINE_POLL_SECONDS)
+                return True
             except queue.Full:
                 if self.halt.is_set():
-                    return
+                    return False
 
-    def get(self, source: queue.Queue[Any]) -> Any:
-        """The next item, or None once the pipeline halted and nothing is left."""
+    def get(self) -> tuple[BatchChanges, Any, list[Any]] | None:
+        """The next batch, or None once the folding thread is done or the pipeline halted."""
         while True:
             try:
-                return source.get(timeout=PIPELINE_POLL_SECONDS)
+                return self.batches.get(timeout=PIPELINE_POLL_SECONDS)
             except queue.Empty:
                 if self.halt.is_set():
                     return None
 
-    def guard(self, stage: Callable[..., None], *args: Any) -> None:
-        try:
-            stage(*args)
-        except BaseException as error:
-            self.fail(error)
+    def leftovers(self) -> list[Any]:
+        """Staged batches nobody will finish."""
+        left: list[Any] = []
+        while True:
+            try:
+                item = self.batches.get_nowait()
+            except queue.Empty:
+                return left
+            if item is not None:
+                left.append(item[1])
 
 
 class ProjectionRunner:
@@ -151,65 +160,62 @@ class ProjectionRunner:
                  on_batch: Callable[[int], None] | None = None) -> int:
         """Process until the head of the log (or `stop_position`); return events processed.
 
-        Three stages overlap: a reader thread fetches the next page while this thread decodes
-        and folds, and a committer thread writes the previous batch (and publishes it after
-        its commit). PostgreSQL works on the reads and writes on the other core meanwhile.
-        Batches are committed strictly in order; if any stage fails, the others stop, nothing
-        after the failed batch is committed, the folder is reloaded from the store and the
-        error is raised.
+        This thread reads a page, folds it and stages it in the store (formats and copies its
+        rows); a committer thread finishes and commits the staged batches strictly in order (and
+        publishes each after its commit), so PostgreSQL commits one batch on the other core while
+        the next is folded. Reading stays in this thread: a reader thread of its own was measured
+        to cost more in interpreter-lock handovers than it saved. If either side fails, nothing
+        after the failed batch is committed, staged batches are rolled back, the folder is
+        reloaded from the store and the error is raised.
         """
         pipeline = _Pipeline()
-        reader = threading.Thread(target=pipeline.guard, name="projections-reader",
-                                  args=(self._read_pages, pipeline, stop_position))
-        committer = threading.Thread(target=pipeline.guard, name="projections-committer",
-                                     args=(self._commit_batches, pipeline, on_batch))
-        reader.start()
+        committer = threading.Thread(target=self._commit_batches, name="projections-committer",
+                                     args=(pipeline, on_batch))
         committer.start()
         processed = 0
+        staged: Any = None
+        position = self.folder.position
         try:
-            decode, fold = self.decoder.decode, self.folder.fold
-            while not pipeline.errors and (entries := pipeline.get(pipeline.pages)) is not None:
-                changes = fold([(entry, decode(entry)) for entry in entries])
+            fold, decoder, stage = self.folder.fold_log, self.decoder, self.store.stage
+            while not pipeline.halt.is_set():
+                entries = self.log.read_after(position, self.batch_size, stop_position)
+                if not entries:
+                    break
+                position = entries[-1].position
+                changes = fold(entries, decoder)
+                staged = stage(changes)
                 messages = view_messages(changes, self.folder) if self.publisher else []
-                pipeline.put(pipeline.batches, (changes, messages))
+                if not pipeline.put((changes, staged, messages)):
+                    break
+                staged = None
                 processed += len(entries)
+                if stop_position is not None and position >= stop_position:
+                    break
         except BaseException as error:
             pipeline.fail(error)
         finally:
-            pipeline.put(pipeline.batches, None)
-            pipeline.halt.set()  # the reader may be blocked on a full queue
-            reader.join()
+            pipeline.put(None)
             committer.join()
+            for leftover in [staged, *pipeline.leftovers()]:
+                if leftover is not None:
+                    self.store.abort(leftover)
         if pipeline.errors:
             self.folder = self.store.load_folder()
             raise pipeline.errors[0]
         return processed
 
-    def _read_pages(self, pipeline: _Pipeline, stop_position: int | None) -> None:
-        position = self.folder.position
-        try:
-            while not pipeline.halt.is_set():
-                entries = self.log.read_after(position, self.batch_size, stop_position)
-                if not entries:
-                    return
-                position = entries[-1].position
-                pipeline.put(pipeline.pages, entries)
-                if stop_position is not None and position >= stop_position:
-                    return
-        finally:
-            pipeline.put(pipeline.pages, None)
-
     def _commit_batches(self, pipeline: _Pipeline,
                         on_batch: Callable[[int], None] | None) -> None:
-        while (item := pipeline.get(pipeline.batches)) is not None:
-            if pipeline.errors:
-                return  # never commit past a failure
-            changes, messages = item
-            self.store.commit(changes)
-            if self.publisher is not None:
-                self.publisher.publish(messages)
-            if on_batch is not None:
-                on_batch(changes.events)
+        try:
+            while not pipeline.errors and (item := pipeline.get()) is not None:
+                changes, staged, messages = item
+                self.store.finish(staged)
+                if self.publisher is not None:
+                    self.publisher.publish(messages)
+                if on_batch is not None:
+                    on_batch(changes.events)
+        except BaseException as error:
+            pipeline.fail(error)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Catch up, then follow the log until `stop` is set. Errors are retried with backoff."""

@@ -31,6 +31,52 @@ def local_date(occurred_at: datetime, timezone: str) -> date:
     return occurred_at.astimezone(zone(timezone)).date()
 
 
+# The local-date cache holds at most this many (timezone, UTC hour) entries, then starts over.
+LOCAL_DAY_CACHE_SIZE_MAX = 200_000
+_UTC_SUFFIX = "+00:00"
+_LAST_MICROSECOND = timedelta(hours=1, microseconds=-1)
+
+
+class LocalDays:
+    """`local_date` for the ISO strings events store, answered from a cache per UTC hour.
+
+    Converting a time to a zone costs more than the rest of folding a usage record, and usage
+    times repeat the same hours over and over. An hour is cached only when every instant in it has
+    the same local date: the zone's offset is the same at its first and last microsecond (no
+    transition inside; zones change offset at most once an hour) and both ends fall on the same
+    local date. Hours that straddle a local midnight (e.g. 18:00-19:00 UTC in Asia/Kolkata) or a
+    transition are computed for each record. Strings not in UTC are always computed.
+    """
+
+    def __init__(self) -> None:
+        self._by_hour: dict[tuple[str, str], date | None] = {}
+
+    def of(self, occurred_at: str, timezone: str) -> date:
+        if not (occurred_at.endswith(_UTC_SUFFIX) and occurred_at[13:14] == ":"):
+            return local_date(datetime.fromisoformat(occurred_at), timezone)
+        key = (timezone, occurred_at[:13])
+        cached = self._by_hour.get(key, False)
+        if cached is False:
+            cached = self._hour_day(occurred_at[:13], timezone)
+            if len(self._by_hour) >= LOCAL_DAY_CACHE_SIZE_MAX:
+                self._by_hour.clear()
+            self._by_hour[key] = cached
+        if cached is None:
+            return local_date(datetime.fromisoformat(occurred_at), timezone)
+        return cached  # type: ignore[return-value]
+
+    @staticmethod
+    def _hour_day(hour: str, timezone: str) -> date | None:
+        """The one local date of every instant of this UTC hour, or None if there are two."""
+        tz = zone(timezone)
+        start = datetime.fromisoformat(hour + ":00:00" + _UTC_SUFFIX)
+        # Arithmetic on the UTC time: on a zoned time Python would add wall-clock time.
+        first, last = start.astimezone(tz), (start + _LAST_MICROSECOND).astimezone(tz)
+        if first.utcoffset() != last.utcoffset() or first.date() != last.date():
+            return None
+        return first.date()
+
+
 @dataclass(frozen=True)
 class DateRange:
     """Local dates from `start` (inclusive) to `end` (exclusive); None means unbounded."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from adapters.readmodel_postgres import PostgresViewStore, TrackingConflictError
+from adapters import readmodel_writes
+from adapters.readmodel_postgres import PostgresViewStore
 from adapters.readmodel_process import open_runner
 from adapters.readmodel_replay import replay
+from adapters.readmodel_writes import TrackingConflictError
 from tests.projections.history import ledger_at, mixed_history, project, usage
 
 
@@ -66,30 +68,31 @@ def test_reprocessing_a_range_is_a_no_op(database_url: str) -> None:
     assert replay(database_url).equal
 
 
-def test_a_projector_killed_mid_batch_counts_nothing_twice(database_url: str) -> None:
+def test_a_projector_killed_mid_batch_counts_nothing_twice(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with ledger_at(database_url) as ledger:
         team = mixed_history(ledger)
         spent_expected = sum(ledger.get_account(a).spent_nanos for a in team.account_ids)
     with open_runner(database_url) as runner:
         runner.batch_size = 7  # many batches, so the failure lands in the middle of the log
         runner.catch_up(stop_position=30)
-        original = runner.store._append_audit
+        original = readmodel_writes.append_audit
         calls = 0
 
         def dies_after_writing_usage(*args: object) -> None:
             nonlocal calls
             calls += 1
             if calls == 2:
-                # Balances, accounts and usage sums of this batch are written; the process dies
-                # before the audit rows and the commit.
+                # The batch's usage sums are copied, the batch before it may be committing; the
+                # process dies before this batch's audit rows and its commit.
                 raise KeyboardInterrupt("killed mid-batch")
             original(*args)  # type: ignore[arg-type]
 
-        runner.store._append_audit = dies_after_writing_usage  # type: ignore[method-assign]
+        monkeypatch.setattr(readmodel_writes, "append_audit", dies_after_writing_usage)
         with pytest.raises(KeyboardInterrupt):
             runner.catch_up()
         killed_at = runner.position
-        runner.store._append_audit = original  # type: ignore[method-assign]
+        monkeypatch.setattr(readmodel_writes, "append_audit", original)
     assert killed_at > 30
     with open_runner(database_url) as restarted:
         assert restarted.position == killed_at
