@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from adapters.bus_wire import WireConnection, WireConnectionLost, WireServerError
+from adapters.bus_wire import (
+    WireConnection,
+    WireConnectionLost,
+    WireServerError,
+    connect_options,
+)
 from adapters.bus_wire_frames import (
     WireMsg,
     WireParser,
@@ -262,3 +267,13 @@ async def test_messages_reach_their_subscription_only() -> None:
     connection.unsubscribe(sid)
     connection.data_received(msg(b"a.2", sid, b"", b"two"))
     assert len(got) == 1
+
+
+def test_credentials_in_the_url_go_into_connect() -> None:
+    with_user = connect_options("nats://alice:s%40cret@host:4222", "me")
+    assert (with_user["user"], with_user["pass"]) == ("alice", "s@cret")
+    assert with_user["headers"] is True and with_user["no_responders"] is True
+    assert with_user["verbose"] is False and with_user["name"] == "me"
+    assert connect_options("nats://tok3n@host:4222", "me")["auth_token"] == "tok3n"
+    bare = connect_options("nats://host:4222", "me")
+    assert not {"user", "pass", "auth_token"} & set(bare)
