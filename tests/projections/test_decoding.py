@@ -9,6 +9,7 @@ from eventsourcing.compressor import ZlibCompressor
 from adapters.readmodel_postgres import PostgresNotificationLog
 from adapters.readmodel_process import ledger_decoder
 from projections.decoding import USAGE_RECORDED_TOPIC, EventDecoder
+from projections.fold import ViewFolder
 from tests.projections.history import ledger_at, mixed_history
 
 
@@ -37,3 +38,23 @@ def test_the_fast_path_turns_off_when_the_mapper_is_configured_differently(
     mapper = ledger_decoder(database_url).mapper
     mapper.compressor = ZlibCompressor()
     assert not EventDecoder(mapper).fast
+
+
+def test_folding_from_stored_fields_equals_folding_decoded_events(database_url: str) -> None:
+    """The runner folds usage from its stored JSON fields (`fold_log`); `ledger balance --as-of`
+    folds decoded events (`fold`). Both must give the same batch, row for row."""
+    with ledger_at(database_url) as ledger:
+        mixed_history(ledger)
+    decoder = ledger_decoder(database_url)
+    log = PostgresNotificationLog(database_url)
+    entries = log.read_after(0, 10_000)
+    log.close()
+    from_fields = ViewFolder().fold_log(entries, decoder)
+    from_events = ViewFolder().fold([(e, decoder.decode(e)) for e in entries])
+    assert from_fields.audit == from_events.audit
+    assert from_fields.usage == from_events.usage
+    assert from_fields.teams == from_events.teams
+    assert from_fields.accounts == from_events.accounts
+    assert [r.position for r in from_fields.audit] == [e.position for e in entries]
+    usage_rows = [r for r in from_fields.audit if r.event_type == "Account.UsageRecorded"]
+    assert len(usage_rows) == 61 and all(r.recorded_at.tzinfo is not None for r in usage_rows)
