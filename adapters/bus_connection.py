@@ -1,10 +1,11 @@
 """Connecting to NATS: one URL, or a cluster's URLs separated by commas.
 
-`LedgerNatsClient` is nats-py's client with a faster parser for message headers. Every usage
-message carries headers (the producer's `Nats-Msg-Id`, JetStream's own), and the stock parser
-checks each character of each header name in a Python generator: profiled, it was the largest
-single cost of receiving a usage message. The replacement gives the same result for the headers
-NATS and our producers send (`Name: value` lines, names without whitespace).
+`LedgerNatsClient` is nats-py's client with a faster parser for message headers (the stock one
+checks each character of each header name in a Python generator). nats-py carries the control
+plane (stream and consumers, rejected-subject publishes, single publishes); the per-message
+paths of usage ingestion run on `adapters.bus_wire` instead. The replacement parser gives the
+same result for the headers NATS and our producers send (`Name: value` lines, names without
+whitespace).
 """
 
 from __future__ import annotations
