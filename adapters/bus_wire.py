@@ -21,8 +21,9 @@ with `adapters.bus_wire_frames`. What it does and why:
   are delivered again after `ack_wait`; publishes not acknowledged are published again with the
   same `Nats-Msg-Id`.
 
-Plain `nats://` only: a server that requires TLS is refused with a clear message (the
-control-plane connection, nats-py, handles `tls://`).
+TLS: for a `tls://` URL, or a server whose INFO says `tls_required`, the connection is upgraded
+after INFO (as NATS expects) with the system's default trust store (`SSL_CERT_FILE` and
+`SSL_CERT_DIR` are honoured), the same as the nats-py control-plane connection.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -138,8 +140,8 @@ class WireConnection(asyncio.Protocol):
     @classmethod
     async def _open(cls, server: str, name: str) -> WireConnection:
         parts = urlsplit(server)
-        if parts.scheme != "nats":
-            raise WireError(f"{server}: the wire client speaks plain nats:// only")
+        if parts.scheme not in ("nats", "tls"):
+            raise WireError(f"{server}: the wire client speaks nats:// and tls:// only")
         loop = asyncio.get_running_loop()
         _transport, connection = await loop.create_connection(
             lambda: cls(server, name), parts.hostname or "127.0.0.1",
@@ -155,12 +157,30 @@ class WireConnection(asyncio.Protocol):
         await asyncio.wait([self._info_arrived, self._closed],
                            return_when=asyncio.FIRST_COMPLETED)
         self._raise_if_closed()
-        if self.info.get("tls_required"):
-            raise WireError(f"{self.server_url} requires TLS; the wire client speaks plain "
-                            "nats:// only")
+        parts = urlsplit(self.server_url)
+        if parts.scheme == "tls" or self.info.get("tls_required"):
+            await self._start_tls(parts.hostname or "127.0.0.1")
         self.write(connect_frame(connect_options(self.server_url, self.name)))
         await self.flush(CONNECT_TIMEOUT_SECONDS)
         self._pinger = self._loop.create_task(self._ping_forever(), name="nats-wire-ping")
+
+    async def _start_tls(self, hostname: str) -> None:
+        """Upgrade the socket after INFO; the parser then reads the decrypted stream."""
+        if self._transport is None:
+            self._raise_if_closed()
+            raise WireConnectionLost(f"connection to {self.server_url} is not open")
+        context = ssl.create_default_context()
+        try:
+            upgraded = await self._loop.start_tls(self._transport, self, context,
+                                                  server_hostname=hostname)
+        except (ssl.SSLError, ConnectionError) as error:
+            raise WireError(f"TLS with {self.server_url} failed: {error}") from None
+        if upgraded is None:
+            raise WireConnectionLost(f"connection to {self.server_url} closed during TLS")
+        assert isinstance(upgraded, asyncio.Transport)
+        upgraded.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES,
+                                         low=WRITE_BUFFER_LOW_BYTES)
+        self._transport = upgraded
 
     # asyncio.Protocol --------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The wire client against a real NATS server: publish, receive, JetStream pull and acks, errors,
-and the consumer and publisher riding out a restart of the server.
+TLS, and the consumer and publisher riding out a restart of the server.
 """
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
@@ -17,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from adapters.bus_pull import PullFeed
 from adapters.bus_stream import recreate_stream
-from adapters.bus_wire import WireConnection, WireServerError
+from adapters.bus_wire import WireConnection, WireConnectionLost, WireServerError
 from adapters.bus_wire_frames import (
     WireMsg,
     ack_frame,
@@ -30,7 +31,7 @@ from adapters.bus_wire_frames import (
     stream_sequence,
     term_frame,
 )
-from adapters.embedded import EmbeddedNats
+from adapters.embedded import EmbeddedNats, free_port, nats_server_binary, wait_for_port
 from adapters.usage_consumer import UsageConsumer
 from adapters.usage_publisher import UsagePublisher
 from adapters.usage_settings import IngestSettings
@@ -193,3 +194,37 @@ async def test_consumer_and_publisher_ride_out_a_nats_restart(database_url: str,
     finally:
         ledger.close()
         server.stop()
+
+
+@pytest.fixture
+def tls_nats(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A NATS server that requires TLS, with a self-signed certificate for 127.0.0.1."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([nats_server_binary(), "-a", "127.0.0.1", "-p", str(port),
+                               "--tls", "--tlscert", str(cert), "--tlskey", str(key)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, 30.0, "NATS with TLS")
+        yield port, cert
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+async def test_tls_is_used_when_the_url_or_the_server_asks_for_it(
+        tls_nats: tuple[int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    port, cert = tls_nats
+    with pytest.raises(WireConnectionLost, match=r"TLS with .* failed"):
+        await WireConnection.connect(f"tls://127.0.0.1:{port}", "test-wire")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    for url in (f"tls://127.0.0.1:{port}", f"nats://127.0.0.1:{port}"):
+        got: list[WireMsg] = []
+        async with wire(url) as connection:
+            connection.subscribe("secret.*", got.append)
+            connection.write(pub_frame(b"secret.a", b"", b"over tls"))
+            await wait_for(lambda: bool(got), f"a message over TLS ({url})")  # noqa: B023
+        assert got[0].data == b"over tls"
