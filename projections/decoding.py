@@ -34,7 +34,7 @@ _USAGE_TYPED_FIELDS = (
     ("team_id", "uuid_hex"),
     ("package_id", "uuid_hex"),
 )
-_TYPED_SHAPE = ("_type_", "_data_")
+_DATETIME, _UUID = "datetime_iso", "uuid_hex"
 
 
 # Team and package ids repeat in almost every usage event; parsing a UUID costs more than the
@@ -130,19 +130,24 @@ class EventDecoder:
 
 
 def _usage_state(entry: LogEntry) -> dict[str, Any] | None:
+    """The stored JSON of a `UsageRecorded`, its four typed fields replaced by their `_data_`
+    strings; None unless each is exactly `{"_type_": <expected>, "_data_": ...}`. Written out
+    field by field: it runs once per usage record, and a loop cost a fifth of the decode."""
     try:
         state = orjson.loads(entry.state)
     except orjson.JSONDecodeError:
         return None  # the mapper raises its own, precise error
     if type(state) is not dict or "class_version" in state:
         return None
-    for field, name in _USAGE_TYPED_FIELDS:
-        value = state.get(field)
-        # {"_type_": name, "_data_": "..."} exactly, in the transcoder's key order.
-        if type(value) is not dict or tuple(value) != _TYPED_SHAPE or value["_type_"] != name:
+    try:
+        ts, oc = state["timestamp"], state["occurred_at"]
+        team, package = state["team_id"], state["package_id"]
+        if not (ts["_type_"] == oc["_type_"] == _DATETIME
+                and team["_type_"] == package["_type_"] == _UUID
+                and len(ts) == len(oc) == len(team) == len(package) == 2):
             return None
-        data = value["_data_"]
-        if type(data) is not str:
-            return None
-        state[field] = data
+        state["timestamp"], state["occurred_at"] = ts["_data_"], oc["_data_"]
+        state["team_id"], state["package_id"] = team["_data_"], package["_data_"]
+    except (KeyError, TypeError):
+        return None
     return state
