@@ -77,7 +77,8 @@ _DDL = [
     "account_id uuid NOT NULL, model text NOT NULL, requests bigint NOT NULL, "
     "successes bigint NOT NULL, input_tokens bigint NOT NULL, "
     "cached_input_tokens bigint NOT NULL, output_tokens bigint NOT NULL, "
-    "cost_nanos numeric NOT NULL, PRIMARY KEY (team_id, local_date, account_id, model))",
+    "cost_nanos numeric NOT NULL, PRIMARY KEY (team_id, local_date, account_id, model)) "
+    "WITH (fillfactor = 70)",
     "CREATE TABLE IF NOT EXISTS {s}.audit (position bigint PRIMARY KEY, "
     "recorded_at timestamptz NOT NULL, team_id uuid, aggregate_id uuid NOT NULL, "
     "aggregate_version bigint NOT NULL, event_type text NOT NULL, actor text, "

@@ -3,23 +3,22 @@
 A batch is written in two steps, each in the same transaction on the same connection (a lane):
 
 1. `stage` (the folding thread): BEGIN, then binary COPY of the batch's usage sums into the
-   lane's temporary table and of its audit rows straight into the audit table. This is the
-   Python-heavy part (formatting rows), and it runs while the previous batch commits.
-2. `finish` (the committer thread): the tracking compare-and-set, the team/account/invoice/top-up
-   upserts, adding the usage sums to `usage_daily`, COMMIT. This is PostgreSQL's part; the
-   committer thread holds the interpreter lock only to send a few statements.
+   lane's temporary table. It runs while the previous batch commits on the other lane.
+2. `finish` (the committer thread): the tracking compare-and-set, binary COPY of the audit rows,
+   the team/account/invoice/top-up upserts, adding the usage sums to `usage_daily`, COMMIT.
 
 With `WRITE_LANES` connections, batch N+1 is staged on one lane while batch N finishes on the
 other. Measured on 2 cores, this overlap did what reader/committer threads around one connection
 could not: those threads fought over the interpreter lock (every COPY chunk and every fetched page
-hands it back and forth) and were no faster than doing everything in turn.
+hands it back and forth) and were no faster than doing everything in turn. Where the audit rows
+are copied was measured both ways (alternating runs): in `finish` the folding thread no longer
+waits for PostgreSQL to insert them, which was 3-19% faster than copying them in `stage`.
 
 Why this is still exactly once: nothing a staged batch wrote is visible before its own COMMIT;
 batches finish strictly in order, and each one's tracking update only succeeds from the position
-the batch before it committed. Audit rows can be copied into the real table early because no two
-batches share a position. Usage sums cannot: adding to a bucket the previous (uncommitted) batch
-also touched would wait on its row lock, so they wait in the temporary table until `finish`. If a
-batch fails, it and every batch staged after it are rolled back (`abort`).
+the batch before it committed. Usage sums are staged in a temporary table, not added to
+`usage_daily` early: adding to a bucket the previous (uncommitted) batch also touched would wait
+on its row lock. If a batch fails, it and every batch staged after it are rolled back (`abort`).
 """
 
 from __future__ import annotations
@@ -183,12 +182,6 @@ class BatchWriter:
                         write = copy.write_row
                         for (team_id, account_id, model, day), sums in changes.usage.items():
                             write((team_id, day, account_id, model, *sums))
-                if changes.audit:
-                    append_audit(cur, lane.q, changes)
-        except psycopg.errors.UniqueViolation as error:
-            # An audit row of this range exists: another runner projected it already.
-            lane.release(rollback=True)
-            raise _conflict(lane, changes) from error
         except BaseException:
             lane.release(rollback=True)
             raise
@@ -227,6 +220,8 @@ def _write_rows(cur: psycopg.Cursor[Any], lane: WriteLane, changes: BatchChanges
                                     changes.first_position))
     if cur.rowcount != 1:
         raise _conflict(lane, changes)
+    if changes.audit:
+        append_audit(cur, q, changes)
     if changes.teams:
         cur.executemany(q(_UPSERT_TEAM), [team_row(t) for t in changes.teams.values()])
     if changes.accounts:
