@@ -17,10 +17,12 @@ and NATS implementations are in `adapters/`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -36,8 +38,28 @@ IDLE_WAIT_SECONDS = 1.0
 # After a failed batch (database restart, lost connection), wait before trying again.
 RETRY_WAIT_SECONDS = 1.0
 RETRY_WAIT_SECONDS_MAX = 30.0
+# While catching up, the interpreter switches threads at least this often. The committer needs
+# the lock for a few milliseconds per batch (formatting audit rows) and, with the default 5 ms,
+# waited for the folding thread to give it up; 1 ms was 4-11% faster in alternating runs.
+CATCH_UP_SWITCH_INTERVAL_SECONDS = 0.001
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _switch_interval_at_most(seconds: float) -> Iterator[None]:
+    """Shorten the interpreter's thread switch interval for a while (never lengthen it: another
+    part of the process may have shortened it too), and put it back if it is still ours."""
+    previous = sys.getswitchinterval()
+    if previous <= seconds:
+        yield
+        return
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        if sys.getswitchinterval() == seconds:
+            sys.setswitchinterval(previous)
 
 
 class NotificationLog(Protocol):
@@ -168,6 +190,11 @@ class ProjectionRunner:
         after the failed batch is committed, staged batches are rolled back, the folder is
         reloaded from the store and the error is raised.
         """
+        with _switch_interval_at_most(CATCH_UP_SWITCH_INTERVAL_SECONDS):
+            return self._catch_up(stop_position, on_batch)
+
+    def _catch_up(self, stop_position: int | None,
+                  on_batch: Callable[[int], None] | None) -> int:
         pipeline = _Pipeline()
         committer = threading.Thread(target=self._commit_batches, name="projections-committer",
                                      args=(pipeline, on_batch))
