@@ -1,11 +1,12 @@
-"""Publishing read-model changes on NATS after they commit.
+"""Publishing read-model changes on NATS after they commit, through a faststream broker.
 
-The projection runner is synchronous (psycopg); nats-py is asyncio. The publisher owns one event
-loop in a daemon thread with one NATS connection, and `publish()` hands it a batch of messages and
-waits until they are flushed to the server (bounded by `PUBLISH_TIMEOUT_SECONDS`), so a message
-leaves only after its batch committed and before the next batch is read. A NATS outage does not
-stop the projections: the failure is logged and counted, and the next change supersedes it (each
-message carries the log position and the full current balance).
+The projection runner is synchronous (psycopg); faststream is asyncio. The publisher owns one
+event loop in a daemon thread with one `NatsBroker`, and `publish()` hands it a batch of messages
+and waits until they are flushed to the server (a PING/PONG on the broker's connection, bounded
+by `PUBLISH_TIMEOUT_SECONDS`), so a message leaves only after its batch committed and before the
+next batch is read. A NATS outage does not stop the projections: the failure is logged and
+counted, and the next change supersedes it (each message carries the log position and the full
+current balance). The usage hot path does not use faststream: see docs/ingestion.md.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import logging
 import threading
 from typing import Any
 
-import nats
+from faststream.nats import NatsBroker
 from nats.aio.client import Client
 
+from adapters.bus_connection import nats_servers
+
 PUBLISH_TIMEOUT_SECONDS = 5.0
-CONNECT_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 10
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,10 @@ class NatsViewsPublisher:
         self._thread = threading.Thread(target=self._loop.run_forever, name="views-publisher",
                                         daemon=True)
         self._thread.start()
-        self._client: Client = self._run(self._connect(), CONNECT_TIMEOUT_SECONDS)
-
-    async def _connect(self) -> Client:
-        return await nats.connect(self.nats_url, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                  max_reconnect_attempts=-1, name="ledger-projections")
+        self._broker = NatsBroker(servers=nats_servers(nats_url), name="ledger-projections",
+                                  connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                  max_reconnect_attempts=-1)
+        self._client: Client = self._run(self._broker.connect(), CONNECT_TIMEOUT_SECONDS)
 
     def _run(self, coroutine: Any, timeout: float) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -56,12 +58,12 @@ class NatsViewsPublisher:
 
     async def _publish(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         for subject, payload in messages:
-            await self._client.publish(subject, json.dumps(payload, default=str).encode())
+            await self._broker.publish(json.dumps(payload, default=str).encode(), subject)
         await self._client.flush(timeout=int(PUBLISH_TIMEOUT_SECONDS))
 
     def close(self) -> None:
         try:
-            self._run(self._client.drain(), PUBLISH_TIMEOUT_SECONDS)
+            self._run(self._broker.stop(), PUBLISH_TIMEOUT_SECONDS)
         except Exception:
             log.warning("closing the NATS connection of the views publisher failed",
                         exc_info=True)
