@@ -116,7 +116,7 @@ class PostgresViewStore:
         self.schema = schema
         self.conn = connect(database_url)
         self.create_tables()
-        self.writer = BatchWriter(database_url, schema)
+        self.writer = BatchWriter(lambda: connect(database_url), schema)
 
     def close(self) -> None:
         self.writer.close()
@@ -147,8 +147,7 @@ class PostgresViewStore:
     # Writing -------------------------------------------------------------------------------
 
     def load_folder(self) -> ViewFolder:
-        for lane in self.writer.lanes:  # nothing staged survives a reload
-            lane.release(rollback=True)
+        self.writer.reset()
         conn = self.conn
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

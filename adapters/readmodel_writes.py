@@ -24,6 +24,7 @@ on its row lock. If a batch fails, it and every batch staged after it are rolled
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,6 @@ WRITE_LANES = 2
 # How long `stage` waits for its lane's previous batch to be finished or aborted. Runners always
 # do one or the other; this only turns a bug into an error instead of a hang.
 LANE_WAIT_SECONDS_MAX = 600.0
-CONNECT_TIMEOUT_SECONDS = 10
 TRACKING_NAME = "ledger_views"
 
 _UPSERT_TEAM = (
@@ -121,10 +121,9 @@ class WholeCopyWriter(LibpqWriter):
 class WriteLane:
     """One write connection with its own temporary table; holds one batch at a time."""
 
-    def __init__(self, database_url: str, schema: str) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
         self.schema = schema
-        self.conn = psycopg.connect(database_url, autocommit=True,
-                                    connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        self.conn = conn  # in autocommit mode: each batch opens its own transaction
         # Created outside any transaction, so that a rolled-back batch cannot take it away.
         self.conn.execute(self.q(_USAGE_DELTA_TABLE))
         self.free = threading.Event()
@@ -156,14 +155,19 @@ class StagedBatch:
 class BatchWriter:
     """Writes batches through `WRITE_LANES` lanes, in turn."""
 
-    def __init__(self, database_url: str, schema: str) -> None:
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], schema: str) -> None:
         self.schema = schema
-        self.lanes = [WriteLane(database_url, schema) for _ in range(WRITE_LANES)]
+        self.lanes = [WriteLane(connect(), schema) for _ in range(WRITE_LANES)]
         self._turn = 0
 
     def close(self) -> None:
         for lane in self.lanes:
             lane.close()
+
+    def reset(self) -> None:
+        """Roll back whatever is staged: nothing staged survives a reload of the folder."""
+        for lane in self.lanes:
+            lane.release(rollback=True)
 
     def stage(self, changes: BatchChanges) -> StagedBatch:
         lane = self.lanes[self._turn]
