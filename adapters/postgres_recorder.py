@@ -1,5 +1,13 @@
 """The PostgreSQL application recorder with the ledger's keyed extras in the same transaction.
 
+Schema: the tables, indexes, types and functions of the event store are created ONCE, by
+`ensure_schema`, under a PostgreSQL advisory lock, and a row in `ledger_schema_version` says which
+version of them exists. An ordinary open reads that row and runs no DDL; the first open of a fresh
+database (or `ledger init`) creates everything, and opens racing it wait on the lock and then see
+the row. (The library runs `CREATE TABLE`/`CREATE OR REPLACE FUNCTION` on every open, and several
+processes or threads doing that at once fail with `tuple concurrently updated`.)
+`LedgerPostgresFactory` is the persistence module that wires this in.
+
 It extends eventsourcing's `PostgresApplicationRecorder`: after the events table is locked (the
 library serialises inserting transactions so that the notification log has no gaps), and before
 the events are inserted, it writes the idempotency keys, the usage rejections and the counter
@@ -14,12 +22,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresDatastore,
+    PostgresFactory,
+    PostgresRecorder,
 )
-from eventsourcing.utils import retry
+from eventsourcing.utils import retry, strtobool
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
@@ -31,6 +47,14 @@ INSERT_ATTEMPTS_MAX = 10
 INSERT_RETRY_WAIT_SECONDS = 0.2
 # Joins keys for one lookup parameter; usage ids are printable, so they never contain it.
 KEY_SEPARATOR = "\x1f"
+# The version of the event store's tables this code writes; bump it with a migration step in
+# `ensure_schema` whenever the DDL changes.
+EVENT_STORE_SCHEMA_VERSION = 1
+SCHEMA_COMPONENT = "event_store"
+
+
+class SchemaVersionError(RuntimeError):
+    """The database holds no event store of this code's version, and may not create one."""
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
@@ -43,6 +67,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.rejections_table = SQL("{}.{}").format(schema,
                                                      Identifier(f"{prefix}_usage_rejections"))
         self.counters_table = SQL("{}.{}").format(schema, Identifier(f"{prefix}_counters"))
+        self.schema_version_table_name = f"{self.datastore.schema}.{prefix}_schema_version"
+        self.schema_version_table = SQL("{}.{}").format(schema,
+                                                        Identifier(f"{prefix}_schema_version"))
         self.sql_create_statements += [
             SQL("CREATE TABLE IF NOT EXISTS {} ("
                 "scope text NOT NULL, key text NOT NULL, fingerprint text NOT NULL, "
@@ -83,6 +110,77 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "INSERT INTO {0} AS c (name, value) SELECT * FROM unnest(%s::text[], %s::bigint[]) "
             "ON CONFLICT (name) DO UPDATE SET value = c.value + EXCLUDED.value"
         ).format(self.counters_table)
+
+    # Schema --------------------------------------------------------------------------------
+
+    def schema_version(self) -> int | None:
+        """The event store version recorded in the database, or None if there is none yet."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
+                         (self.schema_version_table_name,))
+            row = curs.fetchone()
+            if row is None or not row["present"]:
+                return None
+            curs.execute(SQL("SELECT version FROM {} WHERE component = %s").format(
+                self.schema_version_table), (SCHEMA_COMPONENT,))
+            found = curs.fetchone()
+        return None if found is None else int(found["version"])
+
+    def check_schema(self) -> None:
+        """Fail with a clear message unless the database holds this code's event store."""
+        found = self.schema_version()
+        if found != EVENT_STORE_SCHEMA_VERSION:
+            raise SchemaVersionError(_version_message(found))
+
+    def ensure_schema(self, others: Sequence[PostgresRecorder] = ()) -> bool:
+        """Create the event store (and the tables of `others`, e.g. the snapshots) once.
+
+        Returns whether this call ran the DDL. Concurrent callers queue on a transaction-level
+        advisory lock; whoever gets it first creates everything and writes the version row in
+        the same transaction, so the others find the row when they get the lock and run nothing.
+        """
+        found = self.schema_version()
+        if found == EVENT_STORE_SCHEMA_VERSION:
+            return False
+        if found is not None and found > EVENT_STORE_SCHEMA_VERSION:
+            raise SchemaVersionError(_version_message(found))
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                         (self.schema_version_table_name,))
+            curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (component text PRIMARY KEY, "
+                             "version integer NOT NULL, created_at timestamptz NOT NULL "
+                             "DEFAULT now())").format(self.schema_version_table))
+            curs.execute(SQL("SELECT version FROM {} WHERE component = %s").format(
+                self.schema_version_table), (SCHEMA_COMPONENT,))
+            row = curs.fetchone()
+            if row is not None and int(row["version"]) == EVENT_STORE_SCHEMA_VERSION:
+                created_here = False
+            else:
+                self._create(curs, others)
+                created_here = True
+        self.datastore.register_type_adapters()
+        return created_here
+
+    def _create(self, curs: Cursor[DictRow], others: Sequence[PostgresRecorder]) -> None:
+        for recorder in (self, *others):
+            for statement in recorder.sql_create_statements:
+                text = statement.as_string()
+                if "CREATE TYPE" in text and self._type_exists(curs, text):
+                    continue  # CREATE TYPE has no IF NOT EXISTS
+                curs.execute(statement, prepare=False)
+        curs.execute(SQL("INSERT INTO {} (component, version) VALUES (%s, %s) "
+                         "ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version, "
+                         "created_at = now()").format(self.schema_version_table),
+                     (SCHEMA_COMPONENT, EVENT_STORE_SCHEMA_VERSION))
+
+    def _type_exists(self, curs: Cursor[DictRow], create_type: str) -> bool:
+        # `CREATE TYPE "schema"."name" AS (...)`: the qualified name is the third word.
+        name = create_type.split()[2]
+        curs.execute("SELECT to_regtype(%s) IS NOT NULL AS present", (name,))
+        row = curs.fetchone()
+        return row is not None and bool(row["present"])
+
+    # Writing -------------------------------------------------------------------------------
 
     @retry((InterfaceError, OperationalError), max_attempts=INSERT_ATTEMPTS_MAX,
            wait=INSERT_RETRY_WAIT_SECONDS)
@@ -166,3 +264,41 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             rows = curs.fetchall()
         return [RejectionRow(r["usage_id"], r["account_id"], r["code"], r["message"],
                              r["fingerprint"], r["rejected_at"]) for r in reversed(rows)]
+
+
+def _version_message(found: int | None) -> str:
+    if found is None:
+        return ("the database holds no ledger event store yet: run `ledger init` (or start the "
+                "ledger once with table creation on) before opening it")
+    return (f"the database's event store is version {found}, this ledger writes version "
+            f"{EVENT_STORE_SCHEMA_VERSION}: use a ledger release that matches it")
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL persistence module, with the schema created once.
+
+    The library's factory runs each recorder's DDL on every open when `CREATE_TABLE` is on.
+    This one never does; instead the application recorder either ensures the whole schema (the
+    events, keys, counters and snapshot tables) under an advisory lock when `CREATE_TABLE` is on,
+    or only checks the recorded version when it is off.
+    """
+
+    def env_create_table(self) -> bool:
+        return False  # the library's per-recorder DDL is replaced by `ensure_schema`
+
+    def may_create_schema(self) -> bool:
+        return strtobool(self.env.get(self.CREATE_TABLE) or "yes")
+
+    def application_recorder(self) -> ApplicationRecorder:
+        recorder = super().application_recorder()
+        if not isinstance(recorder, LedgerPostgresRecorder):
+            raise TypeError("set APPLICATION_RECORDER_TOPIC="
+                            "adapters.postgres_recorder:LedgerPostgresRecorder")
+        if self.may_create_schema():
+            prefix = self.env.name.lower() or "stored"
+            snapshots = PostgresAggregateRecorder(self.datastore,
+                                                  events_table_name=f"{prefix}_snapshots")
+            recorder.ensure_schema([snapshots])
+        else:
+            recorder.check_schema()
+        return recorder

@@ -39,7 +39,7 @@ def eventsourcing_env(database_url: str, *, schema: str = "public") -> dict[str,
     if parsed.scheme not in ("postgresql", "postgres"):
         raise ValueError(f"LEDGER_DATABASE_URL must start with postgresql://, got {parsed.scheme}")
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "adapters.postgres_recorder:LedgerPostgresFactory",
         "APPLICATION_RECORDER_TOPIC": "adapters.postgres_recorder:LedgerPostgresRecorder",
         "POSTGRES_DBNAME": (parsed.path or "/postgres").lstrip("/") or "postgres",
         "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
