@@ -81,3 +81,11 @@ class IdempotencyConflictError(LedgerError):
     """The same idempotency key came back with different content."""
 
     code = "idempotency_conflict"
+
+
+class ConcurrentUpdateError(LedgerError):
+    """A command kept losing to concurrent changes of the same aggregates, up to its bound.
+
+    Nothing was changed; the command may be sent again (with the same idempotency key)."""
+
+    code = "concurrent_update"

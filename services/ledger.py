@@ -4,30 +4,31 @@ One eventsourcing `Application` holds all aggregates (Team, Account, Package, In
 they share one notification log: projections read one totally ordered history, and a command that
 touches two aggregates (opening an account adds it to the team's pool) saves both atomically.
 
-Every admin command takes the acting `Actor`, checks the role matrix, and accepts an optional
-idempotency key: the same key with the same arguments returns the first result and changes
-nothing; the same key with different arguments is an `IdempotencyConflictError`. Usage recording
-lives in `services.usage_recording`; this module wires it in.
+Every admin and money command takes the acting `Actor`, checks the role matrix, and accepts an
+optional idempotency key (scoped to its team, or to the principal or package for team-less
+commands): the same key with the same arguments returns the first result and changes nothing;
+the same key with different arguments is an `IdempotencyConflictError`. Each command is an
+attempt function run by `services.command_runs.CommandRunner`, which re-reads the aggregates and
+retries on version conflicts within a named bound. Usage recording lives in
+`services.usage_recording`; this module wires it in.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, StoredEvent
+from eventsourcing.persistence import ApplicationRecorder, Mapper, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
 from domain.account import Account, AccountKind
 from domain.errors import (
     AccountNotFoundError,
-    IdempotencyConflictError,
     InvalidInputError,
     InvoiceNotFoundError,
     LedgerError,
@@ -43,12 +44,15 @@ from domain.roles import Action, Role, parse_role
 from domain.team import Team
 from domain.usage import UsageRecord
 from services.actor import SYSTEM_ACTIONS, Actor
-from services.keyed_recording import (
-    COMMAND_SCOPE,
-    InMemoryLedgerRecorder,
-    KeyedRecorder,
-    KeyRow,
+from services.command_runs import (
+    Attempt,
+    Command,
+    CommandRunner,
+    package_scope,
+    principal_scope,
+    team_scope,
 )
+from services.keyed_recording import InMemoryLedgerRecorder, KeyedRecorder
 from services.outcomes import UsageBatchOutcome
 from services.usage_mapper import LedgerMapper
 from services.usage_recording import UsageRecording
@@ -66,11 +70,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def command_fingerprint(name: str, arguments: dict[str, Any]) -> str:
-    canonical = json.dumps([name, arguments], sort_keys=True, default=str)
-    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
-
-
 class Ledger(Application[UUID]):
     name = "Ledger"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
@@ -82,6 +81,7 @@ class Ledger(Application[UUID]):
         super().__init__(env)
         self.clock = clock
         self.usage = UsageRecording(self)
+        self.commands = CommandRunner(self.save, lambda: self.keyed)
 
     # Infrastructure ------------------------------------------------------------------------
 
@@ -146,7 +146,7 @@ class Ledger(Application[UUID]):
     def get_invoice(self, invoice_id: UUID) -> Invoice:
         return self._get(invoice_id, Invoice, InvoiceNotFoundError)
 
-    # Authorization and idempotency ---------------------------------------------------------
+    # Authorization and running commands ------------------------------------------------------
 
     @staticmethod
     def authorize(team: Team, actor: Actor, action: Action) -> None:
@@ -154,70 +154,45 @@ class Ledger(Application[UUID]):
             return
         team.check_may(actor.user_id, action)
 
-    def _idempotent(self, idempotency_key: str | None, name: str, arguments: dict[str, Any],
-                    run: Callable[[], tuple[list[Aggregate], str]]) -> str:
-        """Run a command once per idempotency key; return its result (an aggregate id)."""
-        if idempotency_key is None:
-            aggregates, result = run()
-            self.save(*aggregates)
-            return result
-        if not 1 <= len(idempotency_key) <= 200:
-            raise InvalidInputError("idempotency key must be 1 to 200 characters")
-        fingerprint = command_fingerprint(name, arguments)
-        earlier = self._earlier_result(idempotency_key, fingerprint)
-        if earlier is not None:
-            return earlier
-        aggregates, result = run()
-        key_row = KeyRow(COMMAND_SCOPE, idempotency_key, fingerprint, result)
-        try:
-            self.save(*aggregates, idempotency_keys=[key_row])
-        except IntegrityError:
-            # Another process ran the same key first: answer with its result.
-            earlier = self._earlier_result(idempotency_key, fingerprint)
-            if earlier is None:
-                raise
-            return earlier
-        return result
+    def exists(self, aggregate_id: UUID) -> bool:
+        """Whether any event was stored for this id (cheaper than loading the aggregate)."""
+        return any(True for _ in self.events.get(aggregate_id, limit=1))
 
-    def _earlier_result(self, idempotency_key: str, fingerprint: str) -> str | None:
-        row = self.keyed.select_keys(COMMAND_SCOPE, [idempotency_key]).get(idempotency_key)
-        if row is None:
-            return None
-        if row.fingerprint != fingerprint:
-            raise IdempotencyConflictError(
-                f"idempotency key {idempotency_key!r} was already used for a different command; "
-                "use a new key for a new command"
-            )
-        return row.result
+    def _run(self, name: str, scope: str, actor: Actor, idempotency_key: str | None,
+             arguments: dict[str, Any], attempt: Callable[[], Attempt]) -> str:
+        return self.commands.run(Command(name, scope, arguments, actor.user_id,
+                                         idempotency_key), attempt)
 
     # Teams and members ---------------------------------------------------------------------
 
     def register_team(self, *, team_key: str, name: str, currency: str, timezone: str,
                       actor: Actor, idempotency_key: str | None = None) -> UUID:
         """Register a team; the registering user becomes its first owner."""
-        def run() -> tuple[list[Aggregate], str]:
+        def attempt() -> Attempt:
+            if self.exists(Team.create_id(team_key)):
+                raise InvalidInputError(f"team key {team_key!r} is already registered")
             team = Team.register(team_key=team_key, name=name, currency=currency,
                                  timezone=timezone, owner_user_id=actor.user_id,
                                  actor=actor.user_id)
-            return [team], str(team.id)
+            return Attempt([team], str(team.id))
 
         arguments = {"team_key": team_key, "name": name, "currency": currency,
                      "timezone": timezone}
-        try:
-            return UUID(self._idempotent(idempotency_key, "register_team", arguments, run))
-        except IntegrityError:
-            raise InvalidInputError(f"team key {team_key!r} is already registered") from None
+        return UUID(self._run("register_team", principal_scope(actor.user_id), actor,
+                              idempotency_key, arguments, attempt))
 
     def _team_command(self, team_id: UUID, actor: Actor, action: Action,
                       idempotency_key: str | None, name: str, arguments: dict[str, Any],
-                      apply: Callable[[Team], None]) -> None:
-        def run() -> tuple[list[Aggregate], str]:
+                      apply: Callable[[Team], object]) -> str:
+        """Run `apply` on the freshly loaded team; its result ("" for None) is returned."""
+        def attempt() -> Attempt:
             team = self.get_team(team_id)
             self.authorize(team, actor, action)
-            apply(team)
-            return [team], str(team_id)
+            result = apply(team)
+            return Attempt([team], "" if result is None else str(result))
 
-        self._idempotent(idempotency_key, name, {"team_id": str(team_id), **arguments}, run)
+        return self._run(name, team_scope(team_id), actor, idempotency_key,
+                         {"team_id": str(team_id), **arguments}, attempt)
 
     def add_member(self, team_id: UUID, user_id: str, role: str, actor: Actor,
                    idempotency_key: str | None = None) -> None:
@@ -285,71 +260,92 @@ class Ledger(Application[UUID]):
     # Money ---------------------------------------------------------------------------------
 
     def credit_top_up(self, team_id: UUID, top_up_id: str, amount_minor: int, currency: str,
-                      actor: Actor) -> bool:
+                      actor: Actor, idempotency_key: str | None = None) -> bool:
         """Credit a settled top-up (a Stripe PaymentIntent or Checkout Session id).
 
-        The Stripe object id is the idempotency key: crediting it again returns False and
-        changes nothing. Amounts arrive in minor units, as Stripe sends them, and convert exactly.
+        The Stripe object id is the natural key: crediting it again returns False and changes
+        nothing. Amounts arrive in minor units, as Stripe sends them, and convert exactly.
         """
-        team = self.get_team(team_id)
-        self.authorize(team, actor, Action.CREDIT_TOP_UP)
-        if team.has_top_up(top_up_id):
-            return False
-        amount_nanos = minor_units_to_nanos(amount_minor, currency)
-        team.credit_top_up(top_up_id, amount_nanos, amount_minor, currency, actor.user_id)
-        self.save(team)
-        return True
+        def apply(team: Team) -> bool:
+            if team.has_top_up(top_up_id):
+                return False
+            amount_nanos = minor_units_to_nanos(amount_minor, currency)
+            team.credit_top_up(top_up_id, amount_nanos, amount_minor, currency, actor.user_id)
+            return True
+
+        return self._team_command(
+            team_id, actor, Action.CREDIT_TOP_UP, idempotency_key, "credit_top_up",
+            {"top_up_id": top_up_id, "amount_minor": amount_minor, "currency": currency},
+            apply) == "True"
 
     def refund_top_up(self, team_id: UUID, top_up_id: str, refund_id: str, amount_minor: int,
-                      currency: str, actor: Actor) -> bool:
-        """Record a refund of a credited top-up; the Stripe refund id is the idempotency key."""
-        team = self.get_team(team_id)
-        self.authorize(team, actor, Action.REFUND_TOP_UP)
-        if team.has_refund(refund_id):
-            return False
-        if currency != team.currency:
-            raise InvalidInputError(f"refund is in {currency}, team is billed in {team.currency}")
-        amount_nanos = minor_units_to_nanos(amount_minor, currency)
-        team.refund_top_up(top_up_id, refund_id, amount_nanos, actor.user_id)
-        self.save(team)
-        return True
+                      currency: str, actor: Actor, idempotency_key: str | None = None) -> bool:
+        """Record a refund of a credited top-up; the Stripe refund id is the natural key."""
+        def apply(team: Team) -> bool:
+            if team.has_refund(refund_id):
+                return False
+            if currency != team.currency:
+                raise InvalidInputError(
+                    f"refund is in {currency}, team is billed in {team.currency}")
+            amount_nanos = minor_units_to_nanos(amount_minor, currency)
+            team.refund_top_up(top_up_id, refund_id, amount_nanos, actor.user_id)
+            return True
+
+        return self._team_command(
+            team_id, actor, Action.REFUND_TOP_UP, idempotency_key, "refund_top_up",
+            {"top_up_id": top_up_id, "refund_id": refund_id, "amount_minor": amount_minor,
+             "currency": currency}, apply) == "True"
 
     def record_adjustment(self, team_id: UUID, adjustment_id: str, amount_nanos: int,
-                          reason: str, actor: Actor) -> bool:
-        """A signed manual adjustment; `adjustment_id` is its idempotency key."""
-        team = self.get_team(team_id)
-        self.authorize(team, actor, Action.RECORD_ADJUSTMENT)
-        if team.has_adjustment(adjustment_id):
-            return False
-        team.record_adjustment(adjustment_id, amount_nanos, reason, actor.user_id)
-        self.save(team)
-        return True
+                          reason: str, actor: Actor, idempotency_key: str | None = None) -> bool:
+        """A signed manual adjustment; `adjustment_id` is its natural key."""
+        def apply(team: Team) -> bool:
+            if team.has_adjustment(adjustment_id):
+                return False
+            team.record_adjustment(adjustment_id, amount_nanos, reason, actor.user_id)
+            return True
+
+        return self._team_command(
+            team_id, actor, Action.RECORD_ADJUSTMENT, idempotency_key, "record_adjustment",
+            {"adjustment_id": adjustment_id, "amount_nanos": amount_nanos, "reason": reason},
+            apply) == "True"
 
     # Packages ------------------------------------------------------------------------------
 
-    def create_package(self, *, package_key: str, name: str, currency: str, terms: PriceTerms,
-                       actor: Actor) -> UUID:
+    @staticmethod
+    def _check_operator(actor: Actor) -> None:
         if not actor.is_operator:
             raise PermissionDeniedError(
                 f"user {actor.user_id!r} is not an operator; only operators manage packages"
             )
-        package = Package.create(package_key=package_key, name=name, currency=currency,
-                                 terms=terms, actor=actor.user_id)
-        try:
-            self.save(package)
-        except IntegrityError:
-            raise InvalidInputError(f"package key {package_key!r} already exists") from None
-        return package.id
 
-    def publish_package_version(self, package_id: UUID, terms: PriceTerms, actor: Actor) -> int:
-        if not actor.is_operator:
-            raise PermissionDeniedError(
-                f"user {actor.user_id!r} is not an operator; only operators manage packages"
-            )
-        package = self.get_package(package_id)
-        version = package.publish_version(terms, actor.user_id)
-        self.save(package)
-        return version
+    def create_package(self, *, package_key: str, name: str, currency: str, terms: PriceTerms,
+                       actor: Actor, idempotency_key: str | None = None) -> UUID:
+        self._check_operator(actor)
+
+        def attempt() -> Attempt:
+            if self.exists(Package.create_id(package_key)):
+                raise InvalidInputError(f"package key {package_key!r} already exists")
+            package = Package.create(package_key=package_key, name=name, currency=currency,
+                                     terms=terms, actor=actor.user_id)
+            return Attempt([package], str(package.id))
+
+        arguments = {"package_key": package_key, "name": name, "currency": currency,
+                     "terms": asdict(terms)}
+        return UUID(self._run("create_package", principal_scope(actor.user_id), actor,
+                              idempotency_key, arguments, attempt))
+
+    def publish_package_version(self, package_id: UUID, terms: PriceTerms, actor: Actor,
+                                idempotency_key: str | None = None) -> int:
+        self._check_operator(actor)
+
+        def attempt() -> Attempt:
+            package = self.get_package(package_id)
+            return Attempt([package], str(package.publish_version(terms, actor.user_id)))
+
+        return int(self._run("publish_package_version", package_scope(package_id), actor,
+                             idempotency_key, {"package_id": str(package_id),
+                                               "terms": asdict(terms)}, attempt))
 
     # Accounts ------------------------------------------------------------------------------
 
@@ -362,7 +358,7 @@ class Ledger(Application[UUID]):
             allowed = ", ".join(k.value for k in AccountKind)
             raise InvalidInputError(f"kind {kind!r} is not one of: {allowed}") from None
 
-        def run() -> tuple[list[Aggregate], str]:
+        def attempt() -> Attempt:
             team = self.get_team(team_id)
             self.authorize(team, actor, Action.OPEN_ACCOUNT)
             team.check_active()
@@ -374,36 +370,40 @@ class Ledger(Application[UUID]):
                                    kind=account_kind, holder_user_id=holder_user_id,
                                    actor=actor.user_id)
             team.add_account_to_pool(account.id, actor.user_id)
-            return [team, account], str(account.id)
+            return Attempt([team, account], str(account.id))
 
         arguments = {"team_id": str(team_id), "account_key": account_key, "name": name,
                      "kind": kind, "holder_user_id": holder_user_id}
-        try:
-            return UUID(self._idempotent(idempotency_key, "open_account", arguments, run))
-        except IntegrityError:
-            raise InvalidInputError(
-                f"account key {account_key!r} is already in use in this team"
-            ) from None
+        return UUID(self._run("open_account", team_scope(team_id), actor, idempotency_key,
+                              arguments, attempt))
 
     def _account_command(self, account_id: UUID, actor: Actor, action: Action,
+                         idempotency_key: str | None, name: str, arguments: dict[str, Any],
                          apply: Callable[[Account], None]) -> None:
-        account = self.get_account(account_id)
-        team = self.get_team(account.team_id)
-        self.authorize(team, actor, action)
-        apply(account)
-        self.save(account)
-        self.usage.forget(account_id)
+        def attempt() -> Attempt:
+            account = self.get_account(account_id)
+            team = self.get_team(account.team_id)
+            self.authorize(team, actor, action)
+            apply(account)
+            return Attempt([account], "", after_save=lambda: self.usage.forget(account_id))
+
+        # An account never changes team, so its team (the key's scope) is read once up front.
+        team_id = self.get_account(account_id).team_id
+        self._run(name, team_scope(team_id), actor, idempotency_key,
+                  {"account_id": str(account_id), **arguments}, attempt)
+        self.usage.forget(account_id)  # a conflict may have left a stale copy in the cache
 
     def assign_package(self, account_id: UUID, package_id: UUID, actor: Actor, *,
                        package_version: int | None = None,
-                       effective_from: datetime | None = None) -> None:
+                       effective_from: datetime | None = None,
+                       idempotency_key: str | None = None) -> None:
         """Assign a package version (the latest by default) from a moment (now by default)."""
-        package = self.get_package(package_id)
-        terms = package.terms(package_version)
-        version = package_version or package.latest_version
         starts = effective_from or self.clock()
 
         def apply(account: Account) -> None:
+            package = self.get_package(package_id)
+            terms = package.terms(package_version)
+            version = package_version or package.latest_version
             team = self.get_team(account.team_id)
             if package.currency != team.currency:
                 raise InvalidInputError(
@@ -414,18 +414,28 @@ class Ledger(Application[UUID]):
                                    package_name=package.name, terms=terms,
                                    effective_from=starts, actor=actor.user_id)
 
-        self._account_command(account_id, actor, Action.ASSIGN_PACKAGE, apply)
+        # The moment is part of the command only when the caller chose it: "from now" retried
+        # later is still the same command.
+        self._account_command(account_id, actor, Action.ASSIGN_PACKAGE, idempotency_key,
+                              "assign_package",
+                              {"package_id": str(package_id), "package_version": package_version,
+                               "effective_from": effective_from}, apply)
 
-    def suspend_account(self, account_id: UUID, reason: str, actor: Actor) -> None:
-        self._account_command(account_id, actor, Action.SUSPEND_ACCOUNT,
+    def suspend_account(self, account_id: UUID, reason: str, actor: Actor,
+                        idempotency_key: str | None = None) -> None:
+        self._account_command(account_id, actor, Action.SUSPEND_ACCOUNT, idempotency_key,
+                              "suspend_account", {"reason": reason},
                               lambda a: a.suspend(reason, actor.user_id))
 
-    def reactivate_account(self, account_id: UUID, actor: Actor) -> None:
-        self._account_command(account_id, actor, Action.REACTIVATE_ACCOUNT,
-                              lambda a: a.reactivate(actor.user_id))
+    def reactivate_account(self, account_id: UUID, actor: Actor,
+                           idempotency_key: str | None = None) -> None:
+        self._account_command(account_id, actor, Action.REACTIVATE_ACCOUNT, idempotency_key,
+                              "reactivate_account", {}, lambda a: a.reactivate(actor.user_id))
 
-    def close_account(self, account_id: UUID, reason: str, actor: Actor) -> None:
-        self._account_command(account_id, actor, Action.CLOSE_ACCOUNT,
+    def close_account(self, account_id: UUID, reason: str, actor: Actor,
+                      idempotency_key: str | None = None) -> None:
+        self._account_command(account_id, actor, Action.CLOSE_ACCOUNT, idempotency_key,
+                              "close_account", {"reason": reason},
                               lambda a: a.close(reason, actor.user_id))
 
     # Usage ---------------------------------------------------------------------------------
@@ -445,54 +455,71 @@ class Ledger(Application[UUID]):
     # Invoices ------------------------------------------------------------------------------
 
     def draft_invoice(self, team_id: UUID, *, period_start: str, period_end: str,
-                      lines: list[dict[str, Any]], actor: Actor) -> UUID:
-        team = self.get_team(team_id)
-        self.authorize(team, actor, Action.MANAGE_INVOICES)
-        invoice = Invoice.draft(team_id=team_id, currency=team.currency,
-                                period_start=period_start, period_end=period_end,
-                                lines=lines, actor=actor.user_id)
-        try:
-            self.save(invoice)
-        except IntegrityError:
-            raise InvalidInputError(
-                f"an invoice for {period_start}..{period_end} already exists for this team"
-            ) from None
-        return invoice.id
+                      lines: list[dict[str, Any]], actor: Actor,
+                      idempotency_key: str | None = None) -> UUID:
+        def attempt() -> Attempt:
+            team = self.get_team(team_id)
+            self.authorize(team, actor, Action.MANAGE_INVOICES)
+            if self.exists(Invoice.create_id(team_id, period_start, period_end)):
+                raise InvalidInputError(
+                    f"an invoice for {period_start}..{period_end} already exists for this team")
+            invoice = Invoice.draft(team_id=team_id, currency=team.currency,
+                                    period_start=period_start, period_end=period_end,
+                                    lines=lines, actor=actor.user_id)
+            return Attempt([invoice], str(invoice.id))
 
-    def _invoice_command(self, invoice_id: UUID, actor: Actor,
+        arguments = {"team_id": str(team_id), "period_start": period_start,
+                     "period_end": period_end, "lines": lines}
+        return UUID(self._run("draft_invoice", team_scope(team_id), actor, idempotency_key,
+                              arguments, attempt))
+
+    def _invoice_command(self, invoice_id: UUID, actor: Actor, idempotency_key: str | None,
+                         name: str, arguments: dict[str, Any],
                          apply: Callable[[Invoice, Team], list[Aggregate]]) -> None:
-        invoice = self.get_invoice(invoice_id)
-        team = self.get_team(invoice.team_id)
-        self.authorize(team, actor, Action.MANAGE_INVOICES)
-        self.save(*apply(invoice, team))
+        def attempt() -> Attempt:
+            invoice = self.get_invoice(invoice_id)
+            team = self.get_team(invoice.team_id)
+            self.authorize(team, actor, Action.MANAGE_INVOICES)
+            return Attempt(apply(invoice, team), "")
 
-    def finalize_invoice(self, invoice_id: UUID, actor: Actor) -> None:
+        team_id = self.get_invoice(invoice_id).team_id  # an invoice never changes team
+        self._run(name, team_scope(team_id), actor, idempotency_key,
+                  {"invoice_id": str(invoice_id), **arguments}, attempt)
+
+    def finalize_invoice(self, invoice_id: UUID, actor: Actor,
+                         idempotency_key: str | None = None) -> None:
         def apply(invoice: Invoice, team: Team) -> list[Aggregate]:
             invoice.check_status(InvoiceStatus.DRAFT)
             number = team.issue_invoice_number(invoice.id, actor.user_id)
             invoice.finalize(number, actor.user_id)
             return [invoice, team]
 
-        self._invoice_command(invoice_id, actor, apply)
+        self._invoice_command(invoice_id, actor, idempotency_key, "finalize_invoice", {}, apply)
 
-    def mark_invoice_paid(self, invoice_id: UUID, payment_reference: str, actor: Actor) -> None:
+    def mark_invoice_paid(self, invoice_id: UUID, payment_reference: str, actor: Actor,
+                          idempotency_key: str | None = None) -> None:
         def apply(invoice: Invoice, _team: Team) -> list[Aggregate]:
             invoice.mark_paid(payment_reference, actor.user_id)
             return [invoice]
 
-        self._invoice_command(invoice_id, actor, apply)
+        self._invoice_command(invoice_id, actor, idempotency_key, "mark_invoice_paid",
+                              {"payment_reference": payment_reference}, apply)
 
-    def void_invoice(self, invoice_id: UUID, reason: str, actor: Actor) -> None:
+    def void_invoice(self, invoice_id: UUID, reason: str, actor: Actor,
+                     idempotency_key: str | None = None) -> None:
         def apply(invoice: Invoice, _team: Team) -> list[Aggregate]:
             invoice.void(reason, actor.user_id)
             return [invoice]
 
-        self._invoice_command(invoice_id, actor, apply)
+        self._invoice_command(invoice_id, actor, idempotency_key, "void_invoice",
+                              {"reason": reason}, apply)
 
     def issue_credit_note(self, invoice_id: UUID, credit_note_id: str, amount_nanos: int,
-                          reason: str, actor: Actor) -> None:
+                          reason: str, actor: Actor, idempotency_key: str | None = None) -> None:
         def apply(invoice: Invoice, _team: Team) -> list[Aggregate]:
             invoice.issue_credit_note(credit_note_id, amount_nanos, reason, actor.user_id)
             return [invoice]
 
-        self._invoice_command(invoice_id, actor, apply)
+        self._invoice_command(invoice_id, actor, idempotency_key, "issue_credit_note",
+                              {"credit_note_id": credit_note_id, "amount_nanos": amount_nanos,
+                               "reason": reason}, apply)
