@@ -6,8 +6,9 @@ Verify walks the stored events and the audit trail side by side, by log position
 - each audited event must still be in the log (else: removed), under the same aggregate id and
   version (else: moved), with the same bytes (the SHA-256 of topic and state must equal the
   digest taken when it was audited; else: changed);
-- each audit row's hash must equal H(previous row's hash, position, aggregate, digest), and the
-  last one the chain head kept with the tracking position (else: the audit trail was altered);
+- each audit row's hash must equal H(previous row's hash, every other column of the row: position,
+  time, team, aggregate, version, type, actor, summary, balances, digest), and the last one the
+  chain head kept with the tracking position (else: the audit trail was altered at that row);
 - an event at or below the audited position without an audit row was inserted afterwards.
 Positions missing from both the log and the audit trail are gaps the database left when an
 inserting transaction rolled back; they are counted, not treated as tampering.
@@ -27,7 +28,7 @@ import psycopg
 from adapters.readmodel_postgres import EVENTS_TABLE, LIVE_SCHEMA
 from adapters.readmodel_writes import TRACKING_NAME
 from projections.decoding import EventDecoder, LogEntry
-from projections.fold import GENESIS_HASH, event_digest, link_hash
+from projections.fold import GENESIS_HASH, audit_row_bytes, event_digest, link_hash
 
 FETCH_ROWS = 5000
 PROBLEMS_KEPT_MAX = 1000
@@ -91,7 +92,7 @@ def verify(database_url: str, decoder: EventDecoder,
                          "SELECT notification_id, originator_id, originator_version, topic, state "
                          f"FROM public.{EVENTS_TABLE} ORDER BY notification_id")
         audit = _stream(conn_audit, "verify_audit",
-                        "SELECT position, aggregate_id, aggregate_version, event_digest, hash "
+                        f"SELECT {', '.join(EXPORT_COLUMNS)} "
                         f"FROM {LIVE_SCHEMA}.audit WHERE position <= %s ORDER BY position",
                         (audited_position,))
         previous_hash = GENESIS_HASH
@@ -140,7 +141,8 @@ def _check_readable(report: VerifyReport, decoder: EventDecoder, entry: LogEntry
 
 def _check_audited(report: VerifyReport, entry: LogEntry | None, audited: tuple[Any, ...],
                    previous_hash: bytes) -> bytes:
-    position, aggregate_id, version, digest, stored_hash = audited
+    (position, recorded_at, team_id, aggregate_id, version, event_type, actor, summary,
+     before, after, digest, stored_hash) = audited
     digest, stored_hash = bytes(digest), bytes(stored_hash)
     if entry is None:
         report.add(Problem(position, "removed", aggregate_id,
@@ -157,11 +159,13 @@ def _check_audited(report: VerifyReport, entry: LogEntry | None, audited: tuple[
                                f"stored bytes of version {version} ({entry.topic}) changed "
                                f"since audited: digest {recomputed.hex()[:16]}..., audited "
                                f"{digest.hex()[:16]}..."))
-    expected = link_hash(previous_hash, position, aggregate_id.bytes, version, digest)
+    expected = link_hash(previous_hash, audit_row_bytes(
+        position, recorded_at, team_id, aggregate_id.bytes, version, event_type, actor, summary,
+        None if before is None else int(before), None if after is None else int(after), digest))
     if expected != stored_hash:
         report.add(Problem(position, "chain_broken", aggregate_id,
-                           "audit row's hash does not follow from the row before it: the audit "
-                           "trail was altered here (or a row before it removed)"))
+                           "audit row's hash does not follow from its columns and the row "
+                           "before it: this row was altered (or a row before it removed)"))
     return stored_hash
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from copy import copy
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -179,19 +179,58 @@ def event_digest(entry: LogEntry) -> bytes:
 _digest_prefixes: dict[str, Any] = {}
 
 
-def link_hash(previous: bytes, position: int, aggregate_id: bytes, aggregate_version: int,
-              digest: bytes) -> bytes:
-    """Link one audit row to the one before: H(previous || position || aggregate || version ||
-    digest), the aggregate id as its 16 bytes."""
-    return hashlib.sha256(
-        previous + position.to_bytes(8, "big") + aggregate_id
-        + aggregate_version.to_bytes(8, "big") + digest
-    ).digest()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_ABSENT = b"\x00"
+_PRESENT = b"\x01"
 
 
-def chain_hash(previous: bytes, entry: LogEntry, digest: bytes) -> bytes:
-    return link_hash(previous, entry.position, entry.originator_id.bytes,
-                     entry.originator_version, digest)
+def _text_bytes(value: str | None) -> bytes:
+    """A nullable text value, length-prefixed so that no two rows share an encoding."""
+    if value is None:
+        return _ABSENT
+    encoded = value.encode()
+    return _PRESENT + len(encoded).to_bytes(4, "big") + encoded
+
+
+def audit_row_bytes(position: int, recorded_at: datetime, team_id: UUID | None,
+                    aggregate_id: bytes, aggregate_version: int, event_type: str,
+                    actor: str | None, summary: str, balance_before_nanos: int | None,
+                    balance_after_nanos: int | None, digest: bytes) -> bytes:
+    """Every column of an audit row but its hash, in one unambiguous encoding.
+
+    Fixed-width fields first (position, aggregate id bytes, version, event digest, the instant
+    in microseconds since the epoch, as PostgreSQL keeps it), then the nullable ones, each
+    marked present or absent and length-prefixed. Money goes in as decimal text: it may outgrow
+    eight bytes. The same row read back from the database encodes to the same bytes.
+    """
+    micros = (recorded_at - _EPOCH) // _MICROSECOND
+    return b"".join((
+        position.to_bytes(8, "big"), aggregate_id, aggregate_version.to_bytes(8, "big"), digest,
+        micros.to_bytes(8, "big", signed=True),
+        _ABSENT if team_id is None else _PRESENT + team_id.bytes,
+        _text_bytes(event_type), _text_bytes(actor), _text_bytes(summary),
+        _text_bytes(None if balance_before_nanos is None else str(balance_before_nanos)),
+        _text_bytes(None if balance_after_nanos is None else str(balance_after_nanos)),
+    ))
+
+
+def link_hash(previous: bytes, row_bytes: bytes) -> bytes:
+    """Link one audit row to the one before: H(previous || every column of the row)."""
+    return hashlib.sha256(previous + row_bytes).digest()
+
+
+def audit_row(previous: bytes, position: int, recorded_at: datetime, team_id: UUID | None,
+              aggregate_id: UUID, aggregate_id_bytes: bytes, aggregate_version: int,
+              event_type: str, actor: str | None, summary: str,
+              balance_before_nanos: int | None, balance_after_nanos: int | None,
+              digest: bytes) -> AuditRow:
+    """The audit row with its chain hash over every column."""
+    row_hash = link_hash(previous, audit_row_bytes(
+        position, recorded_at, team_id, aggregate_id_bytes, aggregate_version, event_type,
+        actor, summary, balance_before_nanos, balance_after_nanos, digest))
+    return AuditRow(position, recorded_at, team_id, aggregate_id, aggregate_version, event_type,
+                    actor, summary, balance_before_nanos, balance_after_nanos, digest, row_hash)
 
 
 def event_type_of(topic: str) -> str:
@@ -334,14 +373,13 @@ class ViewFolder:
         summary = (f"usage {usage_id} on {model} ({'success' if success else 'failure'}) at "
                    f"{occurred_at}: {input_tokens} input, {cached_input_tokens} cached, "
                    f"{output_tokens} output tokens, cost {format_nanos(cost, team.currency)}")
-        digest = event_digest(entry)
         # The account's id bytes are kept: UUID.bytes is computed anew on every call.
-        self.audit_head = link_hash(self.audit_head, position, account.id_bytes,
-                                    entry.originator_version, digest)
-        changes.audit.append(AuditRow(
-            position, datetime.fromisoformat(timestamp), team.team_id, entry.originator_id,
-            entry.originator_version, "Account.UsageRecorded", account.actor, summary,
-            before, before - cost, digest, self.audit_head))
+        row = audit_row(self.audit_head, position, datetime.fromisoformat(timestamp),
+                        team.team_id, entry.originator_id, account.id_bytes,
+                        entry.originator_version, "Account.UsageRecorded", account.actor,
+                        summary, before, before - cost, event_digest(entry))
+        self.audit_head = row.hash
+        changes.audit.append(row)
 
     def _apply(self, entry: LogEntry, event: Any) -> None:
         self._advance(entry)
@@ -355,17 +393,13 @@ class ViewFolder:
         team = self.teams.get(team_id) if team_id is not None else None
         after = team.balance_nanos if team is not None else None
         money_moved = before is not None and after is not None and event_type in _MONEY_EVENTS
-        digest = event_digest(entry)
-        self.audit_head = chain_hash(self.audit_head, entry, digest)
-        changes.audit.append(AuditRow(
-            position=entry.position, recorded_at=event.timestamp, team_id=team_id,
-            aggregate_id=entry.originator_id, aggregate_version=entry.originator_version,
-            event_type=event_type, actor=_actor_of(event),
-            summary=summary,
-            balance_before_nanos=before if money_moved else None,
-            balance_after_nanos=after if money_moved else None,
-            event_digest=digest, hash=self.audit_head,
-        ))
+        row = audit_row(self.audit_head, entry.position, event.timestamp, team_id,
+                        entry.originator_id, entry.originator_id.bytes,
+                        entry.originator_version, event_type, _actor_of(event), summary,
+                        before if money_moved else None, after if money_moved else None,
+                        event_digest(entry))
+        self.audit_head = row.hash
+        changes.audit.append(row)
         if team is not None and not team.audit_dirty:
             team.audit_dirty = True
             changes.audit_teams.add(team.team_id)

@@ -119,3 +119,50 @@ def test_audit_export_gives_every_team_event_with_balances(database_url: str) ->
     usage_rows = [r for r in lines if r["event_type"] == "Account.UsageRecorded"]
     assert len(usage_rows) == 60
     assert all(r["balance_before_nanos"] - r["balance_after_nanos"] >= 0 for r in usage_rows)
+
+
+# Each edit keeps the row valid SQL-wise; every one of them must be found at the row's position.
+COLUMN_EDITS = {
+    "position": "position = position + 1000000",
+    "recorded_at": "recorded_at = recorded_at + interval '1 microsecond'",
+    "team_id": "team_id = gen_random_uuid()",
+    "aggregate_id": "aggregate_id = gen_random_uuid()",
+    "aggregate_version": "aggregate_version = aggregate_version + 1",
+    "event_type": "event_type = 'Team.AdjustmentRecorded'",
+    "actor": "actor = 'mallory'",
+    "summary": "summary = summary || ' '",
+    "balance_before_nanos": "balance_before_nanos = balance_before_nanos + 1",
+    "balance_after_nanos": "balance_after_nanos = balance_after_nanos + 1",
+    "event_digest": "event_digest = sha256(event_digest)",
+    "hash": "hash = sha256(hash)",
+}
+
+
+def test_an_edit_of_any_column_of_an_audit_row_is_found_at_its_position(
+        database_url: str) -> None:
+    with ledger_at(database_url) as ledger:
+        mixed_history(ledger)
+    project(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT position FROM ledger_views.audit WHERE event_type = "
+                           "'Team.TopUpCredited' ORDER BY position LIMIT 1").fetchone()
+        assert row is not None
+        position = row[0]
+        columns = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "'ledger_views' AND table_name = 'audit'")]
+        assert sorted(columns) == sorted(COLUMN_EDITS), "a new audit column needs a case here"
+        conn.execute("CREATE TABLE audit_copy AS SELECT * FROM ledger_views.audit "
+                     "WHERE position = %s", (position,))
+        for column, edit in COLUMN_EDITS.items():
+            conn.execute(f"UPDATE ledger_views.audit SET {edit} WHERE position = %s",  # noqa: S608
+                         (position,))
+            report = verify(database_url, ledger_decoder(database_url))
+            assert position in {p.position for p in report.problems}, column
+            # Put the row back exactly as it was; the chain verifies again.
+            conn.execute("DELETE FROM ledger_views.audit WHERE aggregate_id = (SELECT "
+                         "aggregate_id FROM audit_copy) AND aggregate_version = (SELECT "
+                         "aggregate_version FROM audit_copy) OR position IN (%s, %s) ",
+                         (position, position + 1000000))
+            conn.execute("INSERT INTO ledger_views.audit SELECT * FROM audit_copy")
+            assert verify(database_url, ledger_decoder(database_url)).ok, column
