@@ -155,7 +155,7 @@ def test_an_edit_of_any_column_of_an_audit_row_is_found_at_its_position(
         conn.execute("CREATE TABLE audit_copy AS SELECT * FROM ledger_views.audit "
                      "WHERE position = %s", (position,))
         for column, edit in COLUMN_EDITS.items():
-            conn.execute(f"UPDATE ledger_views.audit SET {edit} WHERE position = %s",  # noqa: S608
+            conn.execute(f"UPDATE ledger_views.audit SET {edit} WHERE position = %s",
                          (position,))
             report = verify(database_url, ledger_decoder(database_url))
             assert position in {p.position for p in report.problems}, column
