@@ -137,21 +137,47 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_url_if_known(settings: Settings) -> str | None:
+    """LEDGER_DATABASE_URL, else the running `ledger up`'s database, else None."""
+    if settings.database_url is not None:
+        return settings.database_url
+    path = servers_file(settings.data_dir)
+    if not path.exists():
+        return None
+    url = json.loads(path.read_text()).get("database_url")
+    return url if isinstance(url, str) else None
+
+
 def run_health(args: argparse.Namespace) -> int:
-    """Exit 0 if the heartbeat file was touched within --max-age-seconds (container checks)."""
+    """Exit 0 if the ledger is healthy: the heartbeat file (if given) was touched within
+    --max-age-seconds, and the projections (if a database is known) are not stopped on a
+    failure. Each problem is one line; any problem exits 1."""
+    from adapters.readmodel_postgres import projection_health
+
+    problems: list[str] = []
     path = Path(args.file or os.environ.get("LEDGER_HEALTH_FILE") or "")
-    if not str(path) or str(path) == ".":
-        console.print("give --file or set LEDGER_HEALTH_FILE")
+    heartbeat = bool(str(path)) and str(path) != "."
+    if heartbeat:
+        try:
+            age = time.time() - path.stat().st_mtime
+            if age > args.max_age_seconds:
+                problems.append(f"{path} is {age:.0f}s old")
+        except FileNotFoundError:
+            problems.append(f"{path} does not exist yet")
+    database_url = _database_url_if_known(Settings.from_env())
+    if database_url is not None:
+        health = projection_health(database_url)
+        if health.ok:
+            console.print(f"healthy: {health.message}")
+        else:
+            problems.append(health.message)
+    if not heartbeat and database_url is None:
+        console.print("give --file or set LEDGER_HEALTH_FILE, or LEDGER_DATABASE_URL (or run "
+                      "`ledger up`) to check the projections")
         return 2
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        console.print(f"unhealthy: {path} does not exist yet")
-        return 1
-    if age > args.max_age_seconds:
-        console.print(f"unhealthy: {path} is {age:.0f}s old")
-        return 1
-    return 0
+    for problem in problems:
+        console.print(f"unhealthy: {problem}", markup=False)
+    return 1 if problems else 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -178,7 +204,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init = subparsers.add_parser("init", help="create the tables and the usage stream")
     init.set_defaults(handler=run_init)
 
-    health = subparsers.add_parser("health", help="check a consumer's heartbeat file")
+    health = subparsers.add_parser("health", help="check a consumer's heartbeat file and that "
+                                   "the projections are not stopped on a failure")
     health.add_argument("--file", default="", help="default LEDGER_HEALTH_FILE")
     health.add_argument("--max-age-seconds", type=float,
                         default=HEALTH_MAX_AGE_SECONDS_DEFAULT)

@@ -4,6 +4,8 @@ Read models live in their own schema (`ledger_views` for the live ones; `ledger 
 into another schema and compares), one table per model:
 
     tracking     one row: the last notification id folded in, and the audit chain's head
+    status       one row: the runner's state; a projection failure with its event and position
+    schema_version  the version of these tables (created once, under an advisory lock)
     teams        balance components per team (balance and available are derived, see fold.py)
     accounts     status and spend per account
     usage_daily  sums per (team, local date, account, model): windows are derived at query time
@@ -18,6 +20,7 @@ not at all. Money columns are `numeric` (sums can outgrow bigint); Python sees `
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -29,6 +32,7 @@ from adapters.readmodel_writes import (
     TRACKING_NAME,
     BatchWriter,
     StagedBatch,
+    TrackingConflictError,
 )
 from projections.answers import balance_answer
 from projections.authorization import AuthorizationAnswer, Freshness, decide
@@ -42,9 +46,16 @@ from projections.fold import (
     TopUpView,
     ViewFolder,
 )
+from projections.runner import FailureKind, ProjectionFailure
 from projections.windows import BucketKey, UsageTotals, series_range, window_ranges
 
 LIVE_SCHEMA = "ledger_views"
+# Version 2: the audit chain hashes every column, and the status table records failures.
+VIEWS_SCHEMA_VERSION = 2
+# A failure's error text is cut to this many characters before it is stored.
+FAILURE_ERROR_LENGTH_MAX = 2000
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
 REPLAY_SCHEMA = "ledger_replay"
 EVENTS_TABLE = "ledger_events"
 CONNECT_TIMEOUT_SECONDS = 10
@@ -85,6 +96,9 @@ _DDL = [
     "summary text NOT NULL, balance_before_nanos numeric, balance_after_nanos numeric, "
     "event_digest bytea NOT NULL, hash bytea NOT NULL)",
     "CREATE INDEX IF NOT EXISTS audit_by_team ON {s}.audit (team_id, position)",
+    "CREATE TABLE IF NOT EXISTS {s}.status (name text PRIMARY KEY, state text NOT NULL, "
+    "position bigint, aggregate_id uuid, aggregate_version bigint, event_type text, "
+    "error text, failures bigint NOT NULL, updated_at timestamptz NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {s}.invoices (invoice_id uuid PRIMARY KEY, team_id uuid NOT NULL, "
     "currency text NOT NULL, period_start text NOT NULL, period_end text NOT NULL, "
     "status text NOT NULL, subtotal_nanos numeric NOT NULL, number text, total_minor bigint, "
@@ -106,6 +120,48 @@ def _int(value: Any) -> int:
 
 def connect(database_url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+
+
+class ReadModelSchemaError(RuntimeError):
+    """The read-model tables exist in a version this code does not build."""
+
+
+def read_failure(conn: psycopg.Connection[Any], schema: str) -> ProjectionFailure | None:
+    row = conn.execute(_q("SELECT position, aggregate_id, aggregate_version, event_type, error, "
+                          "failures FROM {s}.status WHERE name = %s AND state = %s", schema),
+                       (TRACKING_NAME, STATUS_FAILED)).fetchone()
+    if row is None:
+        return None
+    return ProjectionFailure(position=row[0], aggregate_id=row[1], aggregate_version=row[2],
+                             event_type=row[3], error=row[4], failures=row[5])
+
+
+@dataclass(frozen=True)
+class ProjectionHealth:
+    ok: bool
+    message: str
+
+
+def projection_health(database_url: str, schema: str = LIVE_SCHEMA) -> ProjectionHealth:
+    """What `ledger health` says about the projections: red while they are stopped on a failure
+    (or the database cannot be reached), green with how far behind the log they are."""
+    try:
+        with connect(database_url) as conn:
+            present = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                   (f'"{schema}".status',)).fetchone()
+            if not present or not present[0]:
+                return ProjectionHealth(True, "projections have not started yet")
+            failure = read_failure(conn, schema)
+            row = conn.execute(_q(
+                "SELECT (SELECT notification_id FROM {s}.tracking WHERE name = %s), "
+                f"(SELECT coalesce(max(notification_id), 0) FROM public.{EVENTS_TABLE})",
+                schema), (TRACKING_NAME,)).fetchone()
+    except psycopg.Error as error:
+        return ProjectionHealth(False, f"read-model database unreachable: {error}".strip())
+    if failure is not None:
+        return ProjectionHealth(False, failure.describe())
+    position, head = (int(row[0]), int(row[1])) if row else (0, 0)
+    return ProjectionHealth(True, f"projections at log position {position} of {head}")
 
 
 class PostgresViewStore:
@@ -132,14 +188,80 @@ class PostgresViewStore:
         return _q(template, self.schema)
 
     def create_tables(self) -> None:
+        """Create the read-model tables once; an ordinary open only reads their version."""
+        if self._schema_version() == VIEWS_SCHEMA_VERSION:
+            return
         with self.conn.transaction():
             # Two processes creating the schema at once would race on the catalogue.
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.schema,))
+            found = self._schema_version()
+            if found == VIEWS_SCHEMA_VERSION:
+                return
+            if found is not None or self._exists("tracking"):
+                raise ReadModelSchemaError(
+                    f"the read models in schema {self.schema} were built by another ledger "
+                    f"version ({found or 1}, this one builds {VIEWS_SCHEMA_VERSION}); rebuild "
+                    f"them from the log: DROP SCHEMA {self.schema} CASCADE, then start the "
+                    "projections again")
             for statement in _DDL:
                 self.conn.execute(self.q(statement))
             self.conn.execute(
                 self.q("INSERT INTO {s}.tracking VALUES (%s, 0, %s) ON CONFLICT DO NOTHING"),
                 (TRACKING_NAME, GENESIS_HASH))
+            self.conn.execute(self.q("CREATE TABLE {s}.schema_version (version integer NOT NULL)"))
+            self.conn.execute(self.q("INSERT INTO {s}.schema_version VALUES (%s)"),
+                              (VIEWS_SCHEMA_VERSION,))
+
+    def _exists(self, table: str) -> bool:
+        row = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                (f'"{self.schema}".{table}',)).fetchone()
+        return bool(row and row[0])
+
+    def _schema_version(self) -> int | None:
+        if not self._exists("schema_version"):
+            return None
+        row = self.conn.execute(self.q("SELECT max(version) FROM {s}.schema_version")).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    # Status -------------------------------------------------------------------------------
+
+    def failure(self) -> ProjectionFailure | None:
+        """The failure recorded by the runner, if the projections are stopped on one."""
+        return read_failure(self.conn, self.schema)
+
+    def record_failure(self, failure: ProjectionFailure) -> None:
+        """Record (and count) a failure, in its own transaction: the batch it broke is gone."""
+        self.conn.execute(self.q(
+            "INSERT INTO {s}.status AS s VALUES (%s, %s, %s, %s, %s, %s, %s, 1, now()) "
+            "ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, "
+            "position = EXCLUDED.position, aggregate_id = EXCLUDED.aggregate_id, "
+            "aggregate_version = EXCLUDED.aggregate_version, event_type = EXCLUDED.event_type, "
+            "error = EXCLUDED.error, failures = s.failures + 1, updated_at = now()"),
+            (TRACKING_NAME, STATUS_FAILED, failure.position, failure.aggregate_id,
+             failure.aggregate_version, failure.event_type,
+             failure.error[:FAILURE_ERROR_LENGTH_MAX]))
+
+    def clear_failure(self) -> None:
+        """The runner moved past what failed: green again (the count of failures stays)."""
+        self.conn.execute(self.q(
+            "UPDATE {s}.status SET state = %s, updated_at = now() WHERE name = %s "
+            "AND state <> %s"), (STATUS_OK, TRACKING_NAME, STATUS_OK))
+
+    @staticmethod
+    def failure_kind(error: BaseException) -> FailureKind:
+        if isinstance(error, TrackingConflictError):
+            return FailureKind.RUNNER
+        if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+            return FailureKind.TRANSIENT  # connection lost, server restarting, lock timeout
+        return FailureKind.EVENT
+
+    def reconnect(self) -> None:
+        """After a lost connection: new connections for reading and for the write lanes."""
+        if self.conn.broken or self.conn.closed:
+            self.conn.close()
+            self.conn = connect(self.database_url)
+        self.writer.close()
+        self.writer = BatchWriter(lambda: connect(self.database_url), self.schema)
 
     def drop(self) -> None:
         self.conn.execute(self.q("DROP SCHEMA IF EXISTS {s} CASCADE"))
@@ -294,6 +416,14 @@ class PostgresNotificationLog:
         self.conn.close()
         if self._listener is not None:
             self._listener.close()
+
+    def reconnect(self) -> None:
+        """After a lost connection: a new one for reading (the listener is made again lazily)."""
+        self.conn.close()
+        self.conn = connect(self.database_url)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def read_after(self, position: int, limit: int, stop: int | None = None) -> list[LogEntry]:
         upper = stop if stop is not None else 2**63 - 1

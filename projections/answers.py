@@ -11,6 +11,7 @@ from typing import Any
 
 from projections.authorization import Freshness
 from projections.fold import AccountView, BatchChanges, TeamView, ViewFolder
+from projections.runner import FailureKind, ProjectionFailure
 from projections.windows import BucketKey, UsageTotals, report_from_buckets
 
 
@@ -35,6 +36,7 @@ class MemoryViewStore:
     def __init__(self) -> None:
         self.folder = ViewFolder()
         self.buckets: dict[tuple[Any, ...], UsageTotals] = {}
+        self.recorded_failure: ProjectionFailure | None = None
 
     def load_folder(self) -> ViewFolder:
         # The runner reloads after a failed batch; memory has nothing committed to reload.
@@ -48,6 +50,22 @@ class MemoryViewStore:
 
     def abort(self, staged: BatchChanges) -> None:
         """Nothing was written; the runner reloads the folder (memory's own) after a failure."""
+
+    def failure(self) -> ProjectionFailure | None:
+        return self.recorded_failure
+
+    def record_failure(self, failure: ProjectionFailure) -> None:
+        self.recorded_failure = failure
+
+    def clear_failure(self) -> None:
+        self.recorded_failure = None
+
+    @staticmethod
+    def failure_kind(error: BaseException) -> FailureKind:
+        return FailureKind.EVENT  # memory has no connection to lose
+
+    def reconnect(self) -> None:
+        """Nothing to reconnect."""
 
     def commit(self, changes: BatchChanges) -> None:
         for key, sums in changes.usage.items():

@@ -13,16 +13,30 @@ balance and the log position), and readers can always ask the read models direct
 
 The runner depends on three small interfaces (the log, the store, the publisher); the PostgreSQL
 and NATS implementations are in `adapters/`.
+
+When a batch fails (`run_forever`), what happens depends on the kind of error (the store says):
+
+- transient (connection lost, server restarting): retried with backoff; after
+  `TRANSIENT_FAILURES_MAX` in a row the failure is also recorded, so health turns red while the
+  retries go on, and green again once a batch commits;
+- an event that cannot be projected (a bug, data a read model cannot hold): the runner finds the
+  first such event by committing ever smaller batches up to it (`isolate`), records it (event,
+  position, error, and a count) in the store's status row and stops advancing. Nothing at or after
+  that event is applied; usage recording, which does not depend on the read models, goes on.
+  After a fix, a restart resumes from the recorded position and clears the failure;
+- another runner writing the same read models: recorded and stopped, without isolation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -38,6 +52,8 @@ IDLE_WAIT_SECONDS = 1.0
 # After a failed batch (database restart, lost connection), wait before trying again.
 RETRY_WAIT_SECONDS = 1.0
 RETRY_WAIT_SECONDS_MAX = 30.0
+# Transient failures in a row after which the failure is recorded (health red) while retrying.
+TRANSIENT_FAILURES_MAX = 5
 # While catching up, the interpreter switches threads at least this often. The committer needs
 # the lock for a few milliseconds per batch (formatting audit rows) and, with the default 5 ms,
 # waited for the folding thread to give it up; 1 ms was 4-11% faster in alternating runs.
@@ -62,6 +78,31 @@ def _switch_interval_at_most(seconds: float) -> Iterator[None]:
             sys.setswitchinterval(previous)
 
 
+class FailureKind(enum.Enum):
+    TRANSIENT = "transient"  # retry: the database or the network, not the event
+    EVENT = "event"  # an event cannot be projected: find it, record it, stop
+    RUNNER = "runner"  # the runner cannot go on (another runner writes): record, stop
+
+
+@dataclass(frozen=True)
+class ProjectionFailure:
+    """Why the projections stopped: the event that failed (if one did), its position, the error."""
+
+    position: int  # the log position of the event (or, without one, the last committed + 1)
+    aggregate_id: UUID | None
+    aggregate_version: int | None
+    event_type: str | None
+    error: str
+    failures: int = 1  # how many times it was recorded (restarts that failed again included)
+
+    def describe(self) -> str:
+        what = (f"event {self.event_type} (aggregate {self.aggregate_id} version "
+                f"{self.aggregate_version})" if self.aggregate_id is not None else "batch")
+        return (f"projections stopped at log position {self.position}: {what} could not be "
+                f"projected: {self.error} (recorded {self.failures} time(s); fix the cause and "
+                "restart the projections to resume from there)")
+
+
 class NotificationLog(Protocol):
     def read_after(self, position: int, limit: int, stop: int | None = None) -> list[LogEntry]:
         ...
@@ -69,6 +110,8 @@ class NotificationLog(Protocol):
     def head_position(self) -> int: ...
 
     def wait_for_new(self, timeout_seconds: float) -> None: ...
+
+    def reconnect(self) -> None: ...
 
 
 class ViewStore(Protocol):
@@ -84,6 +127,16 @@ class ViewStore(Protocol):
     def finish(self, staged: Any) -> None: ...
 
     def abort(self, staged: Any) -> None: ...
+
+    def failure(self) -> ProjectionFailure | None: ...
+
+    def record_failure(self, failure: ProjectionFailure) -> None: ...
+
+    def clear_failure(self) -> None: ...
+
+    def failure_kind(self, error: BaseException) -> FailureKind: ...
+
+    def reconnect(self) -> None: ...
 
 
 class ChangePublisher(Protocol):
@@ -173,13 +226,16 @@ class ProjectionRunner:
         self.publisher = publisher
         self.batch_size = batch_size
         self.folder = store.load_folder()
+        self.failed: ProjectionFailure | None = None
+        self.failures_recorded = 0  # failures this runner recorded (a counter for metrics)
 
     @property
     def position(self) -> int:
         return self.folder.position
 
     def catch_up(self, stop_position: int | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> int:
+                 on_batch: Callable[[int], None] | None = None, *,
+                 batch_size: int | None = None, batches_max: int | None = None) -> int:
         """Process until the head of the log (or `stop_position`); return events processed.
 
         This thread reads a page, folds it and stages it in the store (formats and copies its
@@ -191,21 +247,24 @@ class ProjectionRunner:
         reloaded from the store and the error is raised.
         """
         with _switch_interval_at_most(CATCH_UP_SWITCH_INTERVAL_SECONDS):
-            return self._catch_up(stop_position, on_batch)
+            return self._catch_up(stop_position, on_batch, batch_size or self.batch_size,
+                                  batches_max)
 
-    def _catch_up(self, stop_position: int | None,
-                  on_batch: Callable[[int], None] | None) -> int:
+    def _catch_up(self, stop_position: int | None, on_batch: Callable[[int], None] | None,
+                  batch_size: int, batches_max: int | None) -> int:
         pipeline = _Pipeline()
         committer = threading.Thread(target=self._commit_batches, name="projections-committer",
                                      args=(pipeline, on_batch))
         committer.start()
         processed = 0
+        batches = 0
         staged: Any = None
         position = self.folder.position
         try:
             fold, decoder, stage = self.folder.fold_log, self.decoder, self.store.stage
-            while not pipeline.halt.is_set():
-                entries = self.log.read_after(position, self.batch_size, stop_position)
+            while not pipeline.halt.is_set() and (batches_max is None or batches < batches_max):
+                batches += 1
+                entries = self.log.read_after(position, batch_size, stop_position)
                 if not entries:
                     break
                 position = entries[-1].position
@@ -245,22 +304,93 @@ class ProjectionRunner:
             pipeline.fail(error)
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Catch up, then follow the log until `stop` is set. Errors are retried with backoff."""
+        """Catch up, then follow the log until `stop` is set; on a failure, see the module doc.
+
+        Returns only when `stop` is set: a runner stopped on a failure waits, so that the
+        process (and the usage recording in it) goes on and health can say why."""
+        self.failed = self.store.failure()
         wait_seconds = RETRY_WAIT_SECONDS
+        transient_failures = 0
         while not stop.is_set():
             try:
-                if self.catch_up() == 0:
+                processed = self.catch_up()
+                if self.failed is not None and (processed or self.failed.aggregate_id is None):
+                    self.store.clear_failure()
+                    log.info("projections moved past the recorded failure at position %d",
+                             self.failed.position)
+                    self.failed = None
+                if processed == 0:
                     self.log.wait_for_new(IDLE_WAIT_SECONDS)
-                wait_seconds = RETRY_WAIT_SECONDS
-            except Exception:
-                log.exception("projection batch after position %s failed; retrying in %.0fs",
-                              self.folder.position, wait_seconds)
-                stop.wait(wait_seconds)
-                wait_seconds = min(wait_seconds * 2, RETRY_WAIT_SECONDS_MAX)
-                self._reload_quietly()
+                wait_seconds, transient_failures = RETRY_WAIT_SECONDS, 0
+            except Exception as error:
+                kind = self.store.failure_kind(error)
+                if kind is FailureKind.TRANSIENT:
+                    transient_failures += 1
+                    log.warning("projection batch after position %d failed (%s, %d in a row); "
+                                "retrying in %.0fs", self.folder.position, error,
+                                transient_failures, wait_seconds)
+                    if transient_failures >= TRANSIENT_FAILURES_MAX:
+                        self._record_quietly(self._failure_at_position(error))
+                    stop.wait(wait_seconds)
+                    wait_seconds = min(wait_seconds * 2, RETRY_WAIT_SECONDS_MAX)
+                    self._reconnect_quietly()
+                    continue
+                failure = (self.isolate(error) if kind is FailureKind.EVENT
+                           else self._failure_at_position(error))
+                if failure is None:
+                    continue  # the failure did not come back: carry on
+                self._record_quietly(failure)
+                log.error("%s", failure.describe())
+                stop.wait()  # stop advancing; nothing at or after the failure is applied
+                return
 
-    def _reload_quietly(self) -> None:
+    def isolate(self, error: BaseException) -> ProjectionFailure | None:
+        """Find the first event that cannot be projected, committing every event before it.
+
+        The failed batch started at the committed position; batches of half the size are tried
+        from there, each success committing its events, each failure halving the size again,
+        until a batch of one event fails: that event is the cause. Returns None if the failure
+        does not come back (it was not the events' fault after all).
+        """
+        size = self.batch_size
+        while True:
+            size = max(1, size // 2)
+            try:
+                while self.catch_up(batch_size=size, batches_max=1):
+                    pass
+                return None
+            except Exception as again:
+                error = again
+                if self.store.failure_kind(again) is not FailureKind.EVENT:
+                    return self._failure_at_position(again)
+                if size == 1:
+                    break
+        entries = self.log.read_after(self.folder.position, 1)
+        if not entries:
+            return self._failure_at_position(error)
+        entry = entries[0]
+        return ProjectionFailure(position=entry.position, aggregate_id=entry.originator_id,
+                                 aggregate_version=entry.originator_version,
+                                 event_type=entry.topic.rpartition(":")[2],
+                                 error=f"{type(error).__name__}: {error}")
+
+    def _failure_at_position(self, error: BaseException) -> ProjectionFailure:
+        return ProjectionFailure(position=self.folder.position + 1, aggregate_id=None,
+                                 aggregate_version=None, event_type=None,
+                                 error=f"{type(error).__name__}: {error}")
+
+    def _record_quietly(self, failure: ProjectionFailure) -> None:
+        self.failures_recorded += 1
+        self.failed = failure
         try:
+            self.store.record_failure(failure)
+        except Exception:
+            log.exception("could not record the projection failure (%s)", failure.describe())
+
+    def _reconnect_quietly(self) -> None:
+        try:
+            self.log.reconnect()
+            self.store.reconnect()
             self.folder = self.store.load_folder()
         except Exception:
-            log.exception("reloading the read models failed; will retry")
+            log.exception("reconnecting to the read-model database failed; will retry")
