@@ -116,13 +116,16 @@ def run_consume(args: argparse.Namespace) -> int:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    """Create the ledger's tables and the usage stream, once, before the processes start
-    (so that several processes starting together do not race to create them)."""
+    """Create the ledger's tables (event store and read models) and the usage stream, once,
+    before the processes start. (Opening them creates them too, under advisory locks, so that
+    several processes starting together are safe either way.)"""
     from adapters.bus_stream import ensure_stream
+    from adapters.readmodel_postgres import PostgresViewStore
     from adapters.wiring import open_ledger
 
     runtime = configured_runtime(Settings.from_env())
     open_ledger(runtime.database_url).close()
+    PostgresViewStore(runtime.database_url).close()
 
     async def main() -> None:
         connection = await connect_nats(runtime.nats_url, "ledger-init")

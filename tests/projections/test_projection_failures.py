@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -25,7 +26,7 @@ from adapters.readmodel_postgres import (
 from adapters.readmodel_process import ledger_decoder, open_runner
 from projections.decoding import EventDecoder, LogEntry
 from projections.runner import ProjectionFailure, ProjectionRunner
-from tests.projections.history import OWNER, ledger_at, make_team
+from tests.projections.history import OWNER, ledger_at, make_team, usage
 
 WAIT_SECONDS_MAX = 60.0
 POLL_SECONDS = 0.05
@@ -166,3 +167,32 @@ def test_a_restart_after_the_fix_resumes_from_the_failed_event_and_clears_health
     assert store.failure() is None
     assert projection_health(database_url).ok
     assert _read_models(database_url, team.team_id)[2] == 20 * 10
+
+
+def test_a_nul_in_a_charged_models_name_stops_the_projections_at_that_record(
+        database_url: str, runner_parts: tuple[PostgresNotificationLog, PostgresViewStore]
+        ) -> None:
+    """Issue 8, item 2: a NUL in `model` used to make every batch fail on COPY, retried
+    forever. The stored event is edited here (input validation refuses such a record now)."""
+    with ledger_at(database_url) as ledger:
+        team = make_team(ledger, accounts=1)
+        start = datetime(2026, 11, 20, tzinfo=UTC)
+        ledger.record_usage_batch([usage(team.account_ids[0], f"u{n}", start) for n in range(6)])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT notification_id, state FROM ledger_events WHERE topic LIKE "
+                           "'%UsageRecorded' ORDER BY notification_id OFFSET 3 LIMIT 1"
+                           ).fetchone()
+        assert row is not None and b'"model":"m1"' in row[1]
+        conn.execute("UPDATE ledger_events SET state = %s WHERE notification_id = %s",
+                     (row[1].replace(b'"model":"m1"', b'"model":"evil\\u0000model"'), row[0]))
+    poisoned = int(row[0])
+    log_source, store = runner_parts
+
+    runner = ProjectionRunner(log_source, store, ledger_decoder(database_url))
+    _run_until_failed(runner)
+
+    failure = store.failure()
+    assert failure is not None
+    assert (failure.position, failure.event_type) == (poisoned, "Account.UsageRecorded")
+    assert runner.position == poisoned - 1
+    assert not projection_health(database_url).ok
