@@ -18,6 +18,7 @@ from itertools import zip_longest
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from adapters.readmodel_postgres import (
     LIVE_SCHEMA,
@@ -88,9 +89,11 @@ def replay(database_url: str, on_start: Callable[[int], None] | None = None,
                 f"SELECT notification_id FROM {LIVE_SCHEMA}.tracking WHERE name = %s",
                 (TRACKING_NAME,)).fetchone()
             position = int(row[0])
-            fresh = PostgresViewStore(database_url, REPLAY_SCHEMA)
-            fresh.drop()
-            fresh.close()
+            # Dropped without opening it: a replay schema left by another ledger version
+            # would be refused by the store, and it is thrown away anyway.
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(REPLAY_SCHEMA)))
             if on_start is not None:
                 on_start(position)
             with open_runner(database_url, schema=REPLAY_SCHEMA) as runner:

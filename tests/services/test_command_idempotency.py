@@ -94,6 +94,11 @@ def test_every_admin_and_money_command_returns_its_first_result_for_a_retried_ke
         first, again = _twice(command, f"key-{name}")
         assert again == first, name
     assert ledger.get_invoice(invoice_id).status.value == "paid"
+    second = ledger.draft_invoice(team, period_start="2026-02-01", period_end="2026-02-28",
+                                  lines=[], actor=OWNER)
+    assert _twice(lambda k: ledger.void_invoice(second, "duplicate", OWNER, idempotency_key=k),
+                  "key-void_invoice") == (None, None)
+    assert ledger.get_invoice(second).status.value == "void"
     assert ledger.credit_top_up(team, "pi_1", 1_000, "USD", STRIPE) is False  # natural key
 
 
