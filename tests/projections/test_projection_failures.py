@@ -24,6 +24,7 @@ from adapters.readmodel_postgres import (
     projection_health,
 )
 from adapters.readmodel_process import ledger_decoder, open_runner
+from projections import runner as runner_module
 from projections.decoding import EventDecoder, LogEntry
 from projections.runner import ProjectionFailure, ProjectionRunner
 from tests.projections.history import OWNER, ledger_at, make_team, usage
@@ -196,3 +197,61 @@ def test_a_nul_in_a_charged_models_name_stops_the_projections_at_that_record(
     assert (failure.position, failure.event_type) == (poisoned, "Account.UsageRecorded")
     assert runner.position == poisoned - 1
     assert not projection_health(database_url).ok
+
+
+class LosingConnectionStore:
+    """The real store, whose commits fail as on a lost connection the first `losses` times."""
+
+    def __init__(self, store: PostgresViewStore, losses: int) -> None:
+        self.store = store
+        self.losses = losses
+        self.recorded: list[ProjectionFailure] = []
+        self.cleared = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def finish(self, staged: Any) -> None:
+        if self.losses > 0:
+            self.losses -= 1
+            self.store.abort(staged)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        self.store.finish(staged)
+
+    def record_failure(self, failure: ProjectionFailure) -> None:
+        self.recorded.append(failure)
+        self.store.record_failure(failure)
+
+    def clear_failure(self) -> None:
+        self.cleared += 1
+        self.store.clear_failure()
+
+
+def test_a_lost_connection_is_retried_reported_after_a_bound_and_cleared_on_recovery(
+        database_url: str, runner_parts: tuple[PostgresNotificationLog, PostgresViewStore],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "RETRY_WAIT_SECONDS", 0.01)
+    monkeypatch.setattr(runner_module, "RETRY_WAIT_SECONDS_MAX", 0.02)
+    with ledger_at(database_url) as ledger:
+        team = make_team(ledger, accounts=1)
+        head = ledger.recorder.max_notification_id()
+    log_source, store = runner_parts
+    flaky = LosingConnectionStore(store, losses=runner_module.TRANSIENT_FAILURES_MAX + 1)
+    runner = ProjectionRunner(log_source, flaky, ledger_decoder(database_url))
+
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + WAIT_SECONDS_MAX
+    while (runner.position != head or flaky.cleared == 0) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    stop.set()
+    thread.join(WAIT_SECONDS_MAX)
+
+    # Red after the bound (no event to blame), retried on, green again once a batch committed.
+    assert len(flaky.recorded) == 2  # the 5th and the 6th loss in a row
+    assert flaky.recorded[0].aggregate_id is None
+    assert "server closed the connection" in flaky.recorded[0].error
+    assert runner.position == head
+    assert store.failure() is None
+    assert _read_models(database_url, team.team_id)[0] == head
