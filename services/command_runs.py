@@ -47,8 +47,8 @@ from services.keyed_recording import COMMAND_SCOPE, KeyedRecorder, KeyRow
 # seconds of losing to other writers on the same aggregates, far beyond any contention seen.
 COMMAND_ATTEMPTS_MAX = 60
 # Full-jitter backoff: before attempt n+1, wait uniformly in [0, min(MAX, FIRST * 2**n)].
-COMMAND_RETRY_WAIT_SECONDS_FIRST = 0.002
-COMMAND_RETRY_WAIT_SECONDS_MAX = 0.2
+COMMAND_RETRY_FIRST_WAIT_SECONDS = 0.002
+COMMAND_RETRY_LONGEST_WAIT_SECONDS = 0.2
 IDEMPOTENCY_KEY_LENGTH_MAX = 200
 # Locks that serialise commands of one scope inside a process (scopes hash onto the stripes).
 COMMAND_LOCK_STRIPES = 64
@@ -118,11 +118,9 @@ class CommandStats:
 
 
 class CommandRunner:
-    def __init__(self, save: Callable[..., object], keyed: Callable[[], KeyedRecorder],
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, save: Callable[..., object], keyed: Callable[[], KeyedRecorder]) -> None:
         self._save = save
         self._keyed = keyed
-        self._sleep = sleep
         self._locks = [threading.Lock() for _ in range(COMMAND_LOCK_STRIPES)]
         self.stats = CommandStats()
 
@@ -142,9 +140,9 @@ class CommandRunner:
                     self._save(*decided.aggregates, idempotency_keys=keys)
                 except IntegrityError:
                     self.stats.add("conflicts_retried")
-                    self._sleep(random.uniform(0, min(  # jitter, not secrecy
-                        COMMAND_RETRY_WAIT_SECONDS_MAX,
-                        COMMAND_RETRY_WAIT_SECONDS_FIRST * 2 ** number)))
+                    time.sleep(random.uniform(0, min(  # jitter, not secrecy
+                        COMMAND_RETRY_LONGEST_WAIT_SECONDS,
+                        COMMAND_RETRY_FIRST_WAIT_SECONDS * 2 ** number)))
                     continue
                 self.stats.attempted(number)
                 if decided.after_save is not None:
