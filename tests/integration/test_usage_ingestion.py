@@ -20,7 +20,7 @@ from adapters.bus_contract import UsageMessage, usage_subject
 from adapters.bus_stream import recreate_stream
 from adapters.usage_consumer import UsageConsumer
 from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
+from adapters.usage_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT, IngestSettings
 from adapters.wiring import open_ledger
 from domain.usage import TOKENS_MAX
 from services.actor import Actor
@@ -56,7 +56,7 @@ async def rejected_messages(nats_url: str) -> list[nats.aio.msg.Msg]:
     connection = await nats.connect(nats_url)
     try:
         js = connection.jetstream()
-        subscription = await js.pull_subscribe(REJECTED_SUBJECT, stream=STREAM_NAME)
+        subscription = await js.pull_subscribe(REJECTED_SUBJECT, stream=REJECTED_STREAM_NAME)
         found: list[nats.aio.msg.Msg] = []
         while True:
             try:
