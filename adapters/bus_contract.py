@@ -63,6 +63,8 @@ REASON_PARTS_MAX = 10
 # The message id: the usage_id, a colon, and this many hex digits of a SHA-256.
 MESSAGE_ID_DIGEST_HEX_DIGITS = 32
 MESSAGE_ID_CONTENT_VERSION = "ledger.usage.v1"
+# The reason given if decoding itself failed (a bug; the fuzz tests hold it never happens).
+UNREADABLE_REASON = "the record could not be read"
 
 
 class BusRejectionCode:
@@ -242,7 +244,7 @@ def decode_usage(payload: bytes, subject_account: str | None, *, msg_id: str | N
         return _decode(payload, subject_account, msg_id, now)
     except Exception as error:  # a bug here must cost one message, never the consumer
         return BusRejection(BusRejectionCode.INVALID_RECORD,
-                            f"the record could not be read ({type(error).__name__})")
+                            f"{UNREADABLE_REASON} ({type(error).__name__})")
 
 
 def _decode(payload: bytes, subject_account: str | None, msg_id: str | None,

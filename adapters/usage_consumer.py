@@ -91,6 +91,7 @@ class IngestStats:
     rejected: int = 0
     batches: int = 0
     commit_failures: int = 0
+    sessions: int = 0  # bus sessions opened; more than one means the connection was lost
     rejection_publish_failures: int = 0  # refused by the broker; the original comes again
     rejections_published_before: int = 0  # redelivered originals whose rejection was stored
     rejected_by_code: dict[str, int] = field(default_factory=dict)
@@ -186,6 +187,7 @@ class UsageConsumer:
                 except WireConnectionLost as error:
                     log.warning("%s; trying again in %.1fs", error, delay)
                 else:
+                    self.stats.sessions += 1
                     lost = await self._session(wire, js, writer, in_flight)
                     if lost is None:
                         break
@@ -330,16 +332,42 @@ class UsageConsumer:
 
     async def _store_rejections(self, js: nats.js.JetStreamContext,
                                 rejected: list[Rejected]) -> set[int]:
+        store = RejectionStore(self.ledger, js, self._stream_epoch, self.stats)
+        return await store.store(rejected)
+
+
+class RejectionStore:
+    """Publishes rejections to their stream, each once per original message, for good.
+
+    A rejection's id is its original's stream sequence (`rejected:<stream epoch>:<sequence>`,
+    the epoch being the stream's creation time, so a recreated stream never reuses one). The
+    broker drops a repeat inside its duplicate window; after it, PostgreSQL's record of the
+    rejections published (idempotency-key scope `rejection_published`, written after the
+    broker acknowledged) keeps a redelivered original from being published again. The one gap:
+    a crash between the broker's acknowledgement and that write, with the redelivery coming
+    after the window: then the rejection is stored twice (counted once all the same)."""
+
+    def __init__(self, ledger: Ledger, js: nats.js.JetStreamContext, stream_epoch: str,
+                 stats: IngestStats) -> None:
+        self.ledger = ledger
+        self.js = js
+        self.stream_epoch = stream_epoch
+        self.stats = stats
+
+    def key(self, msg: WireMsg) -> str:
+        return f"{self.stream_epoch}:{stream_sequence(msg.reply)}"
+
+    async def store(self, rejected: list[Rejected]) -> set[int]:
         """Publish each rejection not published before; return the ids of the items that
         could not be (their originals are nak'ed and come again)."""
-        by_key = {self._rejection_key(item.msg): item for item in rejected}
+        by_key = {self.key(item.msg): item for item in rejected}
         published_before = await self._published_before(list(by_key))
         unstored: set[int] = set()
         stored: list[str] = []
         for key, item in by_key.items():
             if key in published_before:
                 self.stats.rejections_published_before += 1
-            elif await self._publish_rejection(js, item):
+            elif await self._publish(key, item):
                 stored.append(key)
             else:
                 unstored.add(id(item))
@@ -375,7 +403,7 @@ class UsageConsumer:
         except Exception:
             log.warning("could not record %d published rejections", len(keys), exc_info=True)
 
-    async def _publish_rejection(self, js: nats.js.JetStreamContext, item: Rejected) -> bool:
+    async def _publish(self, key: str, item: Rejected) -> bool:
         """Store one rejection; False (counted, logged) if the broker refused even its
         smallest form."""
         sequence = stream_sequence(item.msg.reply)
@@ -383,18 +411,17 @@ class UsageConsumer:
             headers, body = rejection_message(
                 item.code, item.message, payload=item.msg.data,
                 original_subject=item.msg.subject, original_sequence=sequence,
-                original_msg_id=message_id(item.msg.headers),
-                rejection_id=f"rejected:{self._stream_epoch}:{sequence}",
+                original_msg_id=message_id(item.msg.headers), rejection_id=f"rejected:{key}",
                 keep_payload=keep_payload)
             try:
-                await js.publish(REJECTED_SUBJECT, body, headers=headers,
-                                 stream=REJECTED_STREAM_NAME,
-                                 timeout=REJECTED_PUBLISH_TIMEOUT_SECONDS)
+                await self.js.publish(REJECTED_SUBJECT, body, headers=headers,
+                                      stream=REJECTED_STREAM_NAME,
+                                      timeout=REJECTED_PUBLISH_TIMEOUT_SECONDS)
                 return True
             except REJECTED_PUBLISH_FAILURES as error:
                 self.stats.rejection_publish_failures += 1
-                log.warning("the rejection of stream sequence %d (%s) was refused "
-                            "(%r)%s", sequence, item.code, error,
+                log.warning("the rejection of stream sequence %d (%s) was refused (%r)%s",
+                            sequence, item.code, error,
                             "; trying without its payload" if keep_payload else
                             f"; the original comes again in {REJECTED_RETRY_DELAY_SECONDS:.0f}s")
         return False
