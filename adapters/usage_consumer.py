@@ -308,7 +308,7 @@ class UsageConsumer:
         # Rejections are stored on the rejected subject before their message is let go, so a
         # crash in between repeats the publish (never stored twice: see _store_rejections),
         # never loses it. One the broker refused is nak'ed and comes again later.
-        unstored = await self._store_rejections(js, rejected) if rejected else []
+        unstored = await self._store_rejections(js, rejected) if rejected else set()
         let_go = [item for item in rejected if id(item) not in unstored]
         # Then every answer of the batch in one write: each message still gets its own
         # explicit answer, but the cost is one system call, not one per message.
