@@ -44,6 +44,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from adapters.bus_connection import check_server_version
+from adapters.bus_contract import OCCURRED_AT_PAST_HORIZON
 from adapters.usage_settings import (
     CONSUMER_NAME_PREFIX,
     MESSAGE_BYTES_MAX,
@@ -52,11 +53,13 @@ from adapters.usage_settings import (
     REJECTED_SUBJECT,
     STREAM_NAME,
     STREAM_USAGE_SUBJECTS,
-    USAGE_MAX_AGE_SECONDS,
     USAGE_SUBJECT_PREFIX,
     IngestSettings,
 )
 
+# Records older than the contract's past horizon would be rejected anyway, so the usage
+# stream's age limit can never drop a record the ledger would charge.
+USAGE_MAX_AGE_SECONDS = OCCURRED_AT_PAST_HORIZON.total_seconds()
 # A batch the consumer cannot commit is offered again after this delay (the database may be
 # restarting); the message is never given up on, because it may be a valid charge.
 NAK_DELAY_SECONDS = 2.0

@@ -58,9 +58,6 @@ MESSAGE_BYTES_MAX = 8192
 GIB = 1024**3
 USAGE_MAX_BYTES_DEFAULT = 8 * GIB
 USAGE_MAX_BYTES_MIN = 1024**2
-# Records older than the contract's past horizon would be rejected anyway (bus_contract), so
-# the age limit can never drop a record the ledger would charge.
-USAGE_MAX_AGE_SECONDS = 35 * 24 * 3600.0
 REJECTED_MAX_BYTES_DEFAULT = 1 * GIB
 REJECTED_MAX_AGE_SECONDS_DEFAULT = 30 * 24 * 3600.0
 # A rejection carries the original body (at most MESSAGE_BYTES_MAX, else truncated) and
