@@ -233,15 +233,16 @@ def duplicate_key(payload: bytes, keys_read: int) -> str | None:
     `keys_read` is how many distinct keys the schema found. Fast path: the members of a flat
     object are separated by commas, so with no more commas than `keys_read - 1` there are no
     more members than distinct keys: no duplicate. Only when strings hold commas (or a key
-    repeats) is the payload parsed again, keeping every key (depth is already bounded)."""
+    repeats) is the payload parsed again, keeping every key (depth is already bounded).
+    Raises ValueError if that parse fails: then nobody can say, and the caller must refuse."""
     if payload.count(b",") < keys_read:
         return None
     try:
         json.loads(payload, object_pairs_hook=_refuse_duplicates)
     except _DuplicateKey as error:
         return str(error)
-    except (ValueError, RecursionError):
-        return None  # not for this check to judge: the schema accepted it
+    except RecursionError:
+        raise ValueError("nested too deep") from None
     return None
 
 
@@ -281,7 +282,12 @@ def _decode(payload: bytes, subject_account: str | None, msg_id: str | None,
                 if kinds & {"json_invalid", "json_type", "string_unicode"}
                 else BusRejectionCode.INVALID_RECORD)
         return BusRejection(code, _describe(error), _usage_id_hint(payload))
-    repeated = duplicate_key(payload, len(message.model_fields_set))
+    try:
+        repeated = duplicate_key(payload, len(message.model_fields_set))
+    except ValueError as error:
+        return BusRejection(BusRejectionCode.INVALID_JSON,
+                            "the JSON could not be read again to check for repeated keys: "
+                            f"{quoted(str(error), 200)}", _printable_or_none(message.usage_id))
     if repeated is not None:
         return BusRejection(BusRejectionCode.DUPLICATE_KEY,
                             f"key {quoted(repeated)!r} occurs more than once; send each field "
