@@ -130,6 +130,9 @@ async def test_a_conflicting_copy_published_a_second_later_reaches_the_ledger_as
         assert publisher.report.broker_duplicates == 1, "an exact repeat was not deduplicated"
     async with running_consumer(database_url, nats_server_url, settings) as consumer:
         await wait_until(lambda: processed(ledger) >= 2, WAIT_SECONDS, "both copies answered")
+        # Counted in PostgreSQL with the commit; the rejection is stored just after it.
+        await wait_until(lambda: consumer.stats.rejected >= 1, WAIT_SECONDS,
+                         "the conflict's rejection stored")
         assert consumer.stats.rejected_by_code == {"usage_conflict": 1}
     counters = ledger.keyed.counter_values()
     assert counters["usage_recorded"] == 1 and counters["usage_conflicts"] == 1
@@ -276,6 +279,8 @@ async def test_odd_but_printable_text_is_charged_and_projected_into_every_read_m
     async with running_consumer(database_url, nats_server_url, settings) as consumer:
         await wait_until(lambda: processed(ledger) >= len(records) + 1, WAIT_SECONDS,
                          "every record answered")
+        await wait_until(lambda: consumer.stats.rejected >= 1, WAIT_SECONDS,
+                         "the tab's rejection stored")
         assert consumer.stats.recorded == len(records)
         assert consumer.stats.rejected_by_code == {"invalid_record": 1}
     assert spent_by_account(ledger, priced) == expected_spent(records)
