@@ -3,22 +3,68 @@
 `UsageMessage` is the schema: a frozen pydantic model that forbids unknown fields and accepts no
 coercion (a token count of "12" or 12.0, or `success: 1`, is a mistake in the producer, not
 something to guess about). `decode_usage` turns one message into a domain `UsageRecord` or a
-`BusRejection` that names what to fix; it never raises on bad input.
+`BusRejection` that names what to fix. It is total: whatever the bytes, it returns one of the
+two and never raises (a fuzz test holds it to that). The HTTP API decodes `POST /v1/usage`
+bodies with the same function.
+
+Limits, in the order they are checked, each before the work it protects:
+
+1. size: at most `MESSAGE_BYTES_MAX` bytes (a record is a few hundred);
+2. nesting: at most `JSON_DEPTH_MAX` levels of arrays/objects, counted on the raw bytes before
+   any parse (a record is one flat object; the standard library's parser recurses);
+3. the schema (pydantic, strict, unknown fields refused, named length limits);
+4. duplicate keys refused (the parser keeps the last one; a billing contract must not guess);
+5. text fields printable (`domain.usage.check_text`): no controls, no surrogates;
+6. `occurred_at` within `OCCURRED_AT_FUTURE_SKEW` ahead of and `OCCURRED_AT_PAST_HORIZON`
+   behind the ledger's clock;
+7. the subject's account is the record's account, and `Nats-Msg-Id`, when sent, is the one
+   `usage_message_id` derives from the record.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.usage_settings import MESSAGE_BYTES_MAX, USAGE_SUBJECT_PREFIX
 from domain.errors import InvalidUsageError
-from domain.usage import MODEL_NAME_LENGTH_MAX, TOKENS_MAX, USAGE_ID_LENGTH_MAX, UsageRecord
+from domain.usage import (
+    EPOCH,
+    MODEL_NAME_LENGTH_MAX,
+    ONE_MICROSECOND,
+    TOKENS_MAX,
+    USAGE_ID_LENGTH_MAX,
+    UsageRecord,
+)
 
 Tokens = Annotated[int, Field(ge=0, le=TOKENS_MAX)]
+
+# A record is one flat object (depth 1); a little more is read so that a field sent as an
+# object or a list gets a precise "must be a string" rather than a bare "too deep".
+JSON_DEPTH_MAX = 8
+# A producer's clock may run a little ahead of ours; more than this is a broken clock (a
+# year-9999 record was charged and counted in no window).
+OCCURRED_AT_FUTURE_SKEW = timedelta(minutes=5)
+# Late records are legitimate (producers buffer through outages, DESIGN.md: "days late"); 35
+# days covers a whole previous calendar month plus a few days of outage, so a record of any day
+# of last month can still arrive in the first days of this one. Older usage belongs to a
+# billing period that is closed: finance settles it with an adjustment, not as new usage.
+OCCURRED_AT_PAST_HORIZON = timedelta(days=35)
+# Bounds on what a rejection reason quotes from the input.
+QUOTED_TEXT_LENGTH_MAX = 64
+REASON_PARTS_MAX = 10
+# The message id: the usage_id, a colon, and this many hex digits of a SHA-256.
+MESSAGE_ID_DIGEST_HEX_DIGITS = 32
+MESSAGE_ID_CONTENT_VERSION = "ledger.usage.v1"
+# The reason given if decoding itself failed (a bug; the fuzz tests hold it never happens).
+UNREADABLE_REASON = "the record could not be read"
 
 
 class BusRejectionCode:
@@ -27,7 +73,11 @@ class BusRejectionCode:
     INVALID_JSON = "invalid_json"
     INVALID_RECORD = "invalid_record"
     TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
+    DUPLICATE_KEY = "duplicate_key"
+    OCCURRED_AT_OUT_OF_RANGE = "occurred_at_out_of_range"
     SUBJECT_MISMATCH = "subject_mismatch"
+    MSG_ID_MISMATCH = "msg_id_mismatch"
 
 
 class UsageMessage(BaseModel):
@@ -64,6 +114,58 @@ def usage_subject(account_id: UUID | str) -> str:
     return f"{USAGE_SUBJECT_PREFIX}.{account_id}"
 
 
+# The message id ------------------------------------------------------------------------------
+
+def instant_microseconds(moment: datetime) -> int:
+    """Whole microseconds since 1970-01-01T00:00:00Z (floor); the same instant in any offset
+    gives the same number."""
+    return (moment - EPOCH) // ONE_MICROSECOND
+
+
+def canonical_content(record: UsageRecord | UsageMessage) -> str:
+    """The record's content as one text, the same however the JSON was written.
+
+    Nine lines joined by LF, no trailing LF: the version `ledger.usage.v1`, usage_id, account_id
+    (lower-case hyphenated UUID), occurred_at as whole microseconds since 1970-01-01T00:00:00Z
+    (a decimal integer, negative before it; the same instant in any offset gives the same
+    number), model, `true`/`false`, input_tokens, cached_input_tokens, output_tokens (decimal).
+    Text fields are printable, so they hold no LF and the lines cannot be confused.
+    """
+    return _canonical(record, str(record.account_id), instant_microseconds(record.occurred_at))
+
+
+def _canonical(record: UsageRecord | UsageMessage, account_text: str, occurred_us: int) -> str:
+    return "\n".join((
+        MESSAGE_ID_CONTENT_VERSION,
+        record.usage_id,
+        account_text,
+        str(occurred_us),
+        record.model,
+        "true" if record.success else "false",
+        str(record.input_tokens),
+        str(record.cached_input_tokens),
+        str(record.output_tokens),
+    ))
+
+
+def usage_message_id(record: UsageRecord | UsageMessage) -> str:
+    """`Nats-Msg-Id` of a record: `<usage_id>:<first 32 hex digits of SHA-256(UTF-8 of
+    canonical_content)>`.
+
+    The broker drops a message whose id it has seen within its duplicate window. With the
+    content in the id, only an exact repeat is dropped there; a copy with the same usage_id and
+    other content has another id, so it always reaches the ledger, which rejects it as a
+    conflict and reports it."""
+    return _message_id(canonical_content(record), record.usage_id)
+
+
+def _message_id(canonical: str, usage_id: str) -> str:
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return f"{usage_id}:{digest[:MESSAGE_ID_DIGEST_HEX_DIGITS]}"
+
+
+# Decoding ------------------------------------------------------------------------------------
+
 @dataclass(frozen=True, slots=True)
 class BusRejection:
     code: str
@@ -71,50 +173,253 @@ class BusRejection:
     usage_id: str | None = None
 
 
+def quoted(text: str, limit: int = QUOTED_TEXT_LENGTH_MAX) -> str:
+    """Input text safe to put in a reason: unprintable characters escaped (`\\x1b`), bounded."""
+    head = text[:limit]
+    if not head.isprintable():
+        head = "".join(char if char.isprintable()
+                       else char.encode("unicode_escape", "backslashreplace").decode("ascii")
+                       for char in head)
+    return head + ("..." if len(text) > limit else "")
+
+
 def _describe(error: ValidationError) -> str:
-    """Every field problem, as `field: what is wrong`, in one line."""
+    """Every field problem, as `field: what is wrong`, in one line (input quoted safely)."""
     parts = []
-    for item in error.errors(include_url=False)[:10]:
-        where = ".".join(str(part) for part in item["loc"]) or "message"
-        parts.append(f"{where}: {item['msg']}")
+    for item in error.errors(include_url=False)[:REASON_PARTS_MAX]:
+        where = ".".join(quoted(str(part)) for part in item["loc"]) or "message"
+        parts.append(f"{where}: {quoted(item['msg'], limit=200)}")
     return "; ".join(parts)
 
 
-def decode_usage(payload: bytes, subject_account: str | None) -> UsageRecord | BusRejection:
-    """One message to a record, or the reason it cannot be one.
+# A JSON string, terminated or running to the end (so the scan is linear even on garbage).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = frozenset(b"[{")
+
+
+def json_depth(payload: bytes) -> int:
+    """How deep arrays and objects nest in `payload`, read from the raw bytes without parsing
+    (brackets inside strings do not count). Fast for the usual flat record."""
+    if b"[" not in payload and payload.count(b"{") <= 1:
+        return 1 if b"{" in payload else 0
+    brackets = _JSON_STRING.sub(b"", payload).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def duplicate_key(payload: bytes, keys_read: int) -> str | None:
+    """A key that occurs twice in the flat JSON object `payload`, or None.
+
+    `keys_read` is how many distinct keys the schema found. Fast path: the members of a flat
+    object are separated by commas, so with no more commas than `keys_read - 1` there are no
+    more members than distinct keys: no duplicate. Only when strings hold commas (or a key
+    repeats) is the payload parsed again, keeping every key (depth is already bounded).
+    Raises ValueError if that parse fails: then nobody can say, and the caller must refuse."""
+    if payload.count(b",") < keys_read:
+        return None
+    try:
+        json.loads(payload, object_pairs_hook=_refuse_duplicates)
+    except _DuplicateKey as error:
+        return str(error)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    return None
+
+
+def decode_usage(payload: bytes, subject_account: str | None, *, msg_id: str | None = None,
+                 now: datetime | None = None) -> UsageRecord | BusRejection:
+    """One message to a record, or the reason it cannot be one; never raises.
 
     `subject_account` is the account token of the subject the record was published on; the
     record must belong to it, since the subject decides the partition (the single writer).
+    `msg_id` is the message's `Nats-Msg-Id` header, if it had one. `now` is the ledger's clock
+    (default: the system clock), which bounds `occurred_at`.
     """
+    try:
+        return _decode(payload, subject_account, msg_id, now)
+    except Exception as error:  # a bug here must cost one message, never the consumer
+        return BusRejection(BusRejectionCode.INVALID_RECORD,
+                            f"{UNREADABLE_REASON} ({type(error).__name__})")
+
+
+def _decode(payload: bytes, subject_account: str | None, msg_id: str | None,
+            now: datetime | None) -> UsageRecord | BusRejection:
     if len(payload) > MESSAGE_BYTES_MAX:
         return BusRejection(BusRejectionCode.TOO_LARGE,
                             f"a usage message is at most {MESSAGE_BYTES_MAX} bytes, "
                             f"got {len(payload)}")
+    # The usual flat record is seen to be flat without a call (the hot path).
+    depth = json_depth(payload) if b"[" in payload or payload.count(b"{") > 1 else 1
+    if depth > JSON_DEPTH_MAX:
+        return BusRejection(BusRejectionCode.TOO_DEEP,
+                            f"the JSON nests {depth} levels deep; a usage record is one flat "
+                            f"object (at most {JSON_DEPTH_MAX} levels are read)")
     try:
         message = UsageMessage.model_validate_json(payload)
     except ValidationError as error:
         kinds = {item["type"] for item in error.errors(include_url=False)}
-        code = (BusRejectionCode.INVALID_JSON if kinds & {"json_invalid", "json_type"}
+        code = (BusRejectionCode.INVALID_JSON
+                if kinds & {"json_invalid", "json_type", "string_unicode"}
                 else BusRejectionCode.INVALID_RECORD)
         return BusRejection(code, _describe(error), _usage_id_hint(payload))
-    if subject_account is not None and subject_account != str(message.account_id):
-        return BusRejection(BusRejectionCode.SUBJECT_MISMATCH,
-                            f"record of account {message.account_id} was published on the "
-                            f"subject of account {subject_account}; publish it on "
-                            f"{usage_subject(message.account_id)}", message.usage_id)
     try:
-        return message.to_record()
+        repeated = duplicate_key(payload, len(message.model_fields_set))
+    except ValueError as error:
+        return BusRejection(BusRejectionCode.INVALID_JSON,
+                            "the JSON could not be read again to check for repeated keys: "
+                            f"{quoted(str(error), 200)}", _printable_or_none(message.usage_id))
+    if repeated is not None:
+        return BusRejection(BusRejectionCode.DUPLICATE_KEY,
+                            f"key {quoted(repeated)!r} occurs more than once; send each field "
+                            "once", _printable_or_none(message.usage_id))
+    try:
+        record = message.to_record()
     except InvalidUsageError as error:
-        return BusRejection(BusRejectionCode.INVALID_RECORD, str(error), message.usage_id)
+        return BusRejection(BusRejectionCode.INVALID_RECORD, str(error),
+                            _printable_or_none(message.usage_id))
+    return _check_context(record, subject_account, msg_id, now or datetime.now(UTC))
+
+
+class _Window:
+    """The accepted range of `occurred_at` in microseconds, for the last `now` seen: the
+    consumer passes one `now` per batch, so the bounds are computed once per batch, and each
+    record pays one subtraction and two integer comparisons."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        # (now, low, high), swapped whole, so threads sharing it never see a mismatched set.
+        self.last: tuple[datetime | None, int, int] = (None, 0, 0)
+
+    def bounds(self, now: datetime) -> tuple[int, int]:
+        seen, low, high = self.last
+        if now is not seen:
+            at = instant_microseconds(now)
+            low = at - OCCURRED_AT_PAST_HORIZON // ONE_MICROSECOND
+            high = at + OCCURRED_AT_FUTURE_SKEW // ONE_MICROSECOND
+            self.last = (now, low, high)
+        return low, high
+
+
+_window = _Window()
+
+
+def _check_context(record: UsageRecord, subject_account: str | None, msg_id: str | None,
+                   now: datetime) -> UsageRecord | BusRejection:
+    """What the record must agree with besides itself: the clock, the subject, the header."""
+    low, high = _window.bounds(now)
+    occurred_us = instant_microseconds(record.occurred_at)
+    if occurred_us > high:
+        return BusRejection(BusRejectionCode.OCCURRED_AT_OUT_OF_RANGE,
+                            f"occurred_at {record.occurred_at.isoformat()} is more than "
+                            f"{_minutes(OCCURRED_AT_FUTURE_SKEW)} minutes ahead of the ledger's "
+                            f"clock ({now.isoformat()}); send the time the request happened, "
+                            "from a synchronised clock", record.usage_id)
+    if occurred_us < low:
+        return BusRejection(BusRejectionCode.OCCURRED_AT_OUT_OF_RANGE,
+                            f"occurred_at {record.occurred_at.isoformat()} is more than "
+                            f"{OCCURRED_AT_PAST_HORIZON.days} days before the ledger's clock "
+                            f"({now.isoformat()}); usage that old belongs to a closed billing "
+                            "period and is settled by finance as an adjustment",
+                            record.usage_id)
+    account_text = str(record.account_id)
+    if subject_account is not None and subject_account != account_text:
+        return BusRejection(BusRejectionCode.SUBJECT_MISMATCH,
+                            f"record of account {record.account_id} was published on the "
+                            f"subject of account {quoted(subject_account)}; publish it on "
+                            f"{usage_subject(record.account_id)}", record.usage_id)
+    if msg_id is not None:
+        expected = _message_id(_canonical(record, account_text, occurred_us), record.usage_id)
+        # NATS trims a header value's surrounding spaces on the wire; compare as it travels.
+        if msg_id.strip() != expected.strip():
+            return BusRejection(BusRejectionCode.MSG_ID_MISMATCH,
+                                f"header Nats-Msg-Id is {quoted(msg_id, 200)!r}, but this "
+                                f"record's is {quoted(expected, 200)!r} (usage_id, ':', and a "
+                                "digest of the content: see docs/ingestion.md); set it so, or "
+                                "leave it out", record.usage_id)
+    return record
+
+
+def _minutes(delta: timedelta) -> int:
+    return int(delta.total_seconds() // 60)
+
+
+def _printable_or_none(text: object) -> str | None:
+    if isinstance(text, str) and 0 < len(text) <= USAGE_ID_LENGTH_MAX and text.isprintable():
+        return text
+    return None
 
 
 def _usage_id_hint(payload: bytes) -> str | None:
-    """The usage_id of a record that failed validation, when one can be read (for reports)."""
-    import json
-
+    """The usage_id of a record that failed validation, when one can be read (for reports).
+    Called only once the nesting depth is known to be bounded."""
     try:
         data = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    usage_id = data.get("usage_id") if isinstance(data, dict) else None
-    return usage_id if isinstance(usage_id, str) and len(usage_id) <= USAGE_ID_LENGTH_MAX else None
+    return _printable_or_none(data.get("usage_id") if isinstance(data, dict) else None)
+
+
+# Rejections ----------------------------------------------------------------------------------
+
+# A rejection's body is the original's, cut to this (a usage message is never bigger, but a
+# broker configured otherwise, or another path, must not make a rejection too big to store).
+REJECTED_PAYLOAD_BYTES_MAX = MESSAGE_BYTES_MAX
+REJECTION_REASON_LENGTH_MAX = 1000
+REJECTION_HEADER_TEXT_MAX = 256
+
+
+def header_text(text: str, limit: int) -> str:
+    """A header value: one line of printable ASCII (escapes for the rest), at most `limit`."""
+    line = " ".join(text.split())
+    if not (line.isascii() and line.isprintable()):
+        line = "".join(char if " " <= char <= "~"
+                       else char.encode("unicode_escape", "backslashreplace").decode("ascii")
+                       for char in line[:limit])
+    return line[:limit]
+
+
+def rejection_message(code: str, reason: str, *, payload: bytes, original_subject: str,
+                      original_sequence: int, original_msg_id: str | None, rejection_id: str,
+                      keep_payload: bool = True) -> tuple[dict[str, str], bytes]:
+    """Headers and body of the message on `ledger.usage.rejected` for one rejected original.
+
+    The body is the original payload byte for byte (even if not UTF-8), cut to
+    `REJECTED_PAYLOAD_BYTES_MAX` (or left out, `keep_payload=False`, the last resort when the
+    broker refused the full form); the original's size and SHA-256 always travel in headers,
+    so a cut or missing body can be matched with the producer's own copy."""
+    body = payload[:REJECTED_PAYLOAD_BYTES_MAX] if keep_payload else b""
+    headers = {
+        "Nats-Msg-Id": rejection_id,
+        "Ledger-Rejection-Code": header_text(code, REJECTION_HEADER_TEXT_MAX),
+        "Ledger-Rejection-Reason": header_text(reason, REJECTION_REASON_LENGTH_MAX),
+        "Ledger-Original-Subject": header_text(original_subject, REJECTION_HEADER_TEXT_MAX),
+        "Ledger-Original-Sequence": str(original_sequence),
+        "Ledger-Original-Size": str(len(payload)),
+        "Ledger-Original-Sha256": hashlib.sha256(payload).hexdigest(),
+        "Ledger-Payload-Truncated": "false" if body == payload else "true",
+    }
+    if original_msg_id:
+        headers["Ledger-Original-Msg-Id"] = header_text(original_msg_id,
+                                                        REJECTION_HEADER_TEXT_MAX)
+    return headers, body

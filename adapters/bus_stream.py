@@ -11,9 +11,15 @@ consumer process serves a fixed share of the partitions: one writer per account 
 writers never race on an account's version. Correctness does not depend on it: the ledger's
 idempotency keys and the event store's version check make any overlap safe, only slower.
 
-The rejected subject `ledger.usage.rejected` is inside the stream's `ledger.usage.>` on purpose:
-rejected records are kept durably next to the usage they came with, and the partition consumers
-never see them because they filter on `ledger.usage.v1.<k>.*` only.
+The stream is a work queue over `ledger.usage.v1.*` only: a record leaves it once acknowledged
+(or terminated after its rejection was stored), so its byte limit bounds the backlog, and when
+the backlog is full the stream refuses new records (`discard=new`): the producer gets an error
+and keeps the record, instead of the broker dropping old unconsumed ones in silence.
+
+Rejections have a stream of their own, `LEDGER_USAGE_REJECTED` over `ledger.usage.rejected`,
+with its own limits: a bigger message size (a rejection carries the original body and its
+reason), an age and a byte limit, oldest dropped first (they are a report; the ledger's
+PostgreSQL keeps every rejection's reason and count for good).
 
 The number of partitions is fixed when the stream is created (the transform is part of it).
 Starting with a different number is refused with a message that says how to change it.
@@ -29,6 +35,8 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
     StorageType,
     StreamConfig,
     SubjectTransform,
@@ -36,16 +44,22 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from adapters.bus_connection import check_server_version
+from adapters.bus_contract import OCCURRED_AT_PAST_HORIZON
 from adapters.usage_settings import (
     CONSUMER_NAME_PREFIX,
     MESSAGE_BYTES_MAX,
+    REJECTED_MESSAGE_BYTES_MAX,
+    REJECTED_STREAM_NAME,
     REJECTED_SUBJECT,
     STREAM_NAME,
-    STREAM_SUBJECTS,
+    STREAM_USAGE_SUBJECTS,
     USAGE_SUBJECT_PREFIX,
     IngestSettings,
 )
 
+# Records older than the contract's past horizon would be rejected anyway, so the usage
+# stream's age limit can never drop a record the ledger would charge.
+USAGE_MAX_AGE_SECONDS = OCCURRED_AT_PAST_HORIZON.total_seconds()
 # A batch the consumer cannot commit is offered again after this delay (the database may be
 # restarting); the message is never given up on, because it may be a valid charge.
 NAK_DELAY_SECONDS = 2.0
@@ -69,7 +83,11 @@ def consumer_name(partition: int) -> str:
 def stream_config(settings: IngestSettings) -> StreamConfig:
     return StreamConfig(
         name=STREAM_NAME,
-        subjects=[STREAM_SUBJECTS],
+        subjects=[STREAM_USAGE_SUBJECTS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        discard=DiscardPolicy.NEW,
+        max_bytes=settings.usage_max_bytes,
+        max_age=USAGE_MAX_AGE_SECONDS,
         storage=StorageType.FILE,
         num_replicas=settings.replicas,
         duplicate_window=settings.duplicate_window_seconds,
@@ -78,25 +96,73 @@ def stream_config(settings: IngestSettings) -> StreamConfig:
     )
 
 
+def rejected_stream_config(settings: IngestSettings) -> StreamConfig:
+    return StreamConfig(
+        name=REJECTED_STREAM_NAME,
+        subjects=[REJECTED_SUBJECT],
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_bytes=settings.rejected_max_bytes,
+        max_age=settings.rejected_max_age_seconds,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        # Rejections carry a message id derived from the original's stream sequence: a repeat
+        # inside this window is dropped here, after it PostgreSQL's record of what was
+        # published keeps it from being published again (usage_consumer).
+        duplicate_window=settings.duplicate_window_seconds,
+        max_msg_size=REJECTED_MESSAGE_BYTES_MAX,
+    )
+
+
+# What ensure_stream brings an existing stream to; anything else about it is checked.
+_UPDATABLE = ("duplicate_window", "max_bytes", "max_age", "max_msg_size", "discard")
+
+
+async def _ensure(js: JetStreamContext, wanted: StreamConfig) -> StreamConfig | None:
+    """Create the stream, or update its limits; returns the config it had (None: new)."""
+    assert wanted.name is not None
+    try:
+        info = await js.stream_info(wanted.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        return None
+    if any(getattr(info.config, name) != getattr(wanted, name) for name in _UPDATABLE):
+        await js.update_stream(wanted)
+    return info.config
+
+
 async def ensure_stream(js: JetStreamContext, settings: IngestSettings) -> None:
-    """Create the stream and one durable consumer per partition, or check they match."""
+    """Create the streams and one durable consumer per partition, or check they match."""
     wanted = stream_config(settings)
     try:
         info = await js.stream_info(STREAM_NAME)
     except NotFoundError:
-        await js.add_stream(wanted)
+        pass
     else:
-        existing = info.config.subject_transform
-        if existing is None or existing.dest != wanted.subject_transform.dest:  # type: ignore[union-attr]
-            raise RuntimeError(
-                f"stream {STREAM_NAME} exists with transform "
-                f"{existing.dest if existing else None!r}, not {settings.partitions} partitions; "
-                f"set LEDGER_USAGE_PARTITIONS to match it, or drain and delete the stream to "
-                "change the partition count")
-        if info.config.duplicate_window != wanted.duplicate_window:
-            await js.update_stream(wanted)
+        _check_usage_stream(info.config, wanted, settings)
+    await _ensure(js, wanted)
+    await _ensure(js, rejected_stream_config(settings))
     for partition in range(settings.partitions):
         await js.add_consumer(STREAM_NAME, consumer_config(partition, settings))
+
+
+def _check_usage_stream(existing: StreamConfig, wanted: StreamConfig,
+                        settings: IngestSettings) -> None:
+    """What cannot be changed on a live stream: say how to get there instead."""
+    transform = existing.subject_transform
+    if transform is None or transform.dest != wanted.subject_transform.dest:  # type: ignore[union-attr]
+        raise RuntimeError(
+            f"stream {STREAM_NAME} exists with transform "
+            f"{transform.dest if transform else None!r}, not {settings.partitions} partitions; "
+            f"set LEDGER_USAGE_PARTITIONS to match it, or drain and delete the stream to "
+            "change the partition count")
+    if existing.retention != wanted.retention or existing.subjects != wanted.subjects:
+        raise RuntimeError(
+            f"stream {STREAM_NAME} was created by an older ledger (subjects "
+            f"{existing.subjects}, retention {existing.retention}); this one needs a work "
+            f"queue over {wanted.subjects} with rejections in their own stream "
+            f"{REJECTED_STREAM_NAME}. Stop the producers, let `ledger consume` drain it, then "
+            f"delete it (`nats stream rm {STREAM_NAME}`) and start again: it is created anew")
 
 
 def consumer_config(partition: int, settings: IngestSettings) -> ConsumerConfig:
@@ -112,13 +178,14 @@ def consumer_config(partition: int, settings: IngestSettings) -> ConsumerConfig:
 
 
 async def delete_stream(js: JetStreamContext) -> None:
-    """Remove the stream and its consumers (tests and benchmarks start from nothing)."""
-    with contextlib.suppress(NotFoundError):
-        await js.delete_stream(STREAM_NAME)
+    """Remove the streams and their consumers (tests and benchmarks start from nothing)."""
+    for name in (STREAM_NAME, REJECTED_STREAM_NAME):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(name)
 
 
-__all__ = ["NAK_DELAY_SECONDS", "REJECTED_SUBJECT", "consumer_name", "delete_stream",
-           "ensure_stream", "partition_filter"]
+__all__ = ["NAK_DELAY_SECONDS", "REJECTED_STREAM_NAME", "REJECTED_SUBJECT", "consumer_name",
+           "delete_stream", "ensure_stream", "partition_filter"]
 
 
 async def recreate_stream(nats_url: str, settings: IngestSettings) -> None:

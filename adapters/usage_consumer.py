@@ -9,8 +9,14 @@ batch in one socket write (`adapters.bus_wire`):
 
 - recorded and duplicate records: `ack`;
 - rejected ones (bad JSON, bad fields, unknown or closed account, conflict, no package): their
-  original payload goes to `ledger.usage.rejected` with the reason in headers, and then the
-  message is terminated (`term`), so it never blocks the records behind it;
+  original payload goes to `ledger.usage.rejected` (stream `LEDGER_USAGE_REJECTED`) with the
+  reason in headers, and then the message is terminated (`term`), so it never blocks the
+  records behind it. A rejection is published once per original message for good: its id is
+  the original's stream sequence, the broker drops a repeat inside its window, and PostgreSQL
+  remembers which were published (scope `rejection_published`) for every later redelivery.
+  A publish the broker refuses (too large, 503, an API error, a timeout) is an error of that
+  message, counted in `rejection_publish_failures`: a smaller form is tried, else the original
+  is `nak`ed with a delay and tried again later; the session and the partition go on;
 - if the commit failed (database down, a bug): every message of the batch is `nak`ed with a
   delay and comes again; a valid record is never given up on.
 
@@ -35,17 +41,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import nats
+from eventsourcing.persistence import IntegrityError
 from nats.aio.client import Client
 
 from adapters.bus_connection import close_nats, connect_nats
-from adapters.bus_contract import BusRejection, decode_usage
+from adapters.bus_contract import BusRejection, decode_usage, rejection_message
 from adapters.bus_pull import PullFeed
 from adapters.bus_stream import NAK_DELAY_SECONDS, consumer_name, ensure_stream
 from adapters.bus_wire import WireConnection, WireConnectionLost
 from adapters.bus_wire_frames import WireMsg, ack_frame, nak_frame, stream_sequence, term_frame
-from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
+from adapters.usage_settings import (
+    REJECTED_STREAM_NAME,
+    REJECTED_SUBJECT,
+    STREAM_NAME,
+    IngestSettings,
+)
 from adapters.usage_writer import Rejected, UsageWriter
 from domain.usage import UsageRecord
+from services.keyed_recording import KeyRow
 from services.ledger import Ledger
 from services.outcomes import UsageRejection
 
@@ -53,9 +66,13 @@ log = logging.getLogger(__name__)
 
 # A fetch with nothing to deliver returns after this long, so a stop request is seen promptly.
 IDLE_FETCH_SECONDS = 1.0
-# Header values are single lines of bounded length.
-HEADER_VALUE_LENGTH_MAX = 1000
 REJECTED_PUBLISH_TIMEOUT_SECONDS = 5.0
+# A rejection the broker refused is offered again after this long (the original is nak'ed).
+REJECTED_RETRY_DELAY_SECONDS = 5.0
+# PostgreSQL's lasting record of the rejections published (idempotency-key table).
+REJECTION_PUBLISHED_SCOPE = "rejection_published"
+# Why a rejection's publish can fail; each is an error of that message, not of the session.
+REJECTED_PUBLISH_FAILURES = (nats.errors.Error, TimeoutError)
 # After a lost bus connection, connect again after this long, doubling up to the maximum.
 RECONNECT_DELAY_SECONDS_FIRST = 0.2
 RECONNECT_DELAY_SECONDS_MAX = 5.0
@@ -74,6 +91,9 @@ class IngestStats:
     rejected: int = 0
     batches: int = 0
     commit_failures: int = 0
+    sessions: int = 0  # bus sessions opened; more than one means the connection was lost
+    rejection_publish_failures: int = 0  # refused by the broker; the original comes again
+    rejections_published_before: int = 0  # redelivered originals whose rejection was stored
     rejected_by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -87,15 +107,29 @@ def _subject_account(subject: str) -> str | None:
     return parts[4] if len(parts) == 5 else None
 
 
-def _header_value(text: str) -> str:
-    return " ".join(text.split())[:HEADER_VALUE_LENGTH_MAX]
+_MSG_ID_HEADER = b"\r\nNats-Msg-Id:"
+
+
+def message_id(headers: bytes | None) -> str | None:
+    """The `Nats-Msg-Id` header of a raw NATS header block (the exact name the broker reads)."""
+    if headers is None:
+        return None
+    start = headers.find(_MSG_ID_HEADER)
+    if start < 0:
+        return None
+    start += len(_MSG_ID_HEADER)
+    end = headers.find(b"\r\n", start)
+    return headers[start:end if end >= 0 else None].strip().decode("utf-8", "replace")
 
 
 class UsageConsumer:
     def __init__(self, ledger: Ledger, nats_url: str, *, partitions: Sequence[int],
                  settings: IngestSettings | None = None, create_stream: bool = True,
-                 on_commit: CommitHook | None = None) -> None:
+                 on_commit: CommitHook | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        """`clock` bounds `occurred_at` (default: the ledger's own clock)."""
         self.ledger = ledger
+        self.clock = clock or ledger.clock
         self.nats_url = nats_url
         self.settings = settings or IngestSettings.from_env()
         for partition in partitions:
@@ -153,6 +187,7 @@ class UsageConsumer:
                 except WireConnectionLost as error:
                     log.warning("%s; trying again in %.1fs", error, delay)
                 else:
+                    self.stats.sessions += 1
                     lost = await self._session(wire, js, writer, in_flight)
                     if lost is None:
                         break
@@ -231,12 +266,14 @@ class UsageConsumer:
         finally:
             await feed.close()
 
-    @staticmethod
-    def _decode(msgs: list[WireMsg]) -> tuple[list[tuple[WireMsg, UsageRecord]], list[Rejected]]:
+    def _decode(self, msgs: list[WireMsg]
+                ) -> tuple[list[tuple[WireMsg, UsageRecord]], list[Rejected]]:
         valid: list[tuple[WireMsg, UsageRecord]] = []
         rejected: list[Rejected] = []
+        now = self.clock()
         for msg in msgs:
-            decoded = decode_usage(msg.data, _subject_account(msg.subject))
+            decoded = decode_usage(msg.data, _subject_account(msg.subject),
+                                   msg_id=message_id(msg.headers), now=now)
             if isinstance(decoded, BusRejection):
                 rejected.append(Rejected(msg, decoded.code, decoded.message))
             else:
@@ -269,19 +306,22 @@ class UsageConsumer:
                 self.stats.duplicates += 1
             to_ack.append(msg)
         # Rejections are stored on the rejected subject before their message is let go, so a
-        # crash in between repeats the publish (deduplicated by its Nats-Msg-Id), never loses it.
-        for item in rejected:
-            await self._publish_rejection(js, item)
-        # Then every ack and term of the batch in one write: each message still gets its own
+        # crash in between repeats the publish (never stored twice: see _store_rejections),
+        # never loses it. One the broker refused is nak'ed and comes again later.
+        unstored = await self._store_rejections(js, rejected) if rejected else set()
+        let_go = [item for item in rejected if id(item) not in unstored]
+        # Then every answer of the batch in one write: each message still gets its own
         # explicit answer, but the cost is one system call, not one per message.
         frames = [ack_frame(msg.reply) for msg in to_ack]
-        frames += [term_frame(item.msg.reply) for item in rejected]
+        frames += [term_frame(item.msg.reply) for item in let_go]
+        frames += [nak_frame(item.msg.reply, REJECTED_RETRY_DELAY_SECONDS)
+                   for item in rejected if id(item) in unstored]
         wire.write(b"".join(frames))
         await wire.drain()
-        self.stats.messages += len(msgs)
-        self.stats.rejected += len(rejected)
+        self.stats.messages += len(to_ack) + len(let_go)
+        self.stats.rejected += len(let_go)
         self.stats.batches += 1
-        for item in rejected:
+        for item in let_go:
             self.stats.rejected_by_code[item.code] = self.stats.rejected_by_code.get(item.code,
                                                                                      0) + 1
         if self.on_commit is not None and committed:
@@ -290,17 +330,101 @@ class UsageConsumer:
     def _rejection_key(self, msg: WireMsg) -> str:
         return f"{STREAM_NAME}@{self._stream_epoch}:{stream_sequence(msg.reply)}"
 
-    async def _publish_rejection(self, js: nats.js.JetStreamContext, item: Rejected) -> None:
+    async def _store_rejections(self, js: nats.js.JetStreamContext,
+                                rejected: list[Rejected]) -> set[int]:
+        store = RejectionStore(self.ledger, js, self._stream_epoch, self.stats)
+        return await store.store(rejected)
+
+
+class RejectionStore:
+    """Publishes rejections to their stream, each once per original message, for good.
+
+    A rejection's id is its original's stream sequence (`rejected:<stream epoch>:<sequence>`,
+    the epoch being the stream's creation time, so a recreated stream never reuses one). The
+    broker drops a repeat inside its duplicate window; after it, PostgreSQL's record of the
+    rejections published (idempotency-key scope `rejection_published`, written after the
+    broker acknowledged) keeps a redelivered original from being published again. The one gap:
+    a crash between the broker's acknowledgement and that write, with the redelivery coming
+    after the window: then the rejection is stored twice (counted once all the same)."""
+
+    def __init__(self, ledger: Ledger, js: nats.js.JetStreamContext, stream_epoch: str,
+                 stats: IngestStats) -> None:
+        self.ledger = ledger
+        self.js = js
+        self.stream_epoch = stream_epoch
+        self.stats = stats
+
+    def key(self, msg: WireMsg) -> str:
+        return f"{self.stream_epoch}:{stream_sequence(msg.reply)}"
+
+    async def store(self, rejected: list[Rejected]) -> set[int]:
+        """Publish each rejection not published before; return the ids of the items that
+        could not be (their originals are nak'ed and come again)."""
+        by_key = {self.key(item.msg): item for item in rejected}
+        published_before = await self._published_before(list(by_key))
+        unstored: set[int] = set()
+        stored: list[str] = []
+        for key, item in by_key.items():
+            if key in published_before:
+                self.stats.rejections_published_before += 1
+            elif await self._publish(key, item):
+                stored.append(key)
+            else:
+                unstored.add(id(item))
+        if stored:
+            await asyncio.to_thread(self._mark_published, stored)
+        return unstored
+
+    async def _published_before(self, keys: list[str]) -> set[str]:
+        try:
+            return set(await asyncio.to_thread(self.ledger.keyed.select_keys,
+                                               REJECTION_PUBLISHED_SCOPE, keys))
+        except Exception:
+            # Not knowing costs at most a second copy after the broker's window; the
+            # database being away must not hold the rejections up.
+            log.warning("could not read which rejections were published", exc_info=True)
+            return set()
+
+    def _mark_published(self, keys: list[str]) -> None:
+        """Remember for good that these rejections are stored (another process may have
+        marked some of them first: then mark the rest)."""
+        try:
+            for _attempt in range(2):
+                known = self.ledger.keyed.select_keys(REJECTION_PUBLISHED_SCOPE, keys)
+                new = [key for key in keys if key not in known]
+                if not new:
+                    return
+                try:
+                    self.ledger.save(idempotency_keys=[
+                        KeyRow(REJECTION_PUBLISHED_SCOPE, key, "", "published") for key in new])
+                    return
+                except IntegrityError:
+                    continue
+        except Exception:
+            log.warning("could not record %d published rejections", len(keys), exc_info=True)
+
+    async def _publish(self, key: str, item: Rejected) -> bool:
+        """Store one rejection; False (counted, logged) if the broker refused even its
+        smallest form."""
         sequence = stream_sequence(item.msg.reply)
-        headers = {
-            "Nats-Msg-Id": f"rejected:{self._stream_epoch}:{sequence}",
-            "Ledger-Rejection-Code": item.code,
-            "Ledger-Rejection-Reason": _header_value(item.message),
-            "Ledger-Original-Subject": item.msg.subject,
-            "Ledger-Original-Sequence": str(sequence),
-        }
-        await js.publish(REJECTED_SUBJECT, item.msg.data, headers=headers,
-                         timeout=REJECTED_PUBLISH_TIMEOUT_SECONDS)
+        for keep_payload in (True, False):
+            headers, body = rejection_message(
+                item.code, item.message, payload=item.msg.data,
+                original_subject=item.msg.subject, original_sequence=sequence,
+                original_msg_id=message_id(item.msg.headers), rejection_id=f"rejected:{key}",
+                keep_payload=keep_payload)
+            try:
+                await self.js.publish(REJECTED_SUBJECT, body, headers=headers,
+                                      stream=REJECTED_STREAM_NAME,
+                                      timeout=REJECTED_PUBLISH_TIMEOUT_SECONDS)
+                return True
+            except REJECTED_PUBLISH_FAILURES as error:
+                self.stats.rejection_publish_failures += 1
+                log.warning("the rejection of stream sequence %d (%s) was refused (%r)%s",
+                            sequence, item.code, error,
+                            "; trying without its payload" if keep_payload else
+                            f"; the original comes again in {REJECTED_RETRY_DELAY_SECONDS:.0f}s")
+        return False
 
 
 def partitions_for_member(partitions: int, member: int, members: int) -> list[int]:

@@ -2,12 +2,16 @@
 
 Setting up is idempotent (deterministic keys and idempotency keys), so the demo can run again
 against the same data folder. Usage comes in waves: a steady trickle, then bursts, over several
-models, with some failed requests and two bad records that end on the rejected subject.
+models, with some failed requests and three records that end on the rejected subject: one of an
+unknown account, one that is not a record, and a conflicting copy of a record already sent (same
+usage_id, other content: its message id differs, so the broker passes it on and the ledger
+rejects it as a conflict).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -38,6 +42,7 @@ STEADY_CHUNK_RECORDS = 100
 STEADY_PAUSE_SECONDS = 0.05
 DEMO_RECORDS_MAX = 1_000_000
 WAIT_FOR_LEDGER_SECONDS = 120.0
+DEMO_BAD_RECORDS = 3  # an unknown account, not a record, a conflicting copy
 
 DEMO_TEAMS = {
     "acme": ("Acme Robotics", ["alice", "bob", "ci-bot"]),
@@ -133,14 +138,17 @@ async def run_demo(runtime: Runtime, *, records: int, console: Console) -> int:
                     progress.advance(task, len(chunk))
                     if not burst:
                         await asyncio.sleep(STEADY_PAUSE_SECONDS)
-            # Two records that cannot be accepted, to show the rejected subject at work.
+            # Records that cannot be accepted, to show the rejected subject at work.
             unknown = realistic_record(rng, PricedAccount(uuid4(), DEMO_PACKAGES["pro"]),
                                        f"demo-{run_id}-unknown", now)
             await publisher.publish_usage(unknown)
             await publisher.publish_raw(usage_subject(accounts[0].account_id),
                                         b'{"usage_id": "demo-bad", "tokens": "many"}')
-        console.print(f"published {records} records and 2 bad ones; waiting for the ledger")
-        expected = records + 2
+            await publisher.publish_usage(dataclasses.replace(
+                batch[0], input_tokens=batch[0].input_tokens + 1))
+        console.print(f"published {records} records and {DEMO_BAD_RECORDS} bad ones; waiting "
+                      "for the ledger")
+        expected = records + DEMO_BAD_RECORDS
         deadline = time.monotonic() + WAIT_FOR_LEDGER_SECONDS
         done = 0
         while time.monotonic() < deadline:

@@ -1,8 +1,11 @@
 """The client internal services use to publish usage: typed, idempotent, retried.
 
-Each record goes to `ledger.usage.v1.<account_id>` with header `Nats-Msg-Id` = `usage_id`, and
-is retried with the same id until the stream acknowledges it: within the broker's duplicate
-window the stream drops the copy itself, after it the ledger's own idempotency keys do. A caller
+Each record goes to `ledger.usage.v1.<account_id>` with header `Nats-Msg-Id` =
+`bus_contract.usage_message_id(record)` (the usage_id and a digest of the content), and is
+retried with the same id until the stream acknowledges it: within the broker's duplicate
+window the stream drops an exact copy itself, after it the ledger's own idempotency keys do.
+A copy with the same usage_id and other content has another id: the broker never drops it, so
+it always reaches the ledger and is rejected there as a conflict (and reported). A caller
 that gets no exception from `publish_usage` knows the record is stored durably in the stream.
 
 `publish_many` keeps up to `window` publishes waiting for their acknowledgement at once (the
@@ -31,7 +34,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
 from adapters.bus_connection import close_nats, connect_nats
-from adapters.bus_contract import UsageMessage, usage_subject
+from adapters.bus_contract import UsageMessage, usage_message_id, usage_subject
 from adapters.bus_wire import WireConnection, WireConnectionLost
 from adapters.bus_wire_frames import CRLF, WireMsg, header_block, hpub_frame
 from adapters.usage_settings import STREAM_NAME
@@ -96,7 +99,7 @@ class UsagePublisher:
         """Publish one record and wait until the stream stored it (retrying with the same id)."""
         message = record if isinstance(record, UsageMessage) else UsageMessage.from_record(record)
         return await self.publish_raw(usage_subject(message.account_id), message.to_json(),
-                                      msg_id=message.usage_id)
+                                      msg_id=usage_message_id(message))
 
     async def publish_raw(self, subject: str, payload: bytes, *,
                           msg_id: str | None = None) -> PubAck:
@@ -153,7 +156,7 @@ class UsagePublisher:
         for message, with_id in pipeline.failed:
             self.report.retries += 1
             await self.publish_raw(usage_subject(message.account_id), message.to_json(),
-                                   msg_id=message.usage_id if with_id else None)
+                                   msg_id=usage_message_id(message) if with_id else None)
         return self.report
 
     async def _wire_connection(self) -> WireConnection:
@@ -171,11 +174,11 @@ class UsagePublisher:
 def _headers_for(message: UsageMessage, with_id: bool) -> bytes:
     if not with_id:
         return _HEADERS_WITHOUT_ID
-    usage_id = message.usage_id
-    if usage_id.isprintable():
-        return _HEADERS_START + b"Nats-Msg-Id: " + usage_id.encode() + CRLF + CRLF
+    msg_id = usage_message_id(message)
+    if msg_id.isprintable():
+        return _HEADERS_START + b"Nats-Msg-Id: " + msg_id.encode() + CRLF + CRLF
     # Rare: let the checked builder refuse a line break inside a header value.
-    return header_block({"Nats-Expected-Stream": STREAM_NAME, "Nats-Msg-Id": usage_id})
+    return header_block({"Nats-Expected-Stream": STREAM_NAME, "Nats-Msg-Id": msg_id})
 
 
 class _AckPipeline:

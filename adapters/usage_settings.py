@@ -13,6 +13,10 @@ LEDGER_INGEST_ACK_WAIT_SECONDS    how long the broker waits for an ack before re
                                   (default 30 s)
 LEDGER_USAGE_REPLICAS             copies of the stream in a NATS cluster (default 1; 3 in
                                   compose.yaml)
+LEDGER_USAGE_MAX_BYTES            backlog the usage stream holds (default 8 GiB); when full,
+                                  producers are refused (discard new), nothing is dropped
+LEDGER_REJECTED_MAX_BYTES         rejections kept (default 1 GiB), oldest dropped first
+LEDGER_REJECTED_MAX_AGE_SECONDS   rejections kept at most this long (default 30 days)
 LEDGER_HEALTH_FILE                a consumer touches this file while it is connected and its
                                   partition loops run; `ledger health` checks its age
 """
@@ -24,9 +28,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 STREAM_NAME = "LEDGER_USAGE"
-STREAM_SUBJECTS = "ledger.usage.>"
 USAGE_SUBJECT_PREFIX = "ledger.usage.v1"
+# The stream of the usage subjects: only `ledger.usage.v1.<account_id>` is taken (a publish on
+# any other subject gets "no responders" at once instead of being stored for no one).
+STREAM_USAGE_SUBJECTS = f"{USAGE_SUBJECT_PREFIX}.*"
 REJECTED_SUBJECT = "ledger.usage.rejected"
+REJECTED_STREAM_NAME = "LEDGER_USAGE_REJECTED"
 CONSUMER_NAME_PREFIX = "ledger-usage-p"
 
 BATCH_SIZE_DEFAULT = 1000
@@ -46,6 +53,17 @@ REPLICAS_DEFAULT = 1
 REPLICAS_MAX = 5  # JetStream's own limit
 # One usage record is a few hundred bytes of JSON; anything far bigger is not one record.
 MESSAGE_BYTES_MAX = 8192
+# Retention (docs/ingestion.md, "Retention and sizing"). The usage stream is a work queue: a
+# record leaves it once acknowledged, so its limits bound the backlog, not the history.
+GIB = 1024**3
+USAGE_MAX_BYTES_DEFAULT = 8 * GIB
+USAGE_MAX_BYTES_MIN = 1024**2
+REJECTED_MAX_BYTES_DEFAULT = 1 * GIB
+REJECTED_MAX_AGE_SECONDS_DEFAULT = 30 * 24 * 3600.0
+# A rejection carries the original body (at most MESSAGE_BYTES_MAX, else truncated) and
+# bounded headers (reason, subject, ids, size, digest): well under this.
+REJECTED_MESSAGE_BYTES_MAX = 16 * 1024
+BYTES_SETTING_MAX = 2**50
 
 
 def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -84,6 +102,9 @@ class IngestSettings:
     duplicate_window_seconds: float = DUPLICATE_WINDOW_SECONDS_DEFAULT
     ack_wait_seconds: float = ACK_WAIT_SECONDS_DEFAULT
     replicas: int = REPLICAS_DEFAULT
+    usage_max_bytes: int = USAGE_MAX_BYTES_DEFAULT
+    rejected_max_bytes: int = REJECTED_MAX_BYTES_DEFAULT
+    rejected_max_age_seconds: float = REJECTED_MAX_AGE_SECONDS_DEFAULT
     health_file: str | None = None
 
     @classmethod
@@ -103,6 +124,13 @@ class IngestSettings:
                                               ACK_WAIT_SECONDS_DEFAULT),
             replicas=_int_setting(env, "LEDGER_USAGE_REPLICAS", REPLICAS_DEFAULT, 1,
                                   REPLICAS_MAX),
+            usage_max_bytes=_int_setting(env, "LEDGER_USAGE_MAX_BYTES", USAGE_MAX_BYTES_DEFAULT,
+                                         USAGE_MAX_BYTES_MIN, BYTES_SETTING_MAX),
+            rejected_max_bytes=_int_setting(env, "LEDGER_REJECTED_MAX_BYTES",
+                                            REJECTED_MAX_BYTES_DEFAULT, USAGE_MAX_BYTES_MIN,
+                                            BYTES_SETTING_MAX),
+            rejected_max_age_seconds=_seconds_setting(env, "LEDGER_REJECTED_MAX_AGE_SECONDS",
+                                                      REJECTED_MAX_AGE_SECONDS_DEFAULT),
             health_file=env.get("LEDGER_HEALTH_FILE") or None,
         )
 

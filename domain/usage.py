@@ -23,14 +23,28 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
 
 
-def check_usage_id(usage_id: object) -> str:
-    if not isinstance(usage_id, str) or not 1 <= len(usage_id) <= USAGE_ID_LENGTH_MAX:
+def check_text(name: str, value: object, length_max: int) -> str:
+    """A free-text field: 1 to `length_max` printable characters.
+
+    Printable is Python's `str.isprintable()`: no character of the Unicode categories Cc
+    (controls: C0, DEL, C1, so no NUL, tab, CR, LF or ESC), Cf (format: bidi overrides,
+    zero-width joiners), Cs (surrogates, which PostgreSQL cannot store), Co (private use), Cn
+    (unassigned), Zl, Zp, or Zs other than the ASCII space. Such a value is stored, copied into
+    every read model (COPY) and shown on screens as sent, so it must be harmless in all three.
+    """
+    if not isinstance(value, str) or not 1 <= len(value) <= length_max:
+        raise InvalidUsageError(f"{name} must be 1 to {length_max} printable characters")
+    if not value.isprintable():
+        where = next(i for i, char in enumerate(value) if not char.isprintable())
         raise InvalidUsageError(
-            f"usage_id must be 1 to {USAGE_ID_LENGTH_MAX} printable characters"
+            f"{name} must contain printable characters only: character {where} is "
+            f"U+{ord(value[where]):04X} (a control, format, surrogate or unassigned character)"
         )
-    if not usage_id.isprintable():
-        raise InvalidUsageError("usage_id must contain printable characters only")
-    return usage_id
+    return value
+
+
+def check_usage_id(usage_id: object) -> str:
+    return check_text("usage_id", usage_id, USAGE_ID_LENGTH_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +64,7 @@ class UsageRecord:
             raise InvalidUsageError("account_id must be a UUID")
         if not isinstance(self.occurred_at, datetime) or self.occurred_at.utcoffset() is None:
             raise InvalidUsageError("occurred_at must be a timestamp with a UTC offset")
-        if not isinstance(self.model, str) or not 1 <= len(self.model) <= MODEL_NAME_LENGTH_MAX:
-            raise InvalidUsageError(f"model must be 1 to {MODEL_NAME_LENGTH_MAX} characters")
+        check_text("model", self.model, MODEL_NAME_LENGTH_MAX)
         if type(self.success) is not bool:
             raise InvalidUsageError("success must be true or false")
         for name in ("input_tokens", "output_tokens", "cached_input_tokens"):

@@ -20,7 +20,7 @@ from adapters.bus_contract import UsageMessage, usage_subject
 from adapters.bus_stream import recreate_stream
 from adapters.usage_consumer import UsageConsumer
 from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import REJECTED_SUBJECT, STREAM_NAME, IngestSettings
+from adapters.usage_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT, IngestSettings
 from adapters.wiring import open_ledger
 from domain.usage import TOKENS_MAX
 from services.actor import Actor
@@ -56,7 +56,7 @@ async def rejected_messages(nats_url: str) -> list[nats.aio.msg.Msg]:
     connection = await nats.connect(nats_url)
     try:
         js = connection.jetstream()
-        subscription = await js.pull_subscribe(REJECTED_SUBJECT, stream=STREAM_NAME)
+        subscription = await js.pull_subscribe(REJECTED_SUBJECT, stream=REJECTED_STREAM_NAME)
         found: list[nats.aio.msg.Msg] = []
         while True:
             try:
@@ -199,3 +199,24 @@ async def fresh_stream_keep(nats_url: str, settings: IngestSettings) -> None:
     finally:
         await connection.close()
 
+
+
+async def test_a_stream_from_an_older_ledger_is_refused_with_how_to_migrate(
+        nats_server_url: str) -> None:
+    from nats.js.api import StreamConfig
+
+    from adapters.bus_stream import delete_stream, partition_transform
+
+    settings = IngestSettings(partitions=2)
+    connection = await nats.connect(nats_server_url)
+    try:
+        js = connection.jetstream()
+        await delete_stream(js)
+        # As created before issue 8: every usage subject, limits retention, rejections inside.
+        await js.add_stream(StreamConfig(name="LEDGER_USAGE", subjects=["ledger.usage.>"],
+                                         subject_transform=partition_transform(2)))
+        with pytest.raises(RuntimeError, match=r"drain it.*delete it"):
+            await fresh_stream_keep(nats_server_url, settings)
+        await delete_stream(js)
+    finally:
+        await connection.close()
