@@ -57,6 +57,9 @@ class PostgresServer:
 @pytest.fixture(scope="session")
 def work_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="ledger-tests-") as folder:
+        # As root, PostgreSQL runs as its own system user, which must pass through this folder
+        # (the launcher never opens folders outside its data folder itself).
+        Path(folder).chmod(0o711)
         yield Path(folder)
 
 
