@@ -56,7 +56,8 @@ async def connect_nats(url: str, name: str) -> Client:
 
     async def on_error(error: Exception) -> None:
         problems.append(error)
-        log.warning("NATS %s: %s", name, error)
+        if client.is_connected or client.is_reconnecting:  # before: the caller says it once
+            log.warning("NATS %s: %s", name, error)
 
     try:
         await asyncio.wait_for(
