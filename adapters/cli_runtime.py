@@ -71,7 +71,7 @@ def run_up(args: argparse.Namespace) -> int:
     with data_folder_lock(data_dir), running_servers(settings) as servers:
         runtime = Runtime(database_url=servers.database_url, nats_url=servers.nats_url,
                           data_dir=data_dir, ingest=ingest)
-        path = write_servers_file(data_dir, servers)
+        path = servers_file(data_dir)
         console.print(f"[bold]ledger up[/bold]  data folder: {runtime.data_dir}"
                       f"{' (embedded servers)' if servers.embedded else ''}")
         console.print(f"  PostgreSQL: {redacted(servers.database_url)}")
@@ -84,6 +84,8 @@ def run_up(args: argparse.Namespace) -> int:
         async def main() -> str | None:
             stop = asyncio.Event()
             stop_on_signals(stop)
+            # Written once Ctrl-C is ours to handle: other commands attach from here on.
+            write_servers_file(data_dir, servers)
             return await run_together(runtime, runners, stop, watch=servers.stopped_server)
 
         try:

@@ -180,9 +180,11 @@ def server_processes(binary: Path, *, cwd: Path | None = None, argument: str | N
 
 
 def stop_processes(pids: list[int], first: signal.Signals, what: str, log: Path) -> None:
-    """Send `first` (a clean shutdown), wait, then kill what is left; wait until all are gone."""
+    """Send `first` (a clean shutdown) to the servers' main processes (not to the children they
+    manage), wait, then kill what is left; wait until all are gone."""
     for sig in (first, signal.SIGKILL):
-        for pid in pids:
+        targets = [p for p in pids if _parent(p) not in pids] if sig == first else pids
+        for pid in targets:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + STALE_STOP_TIMEOUT_SECONDS
@@ -192,6 +194,13 @@ def stop_processes(pids: list[int], first: signal.Signals, what: str, log: Path)
                 return
             time.sleep(POLL_INTERVAL_SECONDS)
     raise EmbeddedServerError(f"could not stop the stale {what} (pids {pids}); see {log}")
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().split(")")[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _alive(pid: int) -> bool:

@@ -23,7 +23,8 @@ COMMAND_TIMEOUT_SECONDS = FIRST_CONNECT_WAIT_SECONDS + CONNECT_TIMEOUT_SECONDS \
     + START_UP_ALLOWANCE_SECONDS
 
 
-def ledger(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def ledger(args: list[str], env: dict[str, str],
+           tmp_path: Path) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     full_env["LEDGER_DATA_DIR"] = str(tmp_path / "no-ledger-here")
     full_env["COLUMNS"] = "400"
