@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import InterfaceError, InternalError, OperationalError
 
 from adapters.usage_settings import IngestSettings
 
@@ -43,9 +43,11 @@ RUNNER_RESTARTS_MAX = 8
 RUNNER_BACKOFF_FIRST_SECONDS = 0.5
 RUNNER_BACKOFF_MAX_SECONDS = 10.0
 RUNNER_HEALTHY_SECONDS = 60.0
-# Failures of a server, not of the runner: worth starting the runner again.
+# Failures of a server, not of the runner: worth starting the runner again. InternalError is
+# PostgreSQL's XX000, e.g. "tuple concurrently updated" when processes create tables together.
 SERVER_FAILURES: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError, OperationalError, InterfaceError, ConnectionError, TimeoutError)
+    psycopg.OperationalError, psycopg.errors.InternalError, OperationalError, InterfaceError,
+    InternalError, ConnectionError, TimeoutError)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def thread_runner(run: Callable[[Runtime, threading.Event], None]) -> Runner:
     return runner
 
 
-class RunnerGaveUpError(RuntimeError):
+class RunnerGaveUpError(ConnectionError):
     """A runner kept failing on its servers beyond RUNNER_RESTARTS_MAX."""
 
 

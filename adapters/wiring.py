@@ -129,12 +129,8 @@ def running_servers(settings: Settings, *, need_nats: bool = True) -> Iterator[S
     started: list[EmbeddedPostgres | EmbeddedNats] = []
     data_dir = settings.data_dir.resolve()
     try:
-        database_url = settings.database_url
-        if database_url is None:
-            postgres = EmbeddedPostgres(data_dir / "postgres")
-            started.append(postgres)
-            postgres.start()
-            database_url = postgres.create_database(EMBEDDED_DATABASE_NAME)
+        # NATS first: it starts in a moment, and producers are acknowledged (the stream keeps
+        # their records) while PostgreSQL is still starting or recovering.
         nats_url = settings.nats_url or ""
         producer_url = settings.producer_nats_url or nats_url
         if not nats_url and need_nats:
@@ -142,6 +138,12 @@ def running_servers(settings: Settings, *, need_nats: bool = True) -> Iterator[S
             started.append(nats)
             nats.start()
             nats_url, producer_url = nats.url, nats.producer_url
+        database_url = settings.database_url
+        if database_url is None:
+            postgres = EmbeddedPostgres(data_dir / "postgres")
+            started.append(postgres)
+            postgres.start()
+            database_url = postgres.create_database(EMBEDDED_DATABASE_NAME)
         yield Servers(database_url=database_url, nats_url=nats_url, embedded=bool(started),
                       producer_nats_url=producer_url, owned=tuple(started))
     finally:
