@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 import psycopg
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
 from adapters.embedded import EmbeddedServerError
 from adapters.settings import ConfigurationError, redacted
@@ -71,9 +71,11 @@ def explain(error: BaseException) -> tuple[str, int]:
     """The one line a user sees for `error`, and the exit code."""
     if isinstance(error, ConfigurationError):
         return str(error), EXIT_BAD_INPUT
-    if isinstance(error, psycopg.OperationalError | PersistenceError):
+    if isinstance(error, psycopg.OperationalError | OperationalError | InterfaceError):
         return (f"cannot use the database ({redacted(_first_line(error))}); check "
                 "LEDGER_DATABASE_URL and that the server runs", EXIT_UNAVAILABLE)
+    if isinstance(error, psycopg.Error | PersistenceError):
+        return f"database error: {redacted(_first_line(error))}", EXIT_SOFTWARE
     if isinstance(error, ConnectionError | TimeoutError | EmbeddedServerError):
         return _first_line(error), EXIT_UNAVAILABLE
     if isinstance(error, OSError) and error.filename is not None:

@@ -32,6 +32,7 @@ from adapters.usage_settings import IngestSettings
 from adapters.wiring import (
     attached_servers,
     data_folder_lock,
+    open_ledger,
     prepare_data_dir,
     running_servers,
     servers_file,
@@ -71,6 +72,9 @@ def run_up(args: argparse.Namespace) -> int:
     with data_folder_lock(data_dir), running_servers(settings) as servers:
         runtime = Runtime(database_url=servers.database_url, nats_url=servers.nats_url,
                           data_dir=data_dir, ingest=ingest)
+        # The tables, once, before the runners open the ledger together (and race to create
+        # them) and before other commands attach.
+        open_ledger(servers.database_url).close()
         path = servers_file(data_dir)
         console.print(f"[bold]ledger up[/bold]  data folder: {runtime.data_dir}"
                       f"{' (embedded servers)' if servers.embedded else ''}")
