@@ -10,9 +10,23 @@ whitespace).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from nats.aio.client import Client
 
-CONNECT_TIMEOUT_SECONDS = 5
+from adapters.settings import CONNECT_TIMEOUT_SECONDS, redacted
+from adapters.settings import nats_servers as nats_servers
+
+# The first connection must succeed within this bound, or the command says so and exits (later
+# losses reconnect forever: a cluster node restarting must not stop the ledger).
+FIRST_CONNECT_WAIT_SECONDS = 10.0
+log = logging.getLogger(__name__)
+
+
+class BusUnreachableError(ConnectionError):
+    """No NATS server answered (or it refused our credentials); the message says which URL."""
 # The usage stream partitions accounts with a stream subject transform, new in NATS 2.10.
 NATS_SERVER_VERSION_MIN = (2, 10)
 _CRLF = b"\r\n"
@@ -33,19 +47,31 @@ class LedgerNatsClient(Client):
         return out
 
 
-def nats_servers(url: str) -> list[str]:
-    servers = [part.strip() for part in url.split(",") if part.strip()]
-    if not servers or not all(s.startswith(("nats://", "tls://")) for s in servers):
-        raise ValueError(f"LEDGER_NATS_URL must be nats://host:port (several separated by "
-                         f"commas), got {url!r}")
-    return servers
-
-
 async def connect_nats(url: str, name: str) -> Client:
-    """A connection that reconnects forever (to any node of a cluster) rather than give up."""
+    """A connection that reconnects forever (to any node of a cluster) rather than give up,
+    once it has connected: the first connection is bounded by FIRST_CONNECT_WAIT_SECONDS."""
+    servers = nats_servers(url)
     client = LedgerNatsClient()
-    await client.connect(servers=nats_servers(url), name=name,
-                         connect_timeout=CONNECT_TIMEOUT_SECONDS, max_reconnect_attempts=-1)
+    problems: list[Exception] = []
+
+    async def on_error(error: Exception) -> None:
+        problems.append(error)
+        if client.is_connected or client.is_reconnecting:  # before: the caller says it once
+            log.warning("NATS %s: %s", name, error)
+
+    try:
+        await asyncio.wait_for(
+            client.connect(servers=servers, name=name, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                           max_reconnect_attempts=-1, error_cb=on_error),
+            FIRST_CONNECT_WAIT_SECONDS)
+    except Exception as error:
+        with contextlib.suppress(Exception):
+            await client.close()
+        cause = problems[-1] if problems else error
+        raise BusUnreachableError(
+            f"cannot connect to NATS at {redacted(url)} within "
+            f"{FIRST_CONNECT_WAIT_SECONDS:.0f}s ({str(cause) or type(cause).__name__}); check "
+            "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
     await check_server_version(client)
     return client
 

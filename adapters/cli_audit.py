@@ -7,8 +7,9 @@
     ledger audit verify                     check the hash chain and that every event is readable
     ledger audit export --team T            the team's audit trail as CSV or JSON lines
 
-The database is LEDGER_DATABASE_URL, or the embedded server under LEDGER_DATA_DIR; NATS (for
-`project` to publish view changes) is LEDGER_NATS_URL, or none.
+The database is LEDGER_DATABASE_URL, or that of the `ledger up` running on LEDGER_DATA_DIR (these
+commands never start or stop a server); NATS (for `project` to publish view changes) is
+--nats-url, LEDGER_NATS_URL, that of the running `ledger up`, or none.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from adapters.readmodel_history import TeamNotInHistoryError, balance_as_of
 from adapters.readmodel_postgres import PostgresNotificationLog, PostgresViewStore
 from adapters.readmodel_process import ledger_decoder, open_runner, run_projections
 from adapters.readmodel_replay import replay
-from adapters.settings import Settings
-from adapters.wiring import running_servers
+from adapters.settings import ConfigurationError, Settings, nats_servers, redacted
+from adapters.wiring import attached_servers
 from domain.ids import team_id_for
 from domain.money import format_nanos
 
@@ -45,8 +46,7 @@ console = Console(stderr=True)
 
 @contextmanager
 def _database_url() -> Iterator[str]:
-    with running_servers(Settings.from_env(), need_nats=False) as servers:
-        yield servers.database_url
+    yield attached_servers(Settings.from_env()).database_url
 
 
 def _progress() -> Progress:
@@ -81,7 +81,11 @@ def _print_json(data: Any) -> None:
 # project ----------------------------------------------------------------------------------
 
 def cmd_project(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from adapters.cli import configure_logging
+
+    configure_logging(logging.INFO)
+    if args.nats_url:
+        nats_servers(args.nats_url, "--nats-url")
     with _database_url() as url:
         if args.once:
             with open_runner(url) as runner, _progress() as progress:
@@ -94,9 +98,9 @@ def cmd_project(args: argparse.Namespace) -> int:
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        nats_url = args.nats_url or Settings.from_env().nats_url
-        console.print(f"projecting {url} (publishing on {nats_url or 'no NATS'}); "
-                      "Ctrl-C stops")
+        nats_url = args.nats_url or attached_servers(Settings.from_env()).nats_url or None
+        console.print(f"projecting {redacted(url)} (publishing on "
+                      f"{redacted(nats_url) if nats_url else 'no NATS'}); Ctrl-C stops")
         run_projections(url, nats_url, stop)
         return 0
 
@@ -219,6 +223,10 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     with _database_url() as url:
         rows = team_audit_rows(url, team_id)
         if args.output:
+            folder = Path(args.output).resolve().parent
+            if not folder.is_dir():
+                raise ConfigurationError(f"--output {args.output}: folder {folder} does not "
+                                         "exist; create it or choose another file")
             with Path(args.output).open("w", newline="") as out:
                 count = export(rows, out, args.format)
             console.print(f"wrote {count:,} audit rows to {args.output}")

@@ -2,9 +2,12 @@
 
 `ledger up` runs the whole service in one process: with no LEDGER_DATABASE_URL / LEDGER_NATS_URL
 it starts embedded PostgreSQL and NATS under the data folder (kept between runs), creates the
-stream, and runs every runner of `adapters.runtime_services.UP_RUNNERS` until Ctrl-C. It writes
-the URLs to `<data folder>/servers.json` so `ledger demo` and `ledger consume` in another
-terminal find the same servers.
+stream, and runs every runner of `adapters.runtime_services.UP_RUNNERS` until Ctrl-C. One per data
+folder (an OS lock); it writes the URLs, with their credentials, to `<data folder>/servers.json`
+(0600) so that other commands in another terminal attach to the same servers. If an embedded
+server dies, `ledger up` stops and exits non-zero with the reason (docs/operations.md).
+
+`ledger credentials producer` prints the NATS URL producers publish usage with.
 
 `ledger consume` is one usage consumer process (what compose runs two or more of): it serves the
 partitions of member `--member` of `--members`.
@@ -14,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -24,32 +27,31 @@ from rich.console import Console
 
 from adapters.bus_connection import connect_nats
 from adapters.runtime_services import UP_RUNNERS, Runtime, load_runner, run_together
-from adapters.settings import Settings
+from adapters.settings import ConfigurationError, Settings, redacted
 from adapters.usage_settings import IngestSettings
-from adapters.wiring import running_servers
+from adapters.wiring import (
+    attached_servers,
+    data_folder_lock,
+    open_ledger,
+    prepare_data_dir,
+    running_servers,
+    servers_file,
+    write_servers_file,
+)
 
-SERVERS_FILE = "servers.json"
 HEALTH_MAX_AGE_SECONDS_DEFAULT = 30.0
+EXIT_SERVER_DIED = 69  # sysexits.h EX_UNAVAILABLE, as adapters.cli
 console = Console(stderr=True)
 
-
-def servers_file(data_dir: Path) -> Path:
-    return data_dir.resolve() / SERVERS_FILE
+__all__ = ["configured_runtime", "register", "servers_file"]
 
 
-def configured_runtime(settings: Settings) -> Runtime:
-    """URLs from the environment, else from a running `ledger up` in the data folder."""
-    database_url, nats_url = settings.database_url, settings.nats_url
-    if database_url is None or nats_url is None:
-        path = servers_file(settings.data_dir)
-        if not path.exists():
-            raise SystemExit(
-                "no servers configured: set LEDGER_DATABASE_URL and LEDGER_NATS_URL, or start "
-                f"`ledger up` first (it writes {path})")
-        written = json.loads(path.read_text())
-        database_url = database_url or written["database_url"]
-        nats_url = nats_url or written["nats_url"]
-    return Runtime(database_url=database_url, nats_url=nats_url,
+def configured_runtime(settings: Settings, *, producer: bool = False) -> Runtime:
+    """URLs from the environment, else those of the `ledger up` running on the data folder
+    (never a server of our own). `producer`: the NATS URL is the producer credential."""
+    servers = attached_servers(settings, need_database=True, need_nats=True)
+    return Runtime(database_url=servers.database_url,
+                   nats_url=servers.producer_nats_url if producer else servers.nats_url,
                    data_dir=settings.data_dir.resolve(), ingest=IngestSettings.from_env())
 
 
@@ -60,34 +62,53 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    from adapters.cli import configure_logging
+
+    configure_logging()
     settings = Settings.from_env()
     ingest = IngestSettings.from_env()
     runners = [load_runner(spec) for spec in UP_RUNNERS]
-    with running_servers(settings) as servers:
+    data_dir = prepare_data_dir(settings.data_dir)
+    with data_folder_lock(data_dir), running_servers(settings) as servers:
         runtime = Runtime(database_url=servers.database_url, nats_url=servers.nats_url,
-                          data_dir=settings.data_dir.resolve(), ingest=ingest)
-        path = servers_file(settings.data_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"database_url": servers.database_url,
-                                    "nats_url": servers.nats_url, "pid": os.getpid()}))
+                          data_dir=data_dir, ingest=ingest)
+        # The tables, once, before the runners open the ledger together (and race to create
+        # them) and before other commands attach.
+        open_ledger(servers.database_url).close()
+        path = servers_file(data_dir)
         console.print(f"[bold]ledger up[/bold]  data folder: {runtime.data_dir}"
                       f"{' (embedded servers)' if servers.embedded else ''}")
-        console.print(f"  PostgreSQL: {servers.database_url}")
-        console.print(f"  NATS:       {servers.nats_url}")
+        console.print(f"  PostgreSQL: {redacted(servers.database_url)}")
+        console.print(f"  NATS:       {redacted(servers.nats_url)}")
         console.print(f"  runners:    {', '.join(UP_RUNNERS)}")
-        console.print("  publish usage on ledger.usage.v1.<account_id>; try `ledger demo` in "
-                      "another terminal; Ctrl-C stops")
+        console.print(f"  credentials are in {path} (0600); producers publish usage on "
+                      "ledger.usage.v1.<account_id> with `ledger credentials producer`")
+        console.print("  try `ledger demo` in another terminal; Ctrl-C stops")
 
-        async def main() -> None:
+        async def main() -> str | None:
             stop = asyncio.Event()
             stop_on_signals(stop)
-            await run_together(runtime, runners, stop)
+            # Written once Ctrl-C is ours to handle: other commands attach from here on.
+            write_servers_file(data_dir, servers)
+            return await run_together(runtime, runners, stop, watch=servers.stopped_server)
 
         try:
-            asyncio.run(main())
+            problem = asyncio.run(main())
         finally:
             path.unlink(missing_ok=True)
-            console.print("ledger stopped")
+    if problem is not None:
+        sys.stderr.write(f"ledger up: {problem}; stopped the ledger: start it again (what was "
+                         "acknowledged is kept)\n")
+        return EXIT_SERVER_DIED
+    console.print("ledger stopped")
+    return 0
+
+
+def run_credentials(args: argparse.Namespace) -> int:
+    """Print a NATS URL with its credential, for producers (or the ledger's own)."""
+    servers = attached_servers(Settings.from_env(), need_database=False, need_nats=True)
+    url = servers.producer_nats_url if args.user == "producer" else servers.nats_url
+    sys.stdout.write(url + "\n")
     return 0
 
 
@@ -96,15 +117,25 @@ def run_consume(args: argparse.Namespace) -> int:
     from adapters.usage_runner import consume
 
     runtime = configured_runtime(Settings.from_env())
+    count = runtime.ingest.partitions
     if args.partitions:
         try:
             partitions = [int(p) for p in args.partitions.split(",")]
         except ValueError:
-            raise SystemExit("--partitions takes numbers separated by commas, e.g. 0,2,4") from None
+            raise ConfigurationError("--partitions takes numbers separated by commas, e.g. "
+                                     "0,2,4") from None
+        outside = [p for p in partitions if not 0 <= p < count]
+        if outside:
+            raise ConfigurationError(
+                f"--partitions {outside} outside 0 to {count - 1} (LEDGER_USAGE_PARTITIONS is "
+                f"{count})")
     else:
-        partitions = partitions_for_member(runtime.ingest.partitions, args.member, args.members)
+        try:
+            partitions = partitions_for_member(count, args.member, args.members)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
     console.print(f"usage consumer: partitions {partitions} of {runtime.ingest.partitions}, "
-                  f"NATS {runtime.nats_url}")
+                  f"NATS {redacted(runtime.nats_url)}")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -186,7 +217,7 @@ def run_health(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from adapters.usage_demo import run_demo as demo
 
-    runtime = configured_runtime(Settings.from_env())
+    runtime = configured_runtime(Settings.from_env(), producer=True)
     return asyncio.run(demo(runtime, records=args.records, console=console))
 
 
@@ -217,3 +248,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo = subparsers.add_parser("demo", help="register demo teams and publish realistic usage")
     demo.add_argument("--records", type=int, default=5000, help="usage records to publish")
     demo.set_defaults(handler=run_demo)
+
+    credentials = subparsers.add_parser(
+        "credentials", help="print the NATS URL (with its credential) of a user of the bus")
+    credentials.add_argument("user", choices=("producer", "ledger"),
+                             help="producer: may publish usage only; ledger: everything")
+    credentials.set_defaults(handler=run_credentials)

@@ -12,6 +12,9 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import psycopg
 
 from adapters.readmodel_postgres import LIVE_SCHEMA, PostgresNotificationLog, PostgresViewStore
 from adapters.runtime_services import Runtime, thread_runner
@@ -22,6 +25,8 @@ from projections.runner import ChangePublisher, ProjectionRunner
 from services.ledger import Ledger
 
 log = logging.getLogger(__name__)
+# How often the projections' connections are checked for a server that went away.
+CONNECTION_CHECK_SECONDS = 1.0
 
 
 def ledger_decoder(database_url: str) -> EventDecoder:
@@ -34,26 +39,68 @@ def ledger_decoder(database_url: str) -> EventDecoder:
 
 
 @contextmanager
-def open_runner(database_url: str, *, schema: str = LIVE_SCHEMA,
-                publisher: ChangePublisher | None = None) -> Iterator[ProjectionRunner]:
+def _opened(database_url: str, schema: str) -> Iterator[tuple[PostgresNotificationLog,
+                                                             PostgresViewStore, EventDecoder]]:
     decoder = ledger_decoder(database_url)
     log_source = PostgresNotificationLog(database_url)
-    store = PostgresViewStore(database_url, schema)
     try:
-        yield ProjectionRunner(log_source, store, decoder, publisher)
+        store = PostgresViewStore(database_url, schema)
+    except BaseException:
+        log_source.close()
+        raise
+    try:
+        yield log_source, store, decoder
     finally:
         store.close()
         log_source.close()
 
 
+@contextmanager
+def open_runner(database_url: str, *, schema: str = LIVE_SCHEMA,
+                publisher: ChangePublisher | None = None) -> Iterator[ProjectionRunner]:
+    with _opened(database_url, schema) as (log_source, store, decoder):
+        yield ProjectionRunner(log_source, store, decoder, publisher)
+
+
+class ProjectionConnectionLostError(psycopg.OperationalError):
+    """The projections' database connection broke (a server restart): open them again."""
+
+
+def _watch_connections(connections: list[psycopg.Connection[Any]], outer: threading.Event,
+                       inner: threading.Event, lost: list[bool]) -> None:
+    """The runner retries a failed batch forever on the connections it holds; a connection
+    that broke never comes back, so stop it and say so (its caller opens new ones)."""
+    while not outer.wait(CONNECTION_CHECK_SECONDS) and not inner.is_set():
+        if any(conn.broken or conn.closed for conn in connections):
+            lost.append(True)
+            break
+    inner.set()
+
+
 def run_projections(database_url: str, nats_url: str | None,
                     stop_event: threading.Event) -> None:
-    """Run the projections until `stop_event` is set (blocking; call it in a thread if needed)."""
+    """Run the projections until `stop_event` is set (blocking; call it in a thread if needed).
+    Raises ProjectionConnectionLostError if the database connection breaks: `ledger up`
+    starts the projections again (adapters.runtime_services), `ledger project` exits."""
     publisher = NatsViewsPublisher(nats_url) if nats_url else None
     try:
-        with open_runner(database_url, publisher=publisher) as runner:
+        with _opened(database_url, LIVE_SCHEMA) as (log_source, store, decoder):
+            runner = ProjectionRunner(log_source, store, decoder, publisher)
             log.info("projections start at log position %d", runner.position)
-            runner.run_forever(stop_event)
+            inner, lost = threading.Event(), list[bool]()
+            watcher = threading.Thread(target=_watch_connections, name="projections-watch",
+                                       args=([log_source.conn, store.conn], stop_event, inner,
+                                             lost), daemon=True)
+            watcher.start()
+            try:
+                runner.run_forever(inner)
+            finally:
+                inner.set()
+                watcher.join()
+            if lost:
+                raise ProjectionConnectionLostError(
+                    f"the projections lost their database connection at log position "
+                    f"{runner.position}")
     finally:
         if publisher is not None:
             publisher.close()

@@ -2,8 +2,14 @@
 
 LEDGER_DATABASE_URL   PostgreSQL URL (postgresql://user:password@host:port/dbname). Unset: the
                       embedded server under LEDGER_DATA_DIR.
-LEDGER_NATS_URL       NATS URL (nats://host:port). Unset: the embedded server.
+LEDGER_NATS_URL       NATS URL(s) of the ledger's own user (nats://user:password@host:port,
+                      comma-separated for a cluster). Unset: the embedded server.
+LEDGER_PRODUCER_NATS_URL  NATS URL of the producer user (publishes usage only), used by
+                      `ledger demo` and printed by `ledger credentials producer`. Unset: the
+                      embedded server's producer, else LEDGER_NATS_URL.
 LEDGER_DATA_DIR       Folder for embedded servers' files (default ./.ledger-data).
+
+Values are checked when read: a malformed URL is a `ConfigurationError` naming the variable.
 """
 
 from __future__ import annotations
@@ -16,6 +22,56 @@ from urllib.parse import unquote, urlparse
 DEFAULT_DATA_DIR = ".ledger-data"
 POSTGRES_POOL_SIZE = 10
 POSTGRES_LOCK_TIMEOUT_SECONDS = 10
+# How long a command waits for a server that does not answer before it says so.
+CONNECT_TIMEOUT_SECONDS = 5
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+NATS_SCHEMES = ("nats", "tls")
+
+
+class ConfigurationError(ValueError):
+    """Bad configuration or input: the message names what to fix, in one line."""
+
+
+def check_database_url(url: str, name: str = "LEDGER_DATABASE_URL") -> str:
+    parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if parsed.scheme not in POSTGRES_SCHEMES or not parsed.hostname or port == -1:
+        raise ConfigurationError(f"{name} must look like postgresql://user:password@host:port/"
+                                 f"database, got {_redacted(url)!r}")
+    return url
+
+
+def nats_servers(url: str, name: str = "LEDGER_NATS_URL") -> list[str]:
+    """The servers of a NATS URL (several separated by commas), each checked."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    for server in servers:
+        parsed = urlparse(server)
+        try:
+            port = parsed.port
+        except ValueError:
+            port = -1
+        if parsed.scheme not in NATS_SCHEMES or not parsed.hostname or port == -1:
+            servers = []
+            break
+    if not servers:
+        raise ConfigurationError(f"{name} must be nats://user:password@host:port (several "
+                                 f"separated by commas), got {_redacted(url)!r}")
+    return servers
+
+
+def _redacted(url: str) -> str:
+    """A URL as it may be printed: without its password."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def redacted(url: str) -> str:
+    return ",".join(_redacted(part) for part in url.split(","))
 
 
 @dataclass(frozen=True)
@@ -23,21 +79,27 @@ class Settings:
     database_url: str | None
     nats_url: str | None
     data_dir: Path
+    producer_nats_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            database_url=os.environ.get("LEDGER_DATABASE_URL") or None,
-            nats_url=os.environ.get("LEDGER_NATS_URL") or None,
-            data_dir=Path(os.environ.get("LEDGER_DATA_DIR") or DEFAULT_DATA_DIR),
-        )
+        database_url = os.environ.get("LEDGER_DATABASE_URL") or None
+        nats_url = os.environ.get("LEDGER_NATS_URL") or None
+        producer_url = os.environ.get("LEDGER_PRODUCER_NATS_URL") or None
+        if database_url is not None:
+            check_database_url(database_url)
+        if nats_url is not None:
+            nats_servers(nats_url)
+        if producer_url is not None:
+            nats_servers(producer_url, "LEDGER_PRODUCER_NATS_URL")
+        return cls(database_url=database_url, nats_url=nats_url,
+                   data_dir=Path(os.environ.get("LEDGER_DATA_DIR") or DEFAULT_DATA_DIR),
+                   producer_nats_url=producer_url)
 
 
 def eventsourcing_env(database_url: str, *, schema: str = "public") -> dict[str, str]:
     """The eventsourcing library's settings for our PostgreSQL recorder at `database_url`."""
-    parsed = urlparse(database_url)
-    if parsed.scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"LEDGER_DATABASE_URL must start with postgresql://, got {parsed.scheme}")
+    parsed = urlparse(check_database_url(database_url))
     return {
         "PERSISTENCE_MODULE": "adapters.postgres_recorder:LedgerPostgresFactory",
         "APPLICATION_RECORDER_TOPIC": "adapters.postgres_recorder:LedgerPostgresRecorder",
@@ -48,6 +110,7 @@ def eventsourcing_env(database_url: str, *, schema: str = "public") -> dict[str,
         "POSTGRES_PASSWORD": unquote(parsed.password or ""),
         "POSTGRES_POOL_SIZE": str(POSTGRES_POOL_SIZE),
         "POSTGRES_LOCK_TIMEOUT": str(POSTGRES_LOCK_TIMEOUT_SECONDS),
+        "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_SECONDS),
         "POSTGRES_SCHEMA": schema,
         "CREATE_TABLE": "y",
     }

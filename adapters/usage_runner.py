@@ -51,7 +51,7 @@ async def _heartbeat(consumer: UsageConsumer, path: Path) -> None:
 
 
 async def _report(consumer: UsageConsumer, console: Console) -> None:
-    last = -1
+    last = 0  # nothing to say before the first message
     while True:
         await asyncio.sleep(REPORT_INTERVAL_SECONDS)
         stats = consumer.stats

@@ -44,6 +44,7 @@ class BenchServers:
 @contextmanager
 def bench_servers() -> Iterator[BenchServers]:
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as folder:
+        Path(folder).chmod(0o711)  # as root, PostgreSQL's own user passes through
         postgres = EmbeddedPostgres(Path(folder) / "postgres").start()
         nats_server = EmbeddedNats(Path(folder) / "nats").start()
         try:

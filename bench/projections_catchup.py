@@ -233,6 +233,7 @@ def main() -> None:
     parser.add_argument("--skip-lag", action="store_true", help="measure the catch-up only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-projections-") as folder:
+        Path(folder).chmod(0o711)  # as root, PostgreSQL's own user passes through
         external = os.environ.get("LEDGER_BENCH_DATABASE_URL")
         server = None
         if external:

@@ -199,6 +199,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as folder:
+        Path(folder).chmod(0o711)  # as root, PostgreSQL's own user passes through
         external = os.environ.get("LEDGER_BENCH_DATABASE_URL")
         server = None
         if external is None:

@@ -13,6 +13,7 @@ Each PostgreSQL test gets a fresh database, so tests never see each other's even
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -57,7 +58,22 @@ class PostgresServer:
 @pytest.fixture(scope="session")
 def work_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="ledger-tests-") as folder:
+        # As root, PostgreSQL runs as its own system user, which must pass through this folder
+        # (the launcher never opens folders outside its data folder itself).
+        Path(folder).chmod(0o711)
         yield Path(folder)
+
+
+@pytest.fixture
+def ledger_data_dir() -> Iterator[Path]:
+    """An empty data folder for a `ledger up` of one test. Under /tmp with mode 0711 (pytest's
+    own tmp_path is 0700 under root: PostgreSQL's system user could not reach it)."""
+    folder = Path(tempfile.mkdtemp(prefix="ledger-data-"))
+    folder.chmod(0o711)
+    try:
+        yield folder / "data"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

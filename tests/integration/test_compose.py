@@ -48,7 +48,7 @@ def test_compose_runs_postgres_a_three_node_nats_cluster_and_the_ledger_processe
     commands = {s["command"][0] for s in ledger_services(compose).values()}
     assert {"init", "consume", "project", "serve"} <= commands
     assert consumers[0]["environment"]["LEDGER_USAGE_REPLICAS"] == "3"
-    assert all(f"nats://{node}:4222" in consumers[0]["environment"]["LEDGER_NATS_URL"]
+    assert all(f"@{node}:4222" in consumers[0]["environment"]["LEDGER_NATS_URL"]
                for node in NATS_NODES)
 
 
@@ -100,3 +100,23 @@ def test_docker_compose_config_accepts_the_file() -> None:
     result = subprocess.run(["docker", "compose", "config", "-q"], cwd=REPO_ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_servers_require_credentials_and_producers_publish_only_usage(
+        compose: dict[str, Any]) -> None:
+    environment = ledger_services(compose)["ledger-consumer-1"]["environment"]
+    assert all(url.startswith("nats://ledger:${LEDGER_NATS_PASSWORD")
+               for url in environment["LEDGER_NATS_URL"].split(","))
+    assert all(url.startswith("nats://producer:${PRODUCER_NATS_PASSWORD")
+               for url in environment["LEDGER_PRODUCER_NATS_URL"].split(","))
+    assert "${LEDGER_POSTGRES_PASSWORD" in environment["LEDGER_DATABASE_URL"]
+    postgres = compose["services"]["postgres"]["environment"]
+    assert postgres["POSTGRES_PASSWORD"].startswith("${LEDGER_POSTGRES_PASSWORD:?")
+    assert "scram-sha-256" in postgres["POSTGRES_INITDB_ARGS"]
+    for node in NATS_NODES:
+        assert compose["services"][node]["environment"]["LEDGER_NATS_PASSWORD"]
+    conf = (REPO_ROOT / "deploy" / "nats" / "nats.conf").read_text()
+    assert "password: $LEDGER_NATS_PASSWORD" in conf
+    assert "password: $PRODUCER_NATS_PASSWORD" in conf
+    producer = conf[conf.index("user: producer"):]
+    assert re.search(r'publish: \{ allow: \["ledger\.usage\.v1\.\*"\] \}', producer)

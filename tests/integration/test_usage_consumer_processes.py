@@ -37,10 +37,10 @@ KILL_RECORDS = 30_000
 KILLS_MIN = 20
 KILL_PROGRESS_WAIT_SECONDS = 5.0
 KILL_DELAY_SECONDS = (0.0, 0.3)  # a kill lands this long after charges were seen flowing
-# The records are published in chunks, one chunk per pace, so that charges keep flowing for the
-# whole kill loop: a consumer that keeps up finishes a single burst long before 20 kills.
-KILL_CHUNK_RECORDS = 1000
-KILL_CHUNK_PACE_SECONDS = 1.0
+# The records are published in chunks, one chunk before each kill, so that charges flow at every
+# kill however fast or slow the machine is (a consumer that keeps up finishes a single burst long
+# before 20 kills; paced by the clock, a loaded machine killed after the last chunk was charged).
+KILL_CHUNK_RECORDS = KILL_RECORDS // KILLS_MIN
 DRAIN_TIMEOUT_SECONDS = 180.0
 
 
@@ -101,21 +101,15 @@ async def test_consumers_killed_at_random_moments_lose_nothing_and_charge_nothin
     def recorded() -> int:
         return ledger.keyed.counter_values().get("usage_recorded", 0)
 
-    async def publish_paced(publisher: UsagePublisher) -> int:
-        started = time.monotonic()
-        for number, offset in enumerate(range(0, KILL_RECORDS, KILL_CHUNK_RECORDS)):
-            await asyncio.sleep(max(0.0, started + number * KILL_CHUNK_PACE_SECONDS
-                                    - time.monotonic()))
-            report = await publisher.publish_many(
-                records[offset:offset + KILL_CHUNK_RECORDS], window=500)
-        return report.published  # the publisher's report counts every chunk
-
     try:
         async with await UsagePublisher.connect(nats_server_url) as publisher:
-            publishing = asyncio.create_task(publish_paced(publisher))
+            published = 0
             while kills < KILLS_MIN:
-                # Kill the consumers in turn, each a random moment after charges started
-                # flowing again since the last kill (or after a bound, if they do not).
+                # Publish the next chunk, then kill the consumers in turn, each a random moment
+                # after charges were seen flowing again (or after a bound, if they do not).
+                chunk = records[published:published + KILL_CHUNK_RECORDS]
+                # The publisher's report counts every chunk so far.
+                published = (await publisher.publish_many(chunk, window=500)).published
                 victim = consumers[kills % len(consumers)]
                 before = recorded()
                 deadline = time.monotonic() + KILL_PROGRESS_WAIT_SECONDS
@@ -125,9 +119,8 @@ async def test_consumers_killed_at_random_moments_lose_nothing_and_charge_nothin
                 at_kill = recorded()
                 victim.kill()
                 kills += 1
-                kills_mid_work += before < at_kill < KILL_RECORDS
+                kills_mid_work += before < at_kill < published
                 victim.start()
-            published = await publishing
         assert published == KILL_RECORDS
         await wait_until(lambda: recorded() >= KILL_RECORDS, DRAIN_TIMEOUT_SECONDS,
                          "every record charged after the kills")

@@ -1,0 +1,160 @@
+"""Embedded servers are private: nobody gets in without the generated credentials, producers may
+only publish usage, and secrets and folders are readable by their owner only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import psycopg
+import pytest
+from nats.errors import Error as NatsError
+
+from adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from adapters.usage_settings import REJECTED_SUBJECT
+
+# How long a forged message may take to arrive, were it let through.
+DELIVERY_WAIT_SECONDS = 1.0
+
+
+@pytest.fixture(scope="module")
+def private_folder() -> Iterator[Path]:
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ledger-private-"))
+    folder.chmod(0o711)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres(private_folder: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(private_folder / "postgres", durable=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def bus(private_folder: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(private_folder / "nats").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_postgres_refuses_a_connection_without_the_password(
+        postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{postgres.port}/postgres",
+                        connect_timeout=5)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(f"postgresql://postgres:guess@127.0.0.1:{postgres.port}/postgres",
+                        connect_timeout=5)
+    with psycopg.connect(postgres.url, connect_timeout=5) as conn:
+        row = conn.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid "
+                           "WHERE rolname = 'postgres'").fetchone()
+        assert row == (True,)
+
+
+def test_postgres_secrets_and_folders_are_for_their_owner_only(
+        postgres: EmbeddedPostgres) -> None:
+    assert mode(postgres.password_file) == 0o600
+    assert mode(postgres.data_dir) == 0o700
+    assert mode(postgres.socket_dir) == 0o700
+    assert mode(postgres.pgdata) == 0o700
+    hba = (postgres.pgdata / "pg_hba.conf").read_text().split("\n")
+    rules = [line.split() for line in hba if line.strip() and not line.startswith("#")]
+    assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
+
+
+def test_starting_postgres_changes_no_permission_outside_its_folder(tmp_path: Path) -> None:
+    # The launcher used to open read access on every parent of the data folder as root.
+    parent = Path(tmp_path.parent)
+    before = {p: mode(p) for p in [tmp_path, *tmp_path.parents]}
+    if os.geteuid() == 0:
+        # pytest's folders are 0700: the server's system user cannot enter them, and the
+        # launcher says so, naming the folder, instead of opening it.
+        from adapters.embedded import EmbeddedServerError
+
+        with pytest.raises(EmbeddedServerError, match="cannot enter"):
+            EmbeddedPostgres(tmp_path / "postgres", durable=False).start()
+    else:
+        EmbeddedPostgres(tmp_path / "postgres", durable=False).start().stop()
+    assert {p: mode(p) for p in [tmp_path, *tmp_path.parents]} == before
+    assert parent.exists()
+
+
+def test_nats_refuses_a_connection_without_credentials(bus: EmbeddedNats) -> None:
+    async def attempt() -> None:
+        await nats.connect(f"nats://127.0.0.1:{bus.port}", allow_reconnect=False,
+                           max_reconnect_attempts=0, connect_timeout=5)
+
+    with pytest.raises(NatsError, match="Authorization Violation"):
+        asyncio.run(attempt())
+    assert mode(bus.credentials_path) == 0o600
+    assert mode(bus.config_path) == 0o600
+
+
+@pytest.mark.parametrize("subject", ["ledger.views.balance.acme", REJECTED_SUBJECT,
+                                     "ledger.usage.v2.anything",
+                                     "ledger.usage.v1.3.some-account"])
+def test_a_producer_cannot_publish_outside_usage(bus: EmbeddedNats, subject: str) -> None:
+    async def scenario() -> tuple[list[bytes], list[str]]:
+        seen: list[bytes] = []
+        violations: list[str] = []
+
+        async def on_error(error: Exception) -> None:
+            violations.append(str(error))
+
+        ledger = await nats.connect(bus.url)
+        producer = await nats.connect(bus.producer_url, error_cb=on_error)
+        try:
+            async def collect(msg: nats.aio.msg.Msg) -> None:
+                seen.append(msg.data)
+
+            await ledger.subscribe(">", cb=collect)
+            await ledger.flush()
+            await producer.publish(subject, b"forged")
+            await producer.flush()
+            await asyncio.sleep(DELIVERY_WAIT_SECONDS)
+        finally:
+            await producer.close()
+            await ledger.close()
+        return seen, violations
+
+    seen, violations = asyncio.run(scenario())
+    assert seen == []
+    assert any("permissions violation for publish" in v.lower() for v in violations), violations
+
+
+def test_a_producer_publishes_usage_and_gets_its_acknowledgement(bus: EmbeddedNats) -> None:
+    async def scenario() -> int:
+        ledger = await nats.connect(bus.url)
+        producer = await nats.connect(bus.producer_url)
+        try:
+            js = ledger.jetstream()
+            await js.add_stream(name="PRIVACY_CHECK", subjects=["ledger.usage.v1.*"])
+            ack = await producer.jetstream().publish("ledger.usage.v1.some-account", b"{}")
+            await js.delete_stream("PRIVACY_CHECK")
+            return ack.seq
+        finally:
+            await producer.close()
+            await ledger.close()
+
+    assert asyncio.run(scenario()) == 1
