@@ -173,13 +173,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def _database_url_if_known(settings: Settings) -> str | None:
     """LEDGER_DATABASE_URL, else the running `ledger up`'s database, else None."""
-    if settings.database_url is not None:
-        return settings.database_url
-    path = servers_file(settings.data_dir)
-    if not path.exists():
-        return None
-    url = json.loads(path.read_text()).get("database_url")
-    return url if isinstance(url, str) else None
+    return attached_servers(settings, need_database=False).database_url or None
 
 
 def run_health(args: argparse.Namespace) -> int:
