@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,8 @@ from domain.usage import (
     USAGE_ID_LENGTH_MAX,
     UsageRecord,
 )
+
+log = logging.getLogger(__name__)
 
 Tokens = Annotated[int, Field(ge=0, le=TOKENS_MAX)]
 
@@ -258,6 +261,7 @@ def decode_usage(payload: bytes, subject_account: str | None, *, msg_id: str | N
     try:
         return _decode(payload, subject_account, msg_id, now)
     except Exception as error:  # a bug here must cost one message, never the consumer
+        log.exception("decoding a usage message failed unexpectedly: a bug, not bad input")
         return BusRejection(BusRejectionCode.INVALID_RECORD,
                             f"{UNREADABLE_REASON} ({type(error).__name__})")
 
