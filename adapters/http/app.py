@@ -24,7 +24,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
-from adapters.http import problems
+from adapters.http import commands, problems
 from adapters.http.auth import Authenticator
 from adapters.http.metrics import Metrics
 from adapters.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -74,6 +74,7 @@ def create_app(ledger: Ledger, database_url: str, *, nats_url: str | None = None
     PostgresViewStore(database_url).close()
     sessions = SessionStore(pool)
     sessions.create_tables()
+    commands.create_tables(pool)
     tokens = Tokens(ledger, clock=now)
 
     @asynccontextmanager
@@ -100,13 +101,7 @@ def create_app(ledger: Ledger, database_url: str, *, nats_url: str | None = None
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
 
     for name in API_ROUTER_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            continue
-        app.include_router(module.router)
+        app.include_router(importlib.import_module(name).router)
     if include_dashboard:
         _include_dashboard(app)
     return app

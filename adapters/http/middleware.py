@@ -72,7 +72,7 @@ class RequestContextMiddleware:
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == REQUEST_ID_HEADER:
-            given = value.decode("latin-1")
+            given: str = value.decode("latin-1")
             if REQUEST_ID_PATTERN.match(given):
                 return given
     return uuid.uuid4().hex
