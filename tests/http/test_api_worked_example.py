@@ -33,21 +33,22 @@ def test_usage_batch_answers_each_record_and_reads_show_it(api: Api) -> None:
     assert first["cost"]["nanos"] == str(1_000_000 + 1000 * 2000 + 100 * 8000)
     assert "input_tokens" in answer.json()["results"][4]["reason"]
 
-    again = c.post("/v1/usage", headers=api.headers(publisher), json={"records": batch["records"][:1]})
+    again = c.post("/v1/usage", headers=api.headers(publisher),
+                   json={"records": batch["records"][:1]})
     assert again.json()["results"][0]["outcome"] == "duplicate"
 
-    moved = c.post(f"/v1/teams/{team.team_id}/adjustments", headers={**op, "Idempotency-Key": "adj-1"},
-                   json={"amount_nanos": "5000000000", "reason": "welcome credit"})
+    adjust = f"/v1/teams/{team.team_id}/adjustments"
+    keyed = {**op, "Idempotency-Key": "adj-1"}
+    credit = {"amount_nanos": "5000000000", "reason": "welcome credit"}
+    moved = c.post(adjust, headers=keyed, json=credit)
     assert moved.status_code == 200, moved.text
     spent = 1_000_000 + 1000 * 2000 + 100 * 8000  # the failed request is free
     assert moved.json()["balance_before"]["nanos"] == str(-spent)
     assert moved.json()["balance_after"]["nanos"] == str(5_000_000_000 - spent)
     assert moved.json()["event_position"] > 0
-    replay = c.post(f"/v1/teams/{team.team_id}/adjustments", headers={**op, "Idempotency-Key": "adj-1"},
-                    json={"amount_nanos": "5000000000", "reason": "welcome credit"})
+    replay = c.post(adjust, headers=keyed, json=credit)
     assert replay.json() == moved.json() and replay.headers["Idempotent-Replayed"] == "true"
-    reused = c.post(f"/v1/teams/{team.team_id}/adjustments", headers={**op, "Idempotency-Key": "adj-1"},
-                    json={"amount_nanos": "7", "reason": "other"})
+    reused = c.post(adjust, headers=keyed, json={"amount_nanos": "7", "reason": "other"})
     assert reused.status_code == 409
 
     catch_up(api.database_url)
