@@ -47,7 +47,7 @@ CATCH_UP_SECONDS = 30.0
 LIVE_UPDATE_MS = 2000
 TERMS = PriceTerms(request_nanos=50_000, input_token_nanos=3_000, cached_input_token_nanos=300,
                    output_token_nanos=15_000)
-OWNER, BILLING, AUDITOR = "olivia", "bill", "audrey"
+OWNER, BILLING, AUDITOR, MEMBER = "olivia", "bill", "audrey", "alice"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
@@ -72,6 +72,7 @@ class World:
     account_ids: list[UUID]
     owner_token: str
     auditor_token: str
+    member_token: str
     nats_url: str
     ledger: Ledger
 
@@ -85,6 +86,7 @@ def seed(ledger: Ledger) -> tuple[UUID, list[UUID]]:
                                    timezone="UTC", actor=owner)
     ledger.add_member(team_id, BILLING, "billing", owner)
     ledger.add_member(team_id, AUDITOR, "auditor", owner)
+    ledger.add_member(team_id, MEMBER, "member", owner)
     ledger.set_credit_limit(team_id, 50 * 10**9, owner)
     ledger.set_low_balance_threshold(team_id, 20 * 10**9, owner)
     ledger.credit_top_up(team_id, "pi_test_welcome", 200_00, "USD", Actor.system("stripe"))
@@ -153,6 +155,8 @@ def world(database_url: str, nats_server_url: str) -> Iterator[World]:
     # refuses concurrent CREATE ... IF NOT EXISTS of the same catalogue rows.
     consumer = ConsumerThread(database_url, nats_server_url, settings)
     app = create_app(ledger, database_url, nats_url=nats_server_url)
+    member_token = tokens.issue(kind="user", subject=MEMBER, name="alice", scopes=[],
+                                expires_at=None, actor=BOOTSTRAP_ACTOR).secret
     stop_projections = threading.Event()
     projections = threading.Thread(target=run_projections,
                                    args=(database_url, nats_server_url, stop_projections),
@@ -167,7 +171,7 @@ def world(database_url: str, nats_server_url: str) -> Iterator[World]:
         wait_for(lambda: server.started, "the app starting", STARTUP_SECONDS)
         base_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: caught_up(base_url, owner_token, team_id), "projections catching up")
-        yield World(base_url, team_id, account_ids, owner_token, auditor_token,
+        yield World(base_url, team_id, account_ids, owner_token, auditor_token, member_token,
                     nats_server_url, ledger)
     finally:
         server.should_exit = True
@@ -217,6 +221,8 @@ def log_in(page: Page, world: World, token: str) -> None:
 
 def shoot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # A page opened at an anchor is scrolled; the sticky top bar would land mid-picture.
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
@@ -275,12 +281,12 @@ def test_owner_reads_switches_windows_sees_live_usage_and_adjusts_with_before_an
 
     # The audit trail lists it, filtered by event type, with the balance before and after.
     page.get_by_role("link", name="Audit").click()
+    shoot(page, "audit-1280")
     page.get_by_label("Event").select_option("Team.AdjustmentRecorded")
     page.get_by_role("button", name="Filter").click()
     rows = page.locator("table.audit tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text(format_money(before_nanos + 25_500_000_000, "USD"))
-    shoot(page, "audit-1280")
     with page.expect_download() as download:
         page.get_by_role("link", name="Export CSV").click()
     exported = Path(download.value.path()).read_text()
@@ -342,3 +348,28 @@ def test_pages_carry_a_strict_content_security_policy_and_http_only_strict_sessi
     page.get_by_role("button", name="Log out").click()
     page.goto(f"{world.base_url}/dashboard/teams/{world.team_id}")
     expect(page).to_have_url(f"{world.base_url}/login?next=/dashboard/teams/{world.team_id}")
+
+
+def test_a_member_sees_only_their_own_accounts_usage_and_no_money_or_admin(
+        page: Page, world: World) -> None:
+    page.set_viewport_size(DESKTOP)
+    log_in(page, world, world.member_token)
+    page.get_by_role("link", name="Total", exact=True).click()
+    expect(page.locator("#window-label")).to_have_text("Total")
+    mine = api_usage(world.base_url, world.member_token, world.team_id, "total")["totals"]
+    expect(page.locator("#kpi-requests")).to_have_text(f"{int(mine['requests']):,}")
+    accounts = page.get_by_role("region", name="By account").locator("tbody tr")
+    expect(accounts).to_have_count(1)
+    expect(accounts.first).to_contain_text("Alice")
+    expect(page.locator("#balance")).to_have_count(0)
+    expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+    page.goto(f"{world.base_url}/dashboard/teams/{world.team_id}/admin")
+    expect(page.get_by_role("heading", name="Not for your role")).to_be_visible()
+
+
+def test_a_wrong_token_is_refused_with_what_to_do(page: Page, world: World) -> None:
+    page.goto(f"{world.base_url}/login")
+    page.get_by_label("Token").fill("ldg_not-a-real-token")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("the token is not valid")
+    assert not any(c["name"] == "ledger_session" for c in page.context.cookies())

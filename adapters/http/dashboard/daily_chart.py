@@ -18,11 +18,23 @@ from adapters.http.dashboard.money_display import format_cost, format_count, for
 
 # How many days the chart shows for each window (the read models keep 90 days of series).
 CHART_DAYS = {"today": 14, "week": 14, "month": 31, "total": 90}
-WIDTH, HEIGHT = 720, 220
+HEIGHT = 220
 LEFT, RIGHT, TOP, BOTTOM = 64, 8, 12, 28
 Y_TICKS = 4
-# Label the x axis about this many times, whatever the number of days.
-X_LABELS = 7
+
+
+@dataclass(frozen=True)
+class ChartSize:
+    """A drawing size: the page shows the wide one on screens, the narrow one on phones (CSS
+    picks), so the labels keep a readable size at both."""
+
+    name: str
+    width: int
+    x_labels: int  # label the x axis about this many times, whatever the number of days
+
+
+WIDE = ChartSize("wide", 720, 7)
+NARROW = ChartSize("narrow", 360, 4)
 
 
 @dataclass(frozen=True)
@@ -57,21 +69,27 @@ def nice_step(maximum: int, ticks: int) -> int:
 
 
 def render_chart(days: list[Day], currency: str) -> Markup:
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    """The chart in both sizes; the stylesheet shows one of them."""
+    return Markup("").join(render_sized(days, currency, size) for size in (WIDE, NARROW))
+
+
+def render_sized(days: list[Day], currency: str, size: ChartSize) -> Markup:
+    width = size.width
+    plot_w, plot_h = width - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     peak = max((d.cost_nanos for d in days), default=0)
     step = nice_step(peak, Y_TICKS) if peak > 0 else 10**7
     top_value = step * Y_TICKS
-    parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+    parts = [f'<svg class="chart chart-{size.name}" viewBox="0 0 {width} {HEIGHT}" role="img" '
              f'aria-label="Cost per day, last {len(days)} days" '
              'xmlns="http://www.w3.org/2000/svg">']
     for tick in range(Y_TICKS + 1):
         y = TOP + plot_h - plot_h * tick // Y_TICKS
         label = escape(format_money(step * tick, currency))
-        parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}"/>')
+        parts.append(f'<line class="grid" x1="{LEFT}" x2="{width - RIGHT}" y1="{y}" y2="{y}"/>')
         parts.append(f'<text class="axis" x="{LEFT - 6}" y="{y + 4}" '
                      f'text-anchor="end">{label}</text>')
     count = max(len(days), 1)
-    label_every = max(1, len(days) // X_LABELS)
+    label_every = max(1, len(days) // size.x_labels)
     for index, d in enumerate(days):
         height = plot_h * d.cost_nanos // top_value if top_value else 0
         if d.cost_nanos > 0:
@@ -86,7 +104,9 @@ def render_chart(days: list[Day], currency: str) -> Markup:
                      f'width="{width}" height="{height}" data-date="{d.day}">'
                      f'<title>{tip}</title></rect>')
         if (len(days) - 1 - index) % label_every == 0:
-            parts.append(f'<text class="axis" x="{x + width // 2}" y="{HEIGHT - 8}" '
-                         f'text-anchor="middle">{d.day:%d %b}</text>')
+            # The last label ends at its bar, so it is not cut off at the right edge.
+            anchor, label_x = ("end", x + width) if today else ("middle", x + width // 2)
+            parts.append(f'<text class="axis" x="{label_x}" y="{HEIGHT - 8}" '
+                         f'text-anchor="{anchor}">{d.day:%d %b}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -65,6 +65,8 @@ class LiveHub:
     streams: dict[UUID, set[asyncio.Queue[Notice]]] = field(default_factory=dict)
     received: int = 0
     source: str = "none"
+    # Set once the hub listens (NATS subscribed, or PostgreSQL LISTEN in place).
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
     _nats: Client | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -75,6 +77,7 @@ class LiveHub:
             self._nats = await connect_nats(self.nats_url, "ledger-dashboard")
             await self._nats.subscribe(VIEWS_SUBJECT, cb=self._on_message)
             self.source = "nats"
+            self.listening.set()
         elif self.database_url:
             self._task = asyncio.create_task(self._follow_postgres(self.database_url))
             self.source = "postgres-notify"
@@ -139,12 +142,28 @@ class LiveHub:
                 await asyncio.sleep(FALLBACK_RECONNECT_SECONDS)
 
     async def _listen(self, database_url: str) -> None:
-        async with await psycopg.AsyncConnection.connect(
-                database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
-            await conn.execute(sql.SQL("LISTEN {c}").format(c=sql.Identifier(EVENTS_TABLE)))
-            announced = await self._tracking(conn)
-            async for _ in conn.notifies():
-                announced = await self._announce_projected(conn, announced)
+        """One connection waits for NOTIFYs (psycopg's `notifies()` holds its connection), the
+        other re-reads; a burst of NOTIFYs while re-reading becomes one more re-read."""
+        async with await _connect(database_url) as listener, \
+                await _connect(database_url) as reader:
+            await listener.execute(sql.SQL("LISTEN {c}").format(c=sql.Identifier(EVENTS_TABLE)))
+            changed = asyncio.Event()
+            announced = await self._tracking(reader)
+            self.listening.set()
+
+            async def hear() -> None:
+                async for _ in listener.notifies():
+                    changed.set()
+
+            async def announce(position: int) -> None:
+                while True:
+                    await changed.wait()
+                    changed.clear()
+                    position = await self._announce_projected(reader, position)
+
+            async with asyncio.TaskGroup() as group:
+                group.create_task(hear())
+                group.create_task(announce(announced))
 
     async def _announce_projected(self, conn: psycopg.AsyncConnection[Any],
                                   announced: int) -> int:
@@ -178,6 +197,11 @@ class LiveHub:
                 s=sql.Identifier(LIVE_SCHEMA)), (TRACKING_NAME,))
         row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+
+async def _connect(database_url: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(database_url, autocommit=True,
+                                                 connect_timeout=CONNECT_TIMEOUT_SECONDS)
 
 
 def parse_view_message(subject: str, data: bytes) -> tuple[UUID, Notice] | None:

@@ -51,7 +51,11 @@ def format_cost(amount_nanos: int, currency: str) -> str:
     """A usage cost: minor units when at least one unit, more places below that."""
     minor = MINOR_UNIT_EXPONENTS.get(currency, 2)
     if amount_nanos != 0 and abs(amount_nanos) < NANOS_PER_UNIT:
-        return format_money(amount_nanos, currency, max(minor, COST_PLACES))
+        places = max(minor, COST_PLACES)
+        # Drop zeros the extra places would add ($0.0400 reads as $0.04), keep the minor unit.
+        while places > minor and round_half_even(amount_nanos, places) % 10 == 0:
+            places -= 1
+        return format_money(amount_nanos, currency, places)
     return format_money(amount_nanos, currency, minor)
 
 

@@ -286,11 +286,15 @@ async def team_events(request: Request, team_id: UUID) -> Response:
     hub: LiveHub = request.app.state.dashboard_hub
     if hub.stream_count() >= STREAMS_MAX:
         return Response("too many live streams on this server", status_code=503)
-    return StreamingResponse(event_stream(hub, team_id), media_type="text/event-stream",
+    return StreamingResponse(event_stream(request, hub, team_id),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def event_stream(hub: LiveHub, team_id: UUID) -> AsyncIterator[str]:
+async def event_stream(request: Request, hub: LiveHub, team_id: UUID) -> AsyncIterator[str]:
+    """Notices for one team until the browser goes; the session and the membership are checked
+    again at every keepalive, so a logout, a revoked token or a removed member ends the stream
+    within `SSE_KEEPALIVE_SECONDS`."""
     async with hub.stream(team_id) as queue:
         yield f"retry: {SSE_RETRY_MILLISECONDS}\nevent: ready\ndata: {{\"source\": " \
               f"\"{hub.source}\"}}\n\n"
@@ -298,6 +302,11 @@ async def event_stream(hub: LiveHub, team_id: UUID) -> AsyncIterator[str]:
             try:
                 notice = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_SECONDS)
             except TimeoutError:
+                try:
+                    await run_in_threadpool(access_of, request, team_id)
+                except (LoginRequired, ProblemError):
+                    yield "event: ended\ndata: {}\n\n"
+                    return
                 yield ": keepalive\n\n"
                 continue
             yield sse_event(notice)

@@ -9,8 +9,12 @@
   const team = root.dataset.team;
   let current = root.dataset.window;
   const status = document.getElementById("live-status");
+  // At most one re-read at a time, and at least this long between re-reads: a burst of
+  // changes costs one or two fetches, not one per change.
+  const REFRESH_INTERVAL_MIN_MS = 200;
   let busy = false;
   let again = false;
+  let lastFetch = 0;
 
   function setStatus(state, text) {
     if (!status) return;
@@ -24,6 +28,9 @@
     try {
       do {
         again = false;
+        const wait = lastFetch + REFRESH_INTERVAL_MIN_MS - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        lastFetch = Date.now();
         const url = `/dashboard/teams/${team}/live?window=${encodeURIComponent(current)}`;
         const response = await fetch(url, { credentials: "same-origin" });
         if (response.status === 401) {
@@ -75,5 +82,12 @@
   });
   source.addEventListener("balance", refresh);
   source.addEventListener("usage", refresh);
-  source.addEventListener("error", () => setStatus("reconnecting", "Reconnecting…"));
+  source.addEventListener("ended", () => {
+    source.close();
+    setStatus("off", "Signed out: log in again for live updates");
+  });
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) setStatus("off", "Live updates stopped; reload the page");
+    else setStatus("reconnecting", "Reconnecting…");
+  });
 })();
