@@ -11,6 +11,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: list[str] = [
     "adapters.cli_runtime",
     "adapters.cli_audit",
+    "adapters.cli_tokens",
+    "adapters.http.serve",
 ]
 
 
