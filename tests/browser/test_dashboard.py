@@ -219,11 +219,11 @@ def log_in(page: Page, world: World, token: str) -> None:
     expect(page).to_have_url(f"{world.base_url}/dashboard/teams/{world.team_id}")
 
 
-def shoot(page: Page, name: str) -> None:
+def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # A page opened at an anchor is scrolled; the sticky top bar would land mid-picture.
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
 
 
 def test_owner_reads_switches_windows_sees_live_usage_and_adjusts_with_before_and_after(
@@ -281,7 +281,7 @@ def test_owner_reads_switches_windows_sees_live_usage_and_adjusts_with_before_an
 
     # The audit trail lists it, filtered by event type, with the balance before and after.
     page.get_by_role("link", name="Audit").click()
-    shoot(page, "audit-1280")
+    shoot(page, "audit-1280", full_page=False)
     page.get_by_label("Event").select_option("Team.AdjustmentRecorded")
     page.get_by_role("button", name="Filter").click()
     rows = page.locator("table.audit tbody tr")
@@ -300,6 +300,8 @@ def test_owner_reads_switches_windows_sees_live_usage_and_adjusts_with_before_an
     shoot(page, "dashboard-390")
     page.goto(f"{world.base_url}/dashboard/teams/{world.team_id}/admin")
     shoot(page, "admin-390")
+    page.goto(f"{world.base_url}/dashboard/teams/{world.team_id}/audit")
+    shoot(page, "audit-390", full_page=False)
 
 
 async def publish(nats_url: str, record: UsageRecord) -> None:

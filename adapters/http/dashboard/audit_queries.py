@@ -25,6 +25,7 @@ AUDIT_PAGE_ROWS = 50
 EXPORT_ROWS_MAX = 1_000_000
 EXPORT_FETCH_ROWS = 5000
 FILTER_TEXT_LENGTH_MAX = 200
+ACTORS_LISTED_MAX = 500
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z]{1,40}(\.[A-Za-z]{1,60})?$")
 
 PAGE_COLUMNS = ("position", "recorded_at", "event_type", "actor", "summary",
@@ -137,6 +138,14 @@ def event_types(conn: psycopg.Connection[Any], team_id: UUID) -> list[str]:
     rows = conn.execute(sql.SQL("SELECT DISTINCT event_type FROM {s}.audit WHERE team_id = %s "
                                 "ORDER BY 1").format(s=sql.Identifier(LIVE_SCHEMA)),
                         (team_id,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def actors(conn: psycopg.Connection[Any], team_id: UUID) -> list[str]:
+    """Who acted in this team (people, accounts, systems), for the actor filter."""
+    rows = conn.execute(sql.SQL("SELECT DISTINCT actor FROM {s}.audit WHERE team_id = %s AND "
+                                "actor IS NOT NULL ORDER BY 1 LIMIT %s").format(
+        s=sql.Identifier(LIVE_SCHEMA)), (team_id, ACTORS_LISTED_MAX)).fetchall()
     return [r[0] for r in rows]
 
 

@@ -33,6 +33,7 @@ from adapters.http.dashboard.admin_page import admin_context
 from adapters.http.dashboard.audit_queries import (
     AuditFilters,
     FilterError,
+    actors,
     audit_page,
     audit_row,
     event_types,
@@ -422,12 +423,17 @@ def audit(request: Request, team_id: UUID, before: int | None = None) -> Respons
         filters, error = AuditFilters(), str(problem)
     with views(request) as store:
         types: list[str] = event_types(store.conn, team_id)
+        # Usage is attributed to `account:<id>`; people read the account's name.
+        actor_names = {f"account:{a.account_id}": f"{a.name} (account)"
+                       for a in store.accounts_of(team_id)}
+        actor_choices = actors(store.conn, team_id)
         if not error:
             rows, next_cursor = audit_page(store.conn, team_id, filters, before)
     query = filters.as_query()
     return render(request, "audit.html", {
         **base_context(access, viewer, session, "audit"), "rows": rows, "error": error,
         "filters": filters, "event_types": types, "currency": access.team.currency,
+        "actor_names": actor_names, "actors": actor_choices,
         "next_url": f"?{urlencode({**query, 'before': next_cursor})}" if next_cursor else "",
         "export_query": urlencode(query)})
 
