@@ -10,6 +10,7 @@ page and read the balance before and after it, filter and export the audit trail
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -278,6 +279,16 @@ def test_owner_reads_switches_windows_sees_live_usage_and_adjusts_with_before_an
         format_money(before_nanos + 25_500_000_000, "USD"))
     expect(page.locator("#outcome-summary")).to_contain_text("Goodwill credit")
     shoot(page, "admin-1280")
+
+    # Suspending an account from the pool: the row says so, and the spend check refuses it.
+    pool_row = page.get_by_role("row", name=re.compile("Ci-Bot"))
+    pool_row.get_by_placeholder("reason").fill("key leaked in a log")
+    pool_row.get_by_role("button", name="Suspend").click()
+    expect(page.locator("#action-outcome")).to_contain_text("key leaked in a log")
+    expect(page.get_by_role("row", name=re.compile("Ci-Bot"))).to_contain_text("suspended")
+    spend = httpx.get(f"{world.base_url}/v1/accounts/{world.account_ids[2]}/authorization",
+                      headers={"Authorization": f"Bearer {world.owner_token}"}, timeout=10)
+    assert spend.json()["blocked_by"] == "account_suspended", spend.json()
 
     # The audit trail lists it, filtered by event type, with the balance before and after.
     page.get_by_role("link", name="Audit").click()

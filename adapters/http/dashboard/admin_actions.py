@@ -130,6 +130,26 @@ def _assign_package(ledger: Ledger, team_id: UUID, form: Mapping[str, Any],
                           effective_from=parse_moment(form, "effective_from"))
 
 
+def _assign_holder(ledger: Ledger, team_id: UUID, form: Mapping[str, Any],
+                   actor: Actor) -> None:
+    holder = str(form.get("user_id", "")).strip() or None
+    ledger.assign_account_holder(_account(ledger, team_id, form), holder, actor)
+
+
+def _close_account(ledger: Ledger, team_id: UUID, form: Mapping[str, Any],
+                   actor: Actor) -> None:
+    ledger.close_account(_account(ledger, team_id, form), required_text(form, "reason"), actor)
+
+
+def _suspend_team(ledger: Ledger, team_id: UUID, form: Mapping[str, Any], actor: Actor) -> None:
+    ledger.suspend_team(team_id, required_text(form, "reason"), actor)
+
+
+def _reactivate_team(ledger: Ledger, team_id: UUID, form: Mapping[str, Any],
+                     actor: Actor) -> None:
+    ledger.reactivate_team(team_id, actor)
+
+
 def _open_account(ledger: Ledger, team_id: UUID, form: Mapping[str, Any], actor: Actor) -> None:
     holder = str(form.get("holder_user_id", "")).strip() or None
     ledger.open_account(team_id, account_key=required_text(form, "account_key"),
@@ -162,6 +182,11 @@ ADMIN_ACTIONS: dict[str, AdminAction] = {
                                       _reactivate_account),
     "assign-package": AdminAction("Assign package", Action.ASSIGN_PACKAGE, _assign_package),
     "open-account": AdminAction("Open account", Action.OPEN_ACCOUNT, _open_account),
+    # The service checks the same action for giving an account to a member as for opening one.
+    "assign-holder": AdminAction("Give account", Action.OPEN_ACCOUNT, _assign_holder),
+    "close-account": AdminAction("Close account", Action.CLOSE_ACCOUNT, _close_account),
+    "suspend-team": AdminAction("Suspend team", Action.SUSPEND_TEAM, _suspend_team),
+    "reactivate-team": AdminAction("Reactivate team", Action.REACTIVATE_TEAM, _reactivate_team),
     "add-member": AdminAction("Add member", Action.ADD_MEMBER, _add_member),
     "change-role": AdminAction("Change role", Action.CHANGE_MEMBER_ROLE, _change_role),
     "remove-member": AdminAction("Remove member", Action.REMOVE_MEMBER, _remove_member),

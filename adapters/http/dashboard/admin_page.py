@@ -66,4 +66,5 @@ def admin_context(ledger: Ledger, team: Team, answer: dict[str, Any], viewer: Vi
         "limits": {"credit_limit": format_money(team.credit_limit_nanos, currency),
                    "threshold": format_money(team.low_balance_threshold_nanos, currency)},
         "team_id": UUID(str(team.id)),
+        "team_suspended": team.suspended,
     }
