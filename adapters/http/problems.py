@@ -158,7 +158,8 @@ def install(app: Any) -> None:
 # For route declarations: every route may answer these.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": text}
-    for status, text in ((401, "No valid token"), (403, "The token's principal may not do this"),
+    for status, text in ((400, "Request refused"), (401, "No valid token"),
+                         (403, "The token's principal may not do this"),
                          (404, "No such resource visible to this token"),
                          (409, "Conflict with the current state or an earlier idempotency key"),
                          (413, "Body too large"), (422, "Invalid request: see `errors`"))
