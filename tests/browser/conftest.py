@@ -24,6 +24,17 @@ APT_TIMEOUT_SECONDS = 600
 APT_LOCK_WAIT_SECONDS = 300
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests after every other test.
+
+    Playwright's sync API keeps an event loop running on the main thread for the rest of the
+    session once its (session-scoped) fixture has started, and async tests after it could not
+    start their own. The sort is stable: the order within each group is unchanged.
+    """
+    here = Path(__file__).resolve().parent
+    items.sort(key=lambda item: item.path.resolve().is_relative_to(here))
+
+
 def install_chromium() -> None:
     if os.geteuid() != 0:
         pytest.fail(f"{CHROMIUM_PATH} is missing and the tests are not root: install Debian's "
