@@ -316,7 +316,7 @@ async def event_stream(request: Request, hub: LiveHub, team_id: UUID) -> AsyncIt
 # The admin entry -------------------------------------------------------------------------
 
 @router.get("/dashboard/teams/{team_id}/admin")
-def admin(request: Request, team_id: UUID, done: int | None = None, error: str = "",
+def admin(request: Request, team_id: UUID, done: int | None = None,
           pending: str = "") -> Response:
     try:
         access, viewer, session = access_of(request, team_id)
@@ -324,10 +324,19 @@ def admin(request: Request, team_id: UUID, done: int | None = None, error: str =
         return to_login(request)
     except ProblemError as problem:
         return problem_page(request, problem)
+    return admin_page(request, access, viewer, session, done=done, pending=bool(pending))
+
+
+def admin_page(request: Request, access: TeamAccess, viewer: Viewer, session: str, *,
+               done: int | None = None, pending: bool = False, error: str = "",
+               status_code: int = 200) -> Response:
+    """The admin page; `done` names the audit row of the action just taken, `error` why an
+    action was refused (rendered in the POST's answer, never taken from the URL)."""
     if not viewer.sees_admin:
         return problem_page(request, ProblemError(403, "forbidden", "Not for your role",
                                                   "the admin page is for owners, admins, "
                                                   "billing and auditors"), session)
+    team_id = access.team.id
     ledger: Ledger = request.app.state.ledger
     now = now_of(request)
     with views(request) as store:
@@ -342,15 +351,15 @@ def admin(request: Request, team_id: UUID, done: int | None = None, error: str =
         **base_context(access, viewer, session, "admin"), **context,
         "balance": format_money(balance["balance_nanos"], currency),
         "available": format_money(balance["available_nanos"], currency),
-        "currency": currency, "outcome": outcome, "error": error[:300],
-        "pending": bool(pending), "nonce": secrets.token_hex(16)})
+        "currency": currency, "outcome": outcome, "error": error,
+        "pending": pending, "nonce": secrets.token_hex(16)}, status_code)
 
 
 @router.post("/dashboard/teams/{team_id}/admin/{action}")
 async def admin_action(request: Request, team_id: UUID, action: str) -> Response:
     form = await request.form(max_fields=FORM_FIELDS_MAX)
     try:
-        access, _viewer, session = await run_in_threadpool(access_of, request, team_id)
+        access, _, session = await run_in_threadpool(access_of, request, team_id)
     except LoginRequired:
         return to_login(request)
     except ProblemError as problem:
@@ -368,8 +377,11 @@ async def admin_action(request: Request, team_id: UUID, action: str) -> Response
     try:
         position = await run_in_threadpool(run_admin_action, request, access, spec.run, form)
     except (FormError, LedgerError) as error:
-        return RedirectResponse(f"{target}?{urlencode({'error': str(error)})}#result",
-                                status_code=303)
+        # Answered here, not through a redirect: the message never travels in a URL, so no
+        # link can make the page show text of someone else's choosing.
+        access, viewer, session = await run_in_threadpool(access_of, request, team_id)
+        return await run_in_threadpool(admin_page, request, access, viewer, session,
+                                       error=str(error), status_code=400)
     if position is None:
         return RedirectResponse(f"{target}?pending=1#result", status_code=303)
     return RedirectResponse(f"{target}?done={position}#result", status_code=303)
