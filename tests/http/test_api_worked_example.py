@@ -55,9 +55,9 @@ def test_usage_batch_answers_each_record_and_reads_show_it(api: Api) -> None:
     balance = c.get(f"/v1/teams/{team.team_id}/balance", headers=op).json()
     assert balance["balance"]["nanos"] == str(5_000_000_000 - spent)
     assert balance["lag_events"] == 0 and balance["position"] == balance["head_position"]
-    usage = c.get(f"/v1/teams/{team.team_id}/usage?window=month", headers=op).json()
+    usage = c.get(f"/v1/teams/{team.team_id}/usage?window=total", headers=op).json()
     assert usage["totals"]["requests"] == 2 and usage["totals"]["success_rate"] == "0.5000"
-    member_view = c.get(f"/v1/teams/{team.team_id}/usage?window=month",
+    member_view = c.get(f"/v1/teams/{team.team_id}/usage?window=total",
                         headers=api.headers(team.tokens["member"])).json()
     assert member_view["totals"]["requests"] == 1
     assert [r["key"] for r in member_view["by_account"]] == [team.member_account]
