@@ -46,3 +46,12 @@ def test_every_operation_answers_within_its_schema(api: Api) -> None:
             case.call_and_validate(headers=api.as_operator(), excluded_checks=excluded)
 
         check()
+
+
+def test_the_document_is_openapi_3_1_with_short_unique_operation_ids(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)) and all(len(i) <= 40 for i in ids), ids
+    money = spec["components"]["schemas"]["Money"]["properties"]["nanos"]
+    assert money["type"] == "string" and "2^53" in money["description"]
