@@ -43,6 +43,8 @@ from services.ledger import Ledger, command_fingerprint
 TOKEN_KEY_SCOPE = "token"
 BOOTSTRAP_ACTOR = Actor.system("bootstrap")
 FIRST_OPERATOR_USER_ID = "operator"
+# The key makes the first operator token once, even when two processes start together.
+FIRST_OPERATOR_TOKEN_KEY = "bootstrap:first-operator-token"
 # Two operators issuing at the same moment race on the directory's version; retry that.
 ISSUE_ATTEMPTS_MAX = 5
 
@@ -176,9 +178,14 @@ def ensure_first_operator_token(ledger: Ledger, *, user_id: str = FIRST_OPERATOR
     tokens = Tokens(ledger)
     if tokens.has_operator_token():
         return None
-    return tokens.issue(kind=PrincipalKind.OPERATOR.value, subject=user_id, name=name,
-                        scopes=[], expires_at=None, actor=BOOTSTRAP_ACTOR,
-                        idempotency_key="bootstrap:first-operator-token")
+    try:
+        return tokens.issue(kind=PrincipalKind.OPERATOR.value, subject=user_id, name=name,
+                            scopes=[], expires_at=None, actor=BOOTSTRAP_ACTOR,
+                            idempotency_key=FIRST_OPERATOR_TOKEN_KEY)
+    except InvalidStateError:
+        # Another process starting on the same database issued it a moment ago; its secret
+        # was shown there, not here.
+        return None
 
 
 def _parse_kind(kind: str) -> PrincipalKind:
