@@ -4,6 +4,7 @@ audit filters, and live updates without NATS (PostgreSQL LISTEN plus a bounded r
 from __future__ import annotations
 
 import asyncio
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
@@ -20,6 +21,7 @@ from adapters.http.dashboard.money_display import (
     format_tokens,
 )
 from adapters.http.dashboard.page_security import csrf_token, csrf_valid
+from adapters.http.dashboard.static_files import static_response
 from adapters.readmodel_process import open_runner
 from adapters.wiring import open_ledger
 from domain.pricing import PriceTerms
@@ -27,6 +29,12 @@ from domain.usage import UsageRecord
 from services.actor import Actor
 
 TEAM = "6f1c1b7e-8a84-4c2a-9a55-0d7b1f0f2a11"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_money_is_rounded_half_even_to_the_minor_unit_with_integer_arithmetic() -> None:
@@ -112,7 +120,13 @@ def test_only_view_messages_of_a_team_become_notices() -> None:
     assert parse_view_message(f"ledger.views.usage.{TEAM}", b" " * 70_000) is None
 
 
-def test_without_nats_a_team_hears_of_projected_usage_through_postgres_notify(
+def test_static_files_are_only_our_own_files() -> None:
+    assert static_response("dashboard.css").status_code == 200
+    for name in ("../templates/base.html", "..", "routes.py", "live.js.bak"):
+        assert static_response(name).status_code == 404
+
+
+def test_without_a_reachable_nats_a_team_hears_of_projected_usage_through_postgres_notify(
         database_url: str) -> None:
     # On a thread of its own: in this session Playwright's sync API holds the main thread's loop.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -134,7 +148,9 @@ async def hear_usage_without_nats(database_url: str) -> None:
                               effective_from=datetime.now(UTC) - timedelta(days=1))
         with open_runner(database_url) as runner:
             runner.catch_up()
-            hub = LiveHub(nats_url=None, database_url=database_url)
+            # NATS configured but unreachable (nothing listens on this port): PostgreSQL it is.
+            hub = LiveHub(nats_url=f"nats://127.0.0.1:{free_port()}", database_url=database_url,
+                          nats_start_timeout_seconds=1.0)
             await hub.start()
             try:
                 async with hub.stream(team_id) as queue:

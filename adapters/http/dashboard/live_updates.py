@@ -29,7 +29,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from psycopg import sql
 
-from adapters.bus_connection import close_nats, connect_nats
+from adapters.bus_connection import (
+    LedgerNatsClient,
+    check_server_version,
+    close_nats,
+    nats_servers,
+)
 from adapters.readmodel_postgres import EVENTS_TABLE, LIVE_SCHEMA
 from adapters.readmodel_writes import TRACKING_NAME
 
@@ -48,6 +53,8 @@ FALLBACK_REREADS_MAX = 40
 FALLBACK_REREAD_SECONDS = 0.05
 FALLBACK_RECONNECT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 10
+# At start, give up on NATS after this long and follow PostgreSQL instead.
+NATS_START_TIMEOUT_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,7 @@ class LiveHub:
     nats_url: str | None
     database_url: str | None
     streams: dict[UUID, set[asyncio.Queue[Notice]]] = field(default_factory=dict)
+    nats_start_timeout_seconds: float = NATS_START_TIMEOUT_SECONDS
     received: int = 0
     source: str = "none"
     # Set once the hub listens (NATS subscribed, or PostgreSQL LISTEN in place).
@@ -73,15 +81,41 @@ class LiveHub:
     # Lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Subscribe on NATS; without NATS, or if it cannot be reached at start, follow
+        PostgreSQL instead (the API must start even when the bus is down)."""
         if self.nats_url:
-            self._nats = await connect_nats(self.nats_url, "ledger-dashboard")
-            await self._nats.subscribe(VIEWS_SUBJECT, cb=self._on_message)
-            self.source = "nats"
-            self.listening.set()
-        elif self.database_url:
+            try:
+                self._nats = await self._connect_nats(self.nats_url)
+                await self._nats.subscribe(VIEWS_SUBJECT, cb=self._on_message)
+            except Exception:
+                log.warning("dashboard live updates: NATS at %s unreachable; following "
+                            "PostgreSQL instead", self.nats_url, exc_info=True)
+                if self._nats is not None:
+                    await self._nats.close()
+                self._nats = None
+            else:
+                self.source = "nats"
+                self.listening.set()
+        if self._nats is None and self.database_url:
             self._task = asyncio.create_task(self._follow_postgres(self.database_url))
             self.source = "postgres-notify"
         log.info("dashboard live updates from %s", self.source)
+
+    async def _connect_nats(self, url: str) -> Client:
+        """A connection that reconnects forever once up; the first connect is bounded (nats-py
+        would otherwise retry a server that is not there forever)."""
+        client = LedgerNatsClient()
+        try:
+            await asyncio.wait_for(
+                client.connect(servers=nats_servers(url), name="ledger-dashboard",
+                               connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                               max_reconnect_attempts=-1),
+                self.nats_start_timeout_seconds)
+            await check_server_version(client)
+        except BaseException:
+            await client.close()
+            raise
+        return client
 
     async def stop(self) -> None:
         if self._nats is not None:
