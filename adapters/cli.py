@@ -26,6 +26,8 @@ from adapters.settings import ConfigurationError, redacted
 COMMAND_MODULES: list[str] = [
     "adapters.cli_runtime",
     "adapters.cli_audit",
+    "adapters.cli_tokens",
+    "adapters.http.serve",
 ]
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE

@@ -181,6 +181,22 @@ class Account(Aggregate):
         self._pending_events.append(recorded)
         return cost
 
+    # Holder --------------------------------------------------------------------------------
+
+    def assign_holder(self, user_id: str | None, actor: str) -> None:
+        """Give the account to a team member (None: to nobody); the caller checks membership."""
+        self.check_not_closed()
+        if user_id is not None and (not user_id.strip() or len(user_id) > ACCOUNT_NAME_LENGTH_MAX):
+            raise InvalidInputError(f"user_id must be 1 to {ACCOUNT_NAME_LENGTH_MAX} characters")
+        if user_id == self.holder_user_id:
+            raise InvalidStateError(f"account {self.id} is already held by {user_id!r}")
+        self._holder_assigned(user_id=user_id, previous_user_id=self.holder_user_id, actor=actor)
+
+    @event("HolderAssigned")
+    def _holder_assigned(self, user_id: str | None, previous_user_id: str | None,
+                         actor: str) -> None:
+        self.holder_user_id = user_id
+
     # Lifecycle -----------------------------------------------------------------------------
 
     def check_not_closed(self) -> None:

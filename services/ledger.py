@@ -438,6 +438,18 @@ class Ledger(Application[UUID]):
                               "close_account", {"reason": reason},
                               lambda a: a.close(reason, actor.user_id))
 
+    def assign_account_holder(self, account_id: UUID, user_id: str | None, actor: Actor) -> None:
+        """Give an account of the pool to a member of its team (None: to nobody)."""
+        def apply(account: Account) -> None:
+            team = self.get_team(account.team_id)
+            if user_id is not None and team.role_of(user_id) is None:
+                raise InvalidInputError(
+                    f"user {user_id!r} is not a member of team {team.name!r}; add them first"
+                )
+            account.assign_holder(user_id, actor.user_id)
+
+        self._account_command(account_id, actor, Action.OPEN_ACCOUNT, apply)
+
     # Usage ---------------------------------------------------------------------------------
 
     def record_usage_batch(self, records: list[UsageRecord]) -> UsageBatchOutcome:

@@ -1,0 +1,247 @@
+"""The account pool: list (status, package in force, holder, spend today and this month), open,
+give to a member, assign a package from a moment, suspend, reactivate, close.
+
+A member sees only the accounts they hold; every other role of the team sees the whole pool."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, Field
+
+from adapters.http.auth import Principal, PrincipalDep, account_access, team_access
+from adapters.http.commands import call, ledger_key, run_idempotent
+from adapters.http.problems import PROBLEM_RESPONSES
+from adapters.http.schemas import (
+    IDEMPOTENCY_KEY_DESCRIPTION,
+    Freshness,
+    Money,
+    Reason,
+    Text,
+    freshness,
+    money,
+)
+from adapters.http.schemas import Request as Body
+from adapters.http.views import views
+from domain.account import Account
+from domain.roles import Action
+from domain.team import Team
+from projections.windows import report_from_buckets
+from services.ledger import Ledger
+
+router = APIRouter(tags=["accounts"], responses=PROBLEM_RESPONSES)
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key",
+                                              description=IDEMPOTENCY_KEY_DESCRIPTION)]
+
+
+class PackageInForce(BaseModel):
+    package_id: str
+    package_version: int
+    package_name: str
+    effective_from: datetime
+
+
+class AccountInfo(BaseModel):
+    account_id: str
+    team_id: str
+    account_key: str
+    name: str
+    kind: str
+    status: str
+    holder_user_id: str | None
+    package: PackageInForce | None = Field(description="The assignment in force now")
+    upcoming_packages: list[PackageInForce] = Field(description="Assignments that start later")
+    spend_today: Money | None = Field(default=None, description="From the read models")
+    spend_month: Money | None = None
+
+
+class AccountAnswer(AccountInfo, Freshness):
+    pass
+
+
+class AccountPool(Freshness):
+    team_id: str
+    accounts: list[AccountInfo]
+
+
+class OpenAccount(Body):
+    account_key: Text
+    name: Text
+    kind: Literal["seat", "service_key"] = "seat"
+    holder_user_id: Text | None = None
+
+
+class AssignHolder(Body):
+    user_id: Text | None = Field(description="A member of the team, or null for nobody")
+
+
+class AssignPackage(Body):
+    package_id: UUID
+    package_version: int | None = Field(default=None, ge=1, le=1_000_000,
+                                        description="Default: the latest version")
+    effective_from: AwareDatetime | None = Field(default=None, description="Default: now")
+
+
+class Reasoned(Body):
+    reason: Reason
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+def _assignment(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"package_id": str(entry["package_id"]), "package_version": entry["package_version"],
+            "package_name": entry["package_name"], "effective_from": entry["effective_from"]}
+
+
+def account_info(account: Account, team: Team, now: datetime,
+                 spend: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+    current = [a for a in account.assignments if a["effective_from"] <= now]
+    later = [a for a in account.assignments if a["effective_from"] > now]
+    today, month = (spend or {}).get(str(account.id), (0, 0))
+    return {
+        "account_id": str(account.id), "team_id": str(account.team_id),
+        "account_key": account.account_key, "name": account.name, "kind": account.kind.value,
+        "status": account.status.value, "holder_user_id": account.holder_user_id,
+        "package": _assignment(current[-1]) if current else None,
+        "upcoming_packages": [_assignment(a) for a in later],
+        "spend_today": money(today, team.currency).model_dump() if spend is not None else None,
+        "spend_month": money(month, team.currency).model_dump() if spend is not None else None,
+    }
+
+
+def _spend(request: Request, team_id: UUID, now: datetime
+           ) -> tuple[dict[str, tuple[int, int]], dict[str, Any]]:
+    """Cost per account today and this month, from the read models, with their freshness."""
+    with views(request) as store, store.conn.transaction():
+        store.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        position, head = store.freshness()
+        team_view = store.team(team_id)
+        buckets = store.usage_buckets(team_view, now) if team_view is not None else {}
+    if team_view is None:
+        return {}, freshness(position, head)
+    report = report_from_buckets(buckets, now, team_view.timezone)
+
+    def cost(window: str, account_id: str) -> int:
+        totals = report.by_account[window].get(account_id)
+        return totals.cost_nanos if totals is not None else 0
+
+    accounts = set(report.by_account["today"]) | set(report.by_account["month"])
+    spend = {a: (cost("today", a), cost("month", a)) for a in accounts}
+    return spend, freshness(position, head)
+
+
+@router.get("/v1/teams/{team_id}/accounts", response_model=AccountPool)
+def list_accounts(team_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
+    """The account pool (a member: only the accounts they hold)."""
+    ledger = _ledger(request)
+    access = team_access(ledger, principal, team_id)
+    now = request.app.state.clock()
+    spend, fresh = _spend(request, team_id, now)
+    accounts = [ledger.get_account(a) for a in access.team.account_ids]
+    return {**fresh, "team_id": str(team_id),
+            "accounts": [account_info(a, access.team, now, spend) for a in accounts
+                         if access.may_see_account(a)]}
+
+
+@router.post("/v1/teams/{team_id}/accounts", status_code=201, response_model=AccountAnswer)
+def open_account(team_id: UUID, body: OpenAccount, request: Request,
+                 idempotency_key: IdempotencyKey = None,
+                 principal: Principal = PrincipalDep) -> JSONResponse:
+    """Open an account in the pool (owner/admin)."""
+    ledger = _ledger(request)
+    team_access(ledger, principal, team_id, Action.OPEN_ACCOUNT)
+
+    def run() -> tuple[int, Any]:
+        account_id = call(ledger.open_account, team_id, account_key=body.account_key,
+                          name=body.name, kind=body.kind, holder_user_id=body.holder_user_id,
+                          actor=principal.actor(),
+                          idempotency_key=ledger_key(principal, idempotency_key))
+        return 201, _answer(request, ledger.get_account(account_id))
+
+    return run_idempotent(request, principal, idempotency_key, body.model_dump(), run)
+
+
+def _answer(request: Request, account: Account) -> dict[str, Any]:
+    ledger = _ledger(request)
+    now = request.app.state.clock()
+    spend, fresh = _spend(request, account.team_id, now)
+    return {**fresh, **account_info(account, ledger.get_team(account.team_id), now, spend)}
+
+
+@router.get("/v1/accounts/{account_id}", response_model=AccountAnswer)
+def get_account(account_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
+    account, _access = account_access(_ledger(request), principal, account_id)
+    return _answer(request, account)
+
+
+def _account_command(request: Request, principal: Principal, account_id: UUID, action: Action,
+                     key: str | None, body: BaseModel, command: Any) -> JSONResponse:
+    ledger = _ledger(request)
+    account_access(ledger, principal, account_id, action)
+
+    def run() -> tuple[int, Any]:
+        command(ledger)
+        return 200, _answer(request, ledger.get_account(account_id))
+
+    return run_idempotent(request, principal, key, body.model_dump(), run)
+
+
+@router.post("/v1/accounts/{account_id}/holder", response_model=AccountAnswer)
+def assign_holder(account_id: UUID, body: AssignHolder, request: Request,
+                  idempotency_key: IdempotencyKey = None,
+                  principal: Principal = PrincipalDep) -> JSONResponse:
+    """Give the account to a member of the team (owner/admin, as opening one)."""
+    return _account_command(request, principal, account_id, Action.OPEN_ACCOUNT, idempotency_key,
+                            body, lambda ledger: ledger.assign_account_holder(
+                                account_id, body.user_id, principal.actor()))
+
+
+@router.post("/v1/accounts/{account_id}/package", response_model=AccountAnswer)
+def assign_package(account_id: UUID, body: AssignPackage, request: Request,
+                   idempotency_key: IdempotencyKey = None,
+                   principal: Principal = PrincipalDep) -> JSONResponse:
+    """Assign a package version from a moment (owner/admin); usage is priced by the package in
+    force when it occurred."""
+    return _account_command(
+        request, principal, account_id, Action.ASSIGN_PACKAGE, idempotency_key, body,
+        lambda ledger: call(ledger.assign_package, account_id, body.package_id,
+                            principal.actor(), package_version=body.package_version,
+                            effective_from=body.effective_from,
+                            idempotency_key=ledger_key(principal, idempotency_key)))
+
+
+@router.post("/v1/accounts/{account_id}/suspend", response_model=AccountAnswer)
+def suspend_account(account_id: UUID, body: Reasoned, request: Request,
+                    idempotency_key: IdempotencyKey = None,
+                    principal: Principal = PrincipalDep) -> JSONResponse:
+    return _account_command(
+        request, principal, account_id, Action.SUSPEND_ACCOUNT, idempotency_key, body,
+        lambda ledger: call(ledger.suspend_account, account_id, body.reason, principal.actor(),
+                            idempotency_key=ledger_key(principal, idempotency_key)))
+
+
+@router.post("/v1/accounts/{account_id}/reactivate", response_model=AccountAnswer)
+def reactivate_account(account_id: UUID, request: Request,
+                       idempotency_key: IdempotencyKey = None,
+                       principal: Principal = PrincipalDep) -> JSONResponse:
+    return _account_command(
+        request, principal, account_id, Action.REACTIVATE_ACCOUNT, idempotency_key, Body(),
+        lambda ledger: call(ledger.reactivate_account, account_id, principal.actor(),
+                            idempotency_key=ledger_key(principal, idempotency_key)))
+
+
+@router.post("/v1/accounts/{account_id}/close", response_model=AccountAnswer)
+def close_account(account_id: UUID, body: Reasoned, request: Request,
+                  idempotency_key: IdempotencyKey = None,
+                  principal: Principal = PrincipalDep) -> JSONResponse:
+    return _account_command(
+        request, principal, account_id, Action.CLOSE_ACCOUNT, idempotency_key, body,
+        lambda ledger: call(ledger.close_account, account_id, body.reason, principal.actor(),
+                            idempotency_key=ledger_key(principal, idempotency_key)))

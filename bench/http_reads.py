@@ -1,0 +1,200 @@
+"""HTTP read latency: balance and usage reads at a fixed rate against /healthz in the same run.
+
+Setup: an embedded PostgreSQL (durable), a team with accounts and a day of usage recorded
+through the service layer and projected, an operator token, and the API served by uvicorn in
+its own process (as `ledger serve` runs it). The load comes from a second process: an open-loop
+generator that starts requests on a fixed schedule (`--rate` per second, spread evenly over the
+three kinds: balance, usage?window=month, /healthz) whether or not earlier ones finished, so a
+slow server shows as latency instead of being hidden by the client waiting (coordinated
+omission). Latency is measured from each request's scheduled start.
+
+Goal (issue 11): p99 of the reads under 20 ms at 500 requests/s, next to /healthz's p99 as the
+floor of the HTTP stack on this machine. Run: `uv run --locked python bench/http_reads.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ingest_common import REPO_ROOT, bench_servers, machine, priced_accounts
+
+console = Console()
+
+RATE_DEFAULT = 500
+SECONDS_DEFAULT = 30.0
+WARMUP_SECONDS_DEFAULT = 5.0
+ACCOUNTS = 20
+USAGE_RECORDS = 20_000
+USAGE_BATCH = 1000
+SERVER_READY_TIMEOUT_SECONDS = 60.0
+REQUEST_TIMEOUT_SECONDS = 10.0
+CONNECTIONS_MAX = 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def prepare(database_url: str) -> tuple[str, str]:
+    """A team with a day of usage, projected; returns (team id, operator token)."""
+    from adapters.readmodel_process import open_runner
+    from adapters.wiring import open_ledger
+    from domain.usage import UsageRecord
+    from services.ledger import Ledger
+    from services.tokens import Tokens
+
+    ledger: Ledger = open_ledger(database_url)
+    try:
+        accounts = priced_accounts(ledger, ACCOUNTS)
+        team_id = str(ledger.get_account(accounts[0].account_id).team_id)
+        start = datetime.now(UTC) - timedelta(hours=20)
+        for first in range(0, USAGE_RECORDS, USAGE_BATCH):
+            ledger.record_usage_batch([UsageRecord(
+                usage_id=f"bench-{n}", account_id=accounts[n % ACCOUNTS].account_id,
+                occurred_at=start + timedelta(seconds=n * 3), model=f"model-{n % 4}",
+                success=n % 17 != 0, input_tokens=1200, output_tokens=300,
+                cached_input_tokens=100) for n in range(first, first + USAGE_BATCH)])
+        # The bench team's owner reads its balance, as a dashboard would.
+        from services.actor import Actor
+
+        token = Tokens(ledger).issue(kind="user", subject="bench-owner", name="bench",
+                                     scopes=[], expires_at=None,
+                                     actor=Actor.operator("bench")).secret
+    finally:
+        ledger.close()
+    with open_runner(database_url) as runner:
+        runner.catch_up()
+    return team_id, token
+
+
+def serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
+    code = ("import uvicorn; from adapters.wiring import open_ledger; "
+            "from adapters.http.app import create_app; "
+            f"url = {database_url!r}; "
+            "app = create_app(open_ledger(url), url, include_dashboard=False); "
+            f"uvicorn.run(app, host='127.0.0.1', port={port}, access_log=False, "
+            "log_level='warning')")
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT)
+
+
+def wait_ready(base: str) -> None:
+    deadline = time.monotonic() + SERVER_READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the API at {base} did not answer within {SERVER_READY_TIMEOUT_SECONDS}s")
+
+
+async def load(base: str, token: str, team_id: str, rate: int, seconds: float,
+               warmup_seconds: float) -> dict[str, Any]:
+    paths = {"balance": f"/v1/teams/{team_id}/balance",
+             "usage": f"/v1/teams/{team_id}/usage?window=month",
+             "healthz": "/healthz"}
+    kinds = list(paths)
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    errors: dict[str, int] = {k: 0 for k in kinds}
+    limits = httpx.Limits(max_connections=CONNECTIONS_MAX,
+                          max_keepalive_connections=CONNECTIONS_MAX)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=REQUEST_TIMEOUT_SECONDS,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        async def one(kind: str, scheduled: float, measured: bool) -> None:
+            try:
+                answer = await client.get(paths[kind])
+                ok = answer.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            elapsed_ms = (time.perf_counter() - scheduled) * 1000
+            if measured:
+                if ok:
+                    samples[kind].append(elapsed_ms)
+                else:
+                    errors[kind] += 1
+
+        total = int(rate * (warmup_seconds + seconds))
+        interval = 1.0 / rate
+        begin = time.perf_counter()
+        tasks = []
+        for n in range(total):
+            scheduled = begin + n * interval
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            measured = n * interval >= warmup_seconds
+            tasks.append(asyncio.create_task(one(kinds[n % 3], scheduled, measured)))
+        await asyncio.gather(*tasks)
+        achieved = total / (time.perf_counter() - begin)
+    return {"samples": samples, "errors": errors, "achieved_rate": achieved}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def generator_process(base: str, token: str, team_id: str, rate: int, seconds: float,
+                      warmup_seconds: float, out: Any) -> None:
+    out.send(asyncio.run(load(base, token, team_id, rate, seconds, warmup_seconds)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=int, default=RATE_DEFAULT, help="requests/s, all kinds")
+    parser.add_argument("--seconds", type=float, default=SECONDS_DEFAULT)
+    parser.add_argument("--warmup-seconds", type=float, default=WARMUP_SECONDS_DEFAULT)
+    args = parser.parse_args()
+    console.print(f"machine: {machine()}")
+    with bench_servers() as servers:
+        database_url = servers.database("bench_http")
+        team_id, token = prepare(database_url)
+        port = free_port()
+        server = serve(database_url, port)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base)
+            receive, send = multiprocessing.Pipe(duplex=False)
+            generator = multiprocessing.Process(target=generator_process, args=(
+                base, token, team_id, args.rate, args.seconds, args.warmup_seconds, send))
+            generator.start()
+            result = receive.recv()
+            generator.join()
+        finally:
+            server.terminate()
+            server.wait()
+    table = Table(title=f"HTTP reads at {args.rate} requests/s "
+                  f"(achieved {result['achieved_rate']:,.0f}/s), {args.seconds:.0f} s")
+    for column in ("route", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"):
+        table.add_column(column)
+    for kind, values in result["samples"].items():
+        table.add_row(kind, str(len(values)), str(result["errors"][kind]),
+                      *(f"{percentile(values, f):.1f}" for f in (0.5, 0.9, 0.99)),
+                      f"{max(values, default=float('nan')):.1f}")
+    console.print(table)
+    console.print(json.dumps({k: {"p50": percentile(v, 0.5), "p99": percentile(v, 0.99)}
+                              for k, v in result["samples"].items()}))
+
+
+if __name__ == "__main__":
+    main()
