@@ -72,9 +72,7 @@ def run_up(args: argparse.Namespace) -> int:
     with data_folder_lock(data_dir), running_servers(settings) as servers:
         runtime = Runtime(database_url=servers.database_url, nats_url=servers.nats_url,
                           data_dir=data_dir, ingest=ingest)
-        # The tables, once, before the runners open the ledger together (and race to create
-        # them) and before other commands attach.
-        open_ledger(servers.database_url).close()
+        first_token = _first_operator_token(servers.database_url)
         path = servers_file(data_dir)
         console.print(f"[bold]ledger up[/bold]  data folder: {runtime.data_dir}"
                       f"{' (embedded servers)' if servers.embedded else ''}")
@@ -84,6 +82,15 @@ def run_up(args: argparse.Namespace) -> int:
         console.print(f"  credentials are in {path} (0600); producers publish usage on "
                       "ledger.usage.v1.<account_id> with `ledger credentials producer`")
         console.print("  try `ledger demo` in another terminal; Ctrl-C stops")
+        if first_token is not None:
+            # Shown once: only its digest is stored. Printed on stdout, not the log stream.
+            sys.stdout.write(
+                "\nFirst operator token (shown once, keep it safe):\n"
+                f"  {first_token}\n"
+                "Log in: run `ledger serve` in another terminal, open "
+                "http://127.0.0.1:8080/login and paste it; or call the API with "
+                "`Authorization: Bearer <token>`. More tokens: `ledger token create`.\n\n")
+            sys.stdout.flush()
 
         async def main() -> str | None:
             stop = asyncio.Event()
@@ -102,6 +109,20 @@ def run_up(args: argparse.Namespace) -> int:
         return EXIT_SERVER_DIED
     console.print("ledger stopped")
     return 0
+
+
+def _first_operator_token(database_url: str) -> str | None:
+    """Create the tables (once, before the runners open the ledger together and race to
+    create them, and before other commands attach) and, on a new ledger, the first operator
+    token: its secret, to be shown once."""
+    from services.tokens import ensure_first_operator_token
+
+    ledger = open_ledger(database_url)
+    try:
+        issued = ensure_first_operator_token(ledger)
+    finally:
+        ledger.close()
+    return issued.secret if issued is not None else None
 
 
 def run_credentials(args: argparse.Namespace) -> int:

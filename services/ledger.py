@@ -438,7 +438,8 @@ class Ledger(Application[UUID]):
                               "close_account", {"reason": reason},
                               lambda a: a.close(reason, actor.user_id))
 
-    def assign_account_holder(self, account_id: UUID, user_id: str | None, actor: Actor) -> None:
+    def assign_account_holder(self, account_id: UUID, user_id: str | None, actor: Actor,
+                              idempotency_key: str | None = None) -> None:
         """Give an account of the pool to a member of its team (None: to nobody)."""
         def apply(account: Account) -> None:
             team = self.get_team(account.team_id)
@@ -448,7 +449,8 @@ class Ledger(Application[UUID]):
                 )
             account.assign_holder(user_id, actor.user_id)
 
-        self._account_command(account_id, actor, Action.OPEN_ACCOUNT, apply)
+        self._account_command(account_id, actor, Action.OPEN_ACCOUNT, idempotency_key,
+                              "assign_account_holder", {"user_id": user_id}, apply)
 
     # Usage ---------------------------------------------------------------------------------
 

@@ -37,8 +37,9 @@ from domain.tokens import (
     token_id_for_digest,
 )
 from services.actor import Actor
+from services.command_runs import command_fingerprint
 from services.keyed_recording import KeyRow
-from services.ledger import Ledger, command_fingerprint
+from services.ledger import Ledger
 
 TOKEN_KEY_SCOPE = "token"
 BOOTSTRAP_ACTOR = Actor.system("bootstrap")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import (
+    ConcurrentUpdateError,
     IdempotencyConflictError,
     InvalidInputError,
     InvalidStateError,
@@ -97,7 +98,17 @@ _DOMAIN_STATUS: list[tuple[type[LedgerError], int, str]] = [
 ]
 
 
+# A command that kept losing to concurrent changes changed nothing; the same request (with the
+# same Idempotency-Key) may be sent again after this many seconds.
+CONCURRENT_UPDATE_RETRY_AFTER_SECONDS = 1
+
+
 def from_domain(error: LedgerError) -> ProblemError:
+    if isinstance(error, ConcurrentUpdateError):
+        return ProblemError(503, error.code, "Busy: concurrent changes",
+                            f"{error.message}; nothing was changed, send the same request "
+                            "again with the same Idempotency-Key",
+                            headers={"Retry-After": str(CONCURRENT_UPDATE_RETRY_AFTER_SECONDS)})
     for kind, status, title in _DOMAIN_STATUS:
         if isinstance(error, kind):
             if status == 404:
@@ -162,5 +173,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
                          (403, "The token's principal may not do this"),
                          (404, "No such resource visible to this token"),
                          (409, "Conflict with the current state or an earlier idempotency key"),
-                         (413, "Body too large"), (422, "Invalid request: see `errors`"))
+                         (413, "Body too large"), (422, "Invalid request: see `errors`"),
+                         (503, "Busy with concurrent changes: nothing changed, retry after "
+                               "Retry-After seconds with the same Idempotency-Key"))
 }

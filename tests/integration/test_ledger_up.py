@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -16,7 +17,9 @@ import pytest
 from adapters.cli import EXIT_BAD_INPUT
 from adapters.cli_runtime import EXIT_SERVER_DIED
 from adapters.embedded import free_port, nats_server_binary, postgres_bin_dir
-from adapters.wiring import servers_file
+from adapters.wiring import open_ledger, servers_file
+from domain.tokens import PrincipalKind
+from services.tokens import Tokens
 from tests.integration.ledger_up_support import (
     STOP_TIMEOUT_SECONDS,
     LedgerUp,
@@ -46,6 +49,15 @@ def test_ledger_up_runs_the_demo_and_stops_cleanly_on_ctrl_c(ledger_data_dir: Pa
         demo = up.run("demo", "--records", str(DEMO_RECORDS))
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "alice" in demo.stdout + demo.stderr
+        # A new ledger printed its first operator token once; it logs in as an operator.
+        tokens = re.findall(r"ldg_[A-Za-z0-9_-]+", up.output())
+        assert len(tokens) == 1, up.output()[-3000:]
+        ledger = open_ledger(written["database_url"])
+        try:
+            token = Tokens(ledger).authenticate(tokens[0])
+            assert token is not None and token.kind == PrincipalKind.OPERATOR
+        finally:
+            ledger.close()
     finally:
         code = up.interrupt()
     output = up.output()
@@ -61,6 +73,11 @@ def test_ledger_up_runs_the_demo_and_stops_cleanly_on_ctrl_c(ledger_data_dir: Pa
     # The embedded servers' files stay for the next run.
     assert (ledger_data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()
     assert (ledger_data_dir / "nats" / "jetstream").is_dir()
+
+    # A second start on the same folder has one already: nothing is printed again.
+    again = LedgerUp(ledger_data_dir, tmp_path / "up-again.log").start()
+    assert again.interrupt() == 0
+    assert "ldg_" not in again.output()
 
 
 def test_one_ledger_up_per_data_folder_and_read_commands_leave_its_servers_alone(
