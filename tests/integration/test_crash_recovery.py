@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import PersistenceError
 
-from adapters.bus_contract import UsageMessage, usage_subject
+from adapters.bus_contract import UsageMessage, usage_message_id, usage_subject
 from adapters.embedded import EmbeddedPostgres, postgres_bin_dir
 from adapters.usage_demo import PricedAccount, realistic_record
 from adapters.usage_settings import STREAM_NAME
@@ -102,7 +102,7 @@ class Producer:
                     try:
                         await js.publish(usage_subject(record.account_id), payload,
                                          stream=STREAM_NAME,
-                                         headers={"Nats-Msg-Id": record.usage_id})
+                                         headers={"Nats-Msg-Id": usage_message_id(record)})
                         break
                     except Exception:  # no server, no stream yet, timeout: try again
                         self.failures += 1
