@@ -32,6 +32,7 @@ what keeps the cache honest, not the cache itself.
 from __future__ import annotations
 
 import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -91,6 +92,13 @@ class UsageRecording:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self._accounts: OrderedDict[UUID, Account] = OrderedDict()
+        # Batches prepare on cached Account objects, so two threads of one process (the HTTP
+        # API's workers) must not prepare at once: they would fold into the same objects and
+        # lose to each other on every save. One batch at a time per process; other processes
+        # are still met by the version check and the retry below. `record_batches` (the bus
+        # consumer's pipeline) is one writer on its own thread and does not take this lock: a
+        # process uses one or the other on one Ledger.
+        self._one_batch_at_a_time = threading.Lock()
 
     def forget(self, account_id: UUID) -> None:
         """Drop a cached account (after an admin command changed it in this process)."""
@@ -99,6 +107,10 @@ class UsageRecording:
     # One batch ---------------------------------------------------------------------------------
 
     def record_batch(self, records: list[UsageRecord]) -> UsageBatchOutcome:
+        with self._one_batch_at_a_time:
+            return self._record_batch(records)
+
+    def _record_batch(self, records: list[UsageRecord]) -> UsageBatchOutcome:
         for attempt in range(1, USAGE_SAVE_ATTEMPTS_MAX + 1):
             prepared = self._prepare(records, in_flight=None)
             try:

@@ -229,3 +229,38 @@ def test_a_rejected_record_delivered_again_is_reported_but_counted_once(ledger: 
     other = dataclasses.replace(record, output_tokens=record.output_tokens + 2)
     ledger.record_usage_batch([other])
     assert ledger.keyed.counter_values()[COUNTER_CONFLICTS] == 2
+
+
+USAGE_THREADS = 4
+USAGE_BATCHES_PER_THREAD = 5
+USAGE_BATCH_RECORDS = 40
+
+
+def test_batches_recorded_from_many_threads_of_one_ledger_are_each_charged_once(
+        ledger: Ledger) -> None:
+    """The HTTP API records each request's batch from its own worker thread on one shared
+    Ledger; those batches touch the same accounts (it was a 500 with two concurrent clients)."""
+    setup = team_with_accounts(ledger, accounts=3)
+    failures: list[BaseException] = []
+
+    def write(thread: int) -> None:
+        try:
+            for batch in range(USAGE_BATCHES_PER_THREAD):
+                records = [usage(setup.account_ids[n % 3], f"t{thread}-b{batch}-{n}", minutes=n)
+                           for n in range(USAGE_BATCH_RECORDS)]
+                outcome = ledger.record_usage_batch(records)
+                assert len(outcome.recorded) == USAGE_BATCH_RECORDS
+        except BaseException as error:  # reported below, with the thread's error
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(USAGE_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    total = USAGE_THREADS * USAGE_BATCHES_PER_THREAD * USAGE_BATCH_RECORDS
+    assert ledger.keyed.counter_values()["usage_recorded"] == total
+    spent = sum(ledger.get_account(a).spent_nanos for a in setup.account_ids)
+    one = expected_cost(usage(setup.account_ids[0], "x"))
+    assert spent == total * one
