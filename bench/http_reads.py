@@ -10,6 +10,11 @@ omission). Latency is measured from each request's scheduled start.
 
 Goal (issue 11): p99 of the reads under 20 ms at 500 requests/s, next to /healthz's p99 as the
 floor of the HTTP stack on this machine. Run: `uv run --locked python bench/http_reads.py`.
+
+On this 2-core machine the open-loop generator's own client (httpx) saturates before the server
+does once requests queue (its pool is scanned per request), so `--wrk` measures with Debian's
+`wrk` instead: closed loop, `--connections` at once, each route in turn, /healthz first as the
+same-run baseline: `uv run --locked python bench/http_reads.py --wrk --seconds 15`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import shutil
 import socket
 import subprocess
 import sys
@@ -159,8 +165,38 @@ def generator_process(base: str, token: str, team_id: str, rate: int, seconds: f
     out.send(asyncio.run(load(base, token, team_id, rate, seconds, warmup_seconds)))
 
 
+WRK_CONNECTIONS_DEFAULT = 8
+WRK_THREADS = 1
+WRK_TIMEOUT_SECONDS = 5
+
+
+def wrk_routes(base: str, token: str, team_id: str, connections: int,
+               seconds: float) -> list[tuple[str, str]]:
+    """Closed-loop load from Debian's `wrk` (C, its own process): each route in turn with the
+    same connections; its latency distribution and requests/s, as wrk prints them."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("--wrk needs Debian's wrk: apt-get install -y wrk")
+    routes = [("healthz (baseline)", "/healthz"),
+              ("balance", f"/v1/teams/{team_id}/balance"),
+              ("usage month", f"/v1/teams/{team_id}/usage?window=month")]
+    printed = []
+    for name, path in routes:
+        answer = subprocess.run(
+            ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds:.0f}s",
+             f"--timeout={WRK_TIMEOUT_SECONDS}s", "--latency",
+             "-H", f"Authorization: Bearer {token}", base + path],
+            capture_output=True, text=True, check=True)
+        printed.append((name, answer.stdout))
+    return printed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--wrk", action="store_true",
+                        help="closed-loop load from Debian's wrk instead of the open-loop "
+                             "generator (whose httpx client saturates first on 2 cores)")
+    parser.add_argument("--connections", type=int, default=WRK_CONNECTIONS_DEFAULT,
+                        help="--wrk: concurrent connections")
     parser.add_argument("--rate", type=int, default=RATE_DEFAULT, help="requests/s, all kinds")
     parser.add_argument("--seconds", type=float, default=SECONDS_DEFAULT)
     parser.add_argument("--warmup-seconds", type=float, default=WARMUP_SECONDS_DEFAULT)
@@ -174,6 +210,12 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base)
+            if args.wrk:
+                for name, output in wrk_routes(base, token, team_id, args.connections,
+                                               args.seconds):
+                    console.print(f"[bold]{name}[/bold] ({args.connections} connections)")
+                    console.print(output)
+                return
             receive, send = multiprocessing.Pipe(duplex=False)
             generator = multiprocessing.Process(target=generator_process, args=(
                 base, token, team_id, args.rate, args.seconds, args.warmup_seconds, send))
