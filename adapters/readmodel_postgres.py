@@ -20,6 +20,7 @@ not at all. Money columns are `numeric` (sums can outgrow bigint); Python sees `
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -305,6 +306,14 @@ class PostgresViewStore:
 
     # Reading -------------------------------------------------------------------------------
 
+    @contextmanager
+    def snapshot(self) -> Iterator[tuple[int, int]]:
+        """One consistent view of every read model for the `with` block (a REPEATABLE READ
+        transaction), and the (position, head) it reflects."""
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield self.freshness()
+
     def freshness(self) -> tuple[int, int]:
         """(position the read models reflect, head of the log)."""
         row = self.conn.execute(
@@ -360,9 +369,7 @@ class PostgresViewStore:
 
     def balance(self, team_id: UUID, now: datetime) -> dict[str, Any] | None:
         """A team's balance, accounts, usage windows, invoices and top-ups, from one snapshot."""
-        with self.conn.transaction():
-            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            position, head = self.freshness()
+        with self.snapshot() as (position, head):
             team = self.team(team_id)
             if team is None:
                 return None
@@ -374,9 +381,7 @@ class PostgresViewStore:
 
     def authorize(self, account_id: UUID) -> AuthorizationAnswer:
         """May this account spend now? From the read models, with the position they reflect."""
-        with self.conn.transaction():
-            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            position, head = self.freshness()
+        with self.snapshot() as (position, head):
             account = self.account(account_id)
             team = self.team(account.team_id) if account is not None else None
         return decide(str(account_id), account, team, Freshness(position, head))

@@ -119,9 +119,7 @@ def account_info(account: Account, team: Team, now: datetime,
 def _spend(request: Request, team_id: UUID, now: datetime
            ) -> tuple[dict[str, tuple[int, int]], dict[str, Any]]:
     """Cost per account today and this month, from the read models, with their freshness."""
-    with views(request) as store, store.conn.transaction():
-        store.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position, head = store.freshness()
+    with views(request) as store, store.snapshot() as (position, head):
         team_view = store.team(team_id)
         buckets = store.usage_buckets(team_view, now) if team_view is not None else {}
     if team_view is None:

@@ -69,9 +69,7 @@ class Balance(Freshness):
 def balance(team_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
     """The team's balance (owner, admin, billing, auditor)."""
     access = team_access(_ledger(request), principal, team_id, Action.VIEW_BILLING)
-    with views(request) as store, store.conn.transaction():
-        store.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position, head = store.freshness()
+    with views(request) as store, store.snapshot() as (position, head):
         view = store.team(team_id)
     currency = access.team.currency
     values = view.as_dict() if view is not None else {}
@@ -159,9 +157,7 @@ def usage(team_id: UUID, request: Request,
     visible = _check_account_filter(ledger, access, account_id,
                                     _visible_accounts(ledger, access))
     now = request.app.state.clock()
-    with views(request) as store, store.conn.transaction():
-        store.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position, head = store.freshness()
+    with views(request) as store, store.snapshot() as (position, head):
         view = store.team(team_id)
         buckets = store.usage_buckets(view, now) if view is not None else {}
     if visible is not None:
@@ -208,9 +204,7 @@ def daily(team_id: UUID, request: Request, start_date: Annotated[date, Query(ali
     access = team_access(ledger, principal, team_id)
     visible = _check_account_filter(ledger, access, account_id,
                                     _visible_accounts(ledger, access))
-    with views(request) as store, store.conn.transaction():
-        store.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position, head = store.freshness()
+    with views(request) as store, store.snapshot() as (position, head):
         rows = _daily_rows(store, team_id, start_date, end_date, visible)
     currency = access.team.currency
     return {**freshness(position, head), "team_id": str(team_id), "start_date": start_date,
@@ -306,9 +300,7 @@ def audit(team_id: UUID, request: Request,
     access = team_access(_ledger(request), principal, team_id, Action.VIEW_AUDIT)
     where, params = _audit_where(team_id, filters)
     after = int(cursor) if cursor is not None else 0
-    with views(request) as store, store.conn.transaction():
-        store.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position, head = store.freshness()
+    with views(request) as store, store.snapshot() as (position, head):
         rows = store.conn.execute(store.q(
             "SELECT position, recorded_at, aggregate_id, aggregate_version, event_type, actor, "
             f"summary, balance_before_nanos, balance_after_nanos, hash FROM {{s}}.audit "
@@ -405,9 +397,7 @@ class Invoices(Freshness):
 def top_ups(team_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
     """Top-ups credited to the team (Stripe actions arrive with the Stripe adapter)."""
     access = team_access(_ledger(request), principal, team_id, Action.VIEW_BILLING)
-    with views(request) as store, store.conn.transaction():
-        store.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position, head = store.freshness()
+    with views(request) as store, store.snapshot() as (position, head):
         rows = store.top_ups_of(team_id)
     c = access.team.currency
     return {**freshness(position, head), "team_id": str(team_id), "top_ups": [{
@@ -420,9 +410,7 @@ def top_ups(team_id: UUID, request: Request, principal: Principal = PrincipalDep
 def invoices(team_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
     """The team's invoices: draft, finalized, paid, void."""
     access = team_access(_ledger(request), principal, team_id, Action.VIEW_BILLING)
-    with views(request) as store, store.conn.transaction():
-        store.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position, head = store.freshness()
+    with views(request) as store, store.snapshot() as (position, head):
         rows = store.invoices_of(team_id)
     c = access.team.currency
     return {**freshness(position, head), "team_id": str(team_id), "invoices": [{
