@@ -66,14 +66,14 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.bus_stream import recreate_stream
-from adapters.embedded import EmbeddedPostgres
 from adapters.http.app import create_app
-from adapters.readmodel_process import run_projections
-from adapters.usage_consumer import UsageConsumer
-from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import IngestSettings
-from adapters.wiring import open_ledger
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.nats.streams import recreate_stream
+from adapters.nats.usage_consumer import UsageConsumer
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.embedded_servers import EmbeddedPostgres
+from adapters.runtime.projection_process import run_projections
 from bench.ingest_common import bench_servers, machine, priced_accounts
 from domain.usage import UsageRecord
 from services.keyed_recording import USAGE_SCOPE

@@ -31,15 +31,15 @@ from uuid import uuid4
 
 from pydantic import ValidationError
 
-from adapters.bus_contract import (
+from adapters.nats.ingest_settings import MESSAGE_BYTES_MAX
+from adapters.nats.usage_contract import (
     BusRejection,
     UsageMessage,
     decode_usage,
     usage_message_id,
     usage_subject,
 )
-from adapters.usage_demo import PricedAccount, realistic_record
-from adapters.usage_settings import MESSAGE_BYTES_MAX
+from adapters.runtime.demo import PricedAccount, realistic_record
 from domain.errors import InvalidUsageError
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord

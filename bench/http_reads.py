@@ -62,8 +62,8 @@ def free_port() -> int:
 
 def prepare(database_url: str) -> tuple[str, str]:
     """A team with a day of usage, projected; returns (team id, operator token)."""
-    from adapters.readmodel_process import open_runner
-    from adapters.wiring import open_ledger
+    from adapters.runtime.composition import open_ledger
+    from adapters.runtime.projection_process import open_runner
     from domain.usage import UsageRecord
     from services.ledger import Ledger
     from services.tokens import Tokens
@@ -93,7 +93,7 @@ def prepare(database_url: str) -> tuple[str, str]:
 
 
 def serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
-    code = ("import uvicorn; from adapters.wiring import open_ledger; "
+    code = ("import uvicorn; from adapters.runtime.composition import open_ledger; "
             "from adapters.http.app import create_app; "
             f"url = {database_url!r}; "
             "app = create_app(open_ledger(url), url, include_dashboard=False); "

@@ -26,7 +26,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.bus_contract import UsageMessage
+from adapters.nats.usage_contract import UsageMessage
 from bench.http_reads import free_port, serve, wait_ready
 from bench.ingest_common import bench_servers, machine, priced_accounts
 from bench.record_usage import make_records
@@ -42,7 +42,7 @@ REQUEST_TIMEOUT_SECONDS = 60.0
 
 
 def setup(database_url: str) -> list[UUID]:
-    from adapters.wiring import open_ledger
+    from adapters.runtime.composition import open_ledger
 
     ledger = open_ledger(database_url)
     try:
@@ -52,7 +52,7 @@ def setup(database_url: str) -> list[UUID]:
 
 
 def publisher_token(database_url: str) -> str:
-    from adapters.wiring import open_ledger
+    from adapters.runtime.composition import open_ledger
     from services.actor import Actor
     from services.tokens import Tokens
 
@@ -66,7 +66,7 @@ def publisher_token(database_url: str) -> str:
 
 
 def bench_service(database_url: str, records: list[UsageRecord], batch: int) -> float:
-    from adapters.wiring import open_ledger
+    from adapters.runtime.composition import open_ledger
 
     ledger = open_ledger(database_url)
     try:

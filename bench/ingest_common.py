@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 
-from adapters.embedded import EmbeddedNats, EmbeddedPostgres
-from adapters.usage_demo import PricedAccount, open_priced_accounts
-from adapters.usage_settings import IngestSettings
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.runtime.demo import PricedAccount, open_priced_accounts
+from adapters.runtime.embedded_servers import EmbeddedNats, EmbeddedPostgres
 from domain.pricing import PriceTerms
 from services.ledger import Ledger
 

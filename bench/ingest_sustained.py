@@ -29,11 +29,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from adapters.bus_stream import recreate_stream
-from adapters.usage_demo import PricedAccount, realistic_record
-from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import IngestSettings
-from adapters.wiring import open_ledger
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.nats.streams import recreate_stream
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.demo import PricedAccount, realistic_record
 from domain.usage import UsageRecord
 
 console = Console()

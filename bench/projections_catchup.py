@@ -39,10 +39,10 @@ import psycopg
 from rich.console import Console
 from rich.progress import Progress
 
-from adapters.embedded import EmbeddedPostgres
-from adapters.readmodel_postgres import PostgresNotificationLog
-from adapters.readmodel_process import open_runner
-from adapters.settings import eventsourcing_env
+from adapters.postgres.view_store import PostgresNotificationLog
+from adapters.runtime.embedded_servers import EmbeddedPostgres
+from adapters.runtime.projection_process import open_runner
+from adapters.runtime.settings import eventsourcing_env
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.actor import Actor

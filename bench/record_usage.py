@@ -37,8 +37,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from adapters.embedded import EmbeddedPostgres
-from adapters.settings import eventsourcing_env
+from adapters.runtime.embedded_servers import EmbeddedPostgres
+from adapters.runtime.settings import eventsourcing_env
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.actor import Actor

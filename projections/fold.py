@@ -3,7 +3,7 @@
 `ViewFolder` holds the small, slowly changing part of the read models in memory (teams, accounts,
 invoices, top-ups, the audit chain's head) and turns each batch of events into a `BatchChanges`:
 the rows to upsert, the usage sums to add to daily buckets, and the audit rows to append. A store
-(PostgreSQL in `adapters.readmodel_postgres`, or memory for `ledger balance --as-of`) writes a
+(PostgreSQL in `adapters.postgres.view_store`, or memory for `ledger balance --as-of`) writes a
 batch and its tracking position in one transaction. If that transaction fails, the folder's
 memory is ahead of the store: the runner throws the folder away and loads a new one from the
 store, so nothing is ever counted from a state that was not committed.

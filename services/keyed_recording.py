@@ -11,7 +11,7 @@ recorder's `insert_events(..., **kwargs)` inside the transaction that inserts th
 - `counters`: increments of named counters (duplicates, conflicts, rejections).
 
 The in-memory recorder below gives the same semantics for the fast tests; the PostgreSQL one is
-`adapters.postgres_recorder.LedgerPostgresRecorder`.
+`adapters.postgres.event_store.LedgerPostgresRecorder`.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class Ledger(Application[UUID]):
         if not isinstance(recorder, KeyedRecorder):
             raise TypeError(
                 f"{type(recorder).__name__} keeps no idempotency keys; configure "
-                "APPLICATION_RECORDER_TOPIC=adapters.postgres_recorder:LedgerPostgresRecorder "
+                "APPLICATION_RECORDER_TOPIC=adapters.postgres.event_store:LedgerPostgresRecorder "
                 "for PostgreSQL"
             )
         return recorder

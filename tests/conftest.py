@@ -24,8 +24,8 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
-from adapters.embedded import EmbeddedNats, EmbeddedPostgres
-from adapters.settings import eventsourcing_env
+from adapters.runtime.embedded_servers import EmbeddedNats, EmbeddedPostgres
+from adapters.runtime.settings import eventsourcing_env
 from services.ledger import Ledger
 
 settings.register_profile("ledger", deadline=None,

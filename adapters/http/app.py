@@ -31,7 +31,7 @@ from adapters.http.metrics import Metrics
 from adapters.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from adapters.http.sessions import SessionStore
 from adapters.http.views import open_pool
-from adapters.readmodel_postgres import PostgresViewStore
+from adapters.postgres.view_store import PostgresViewStore
 from services.ledger import Ledger, utc_now
 from services.tokens import Tokens
 

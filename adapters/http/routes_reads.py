@@ -29,7 +29,7 @@ from adapters.http.auth import (
 from adapters.http.problems import PROBLEM_RESPONSES, FieldError, ProblemError, forbidden
 from adapters.http.schemas import Freshness, Money, freshness, money
 from adapters.http.views import ViewReader, views
-from adapters.readmodel_audit import EXPORT_COLUMNS, team_audit_rows
+from adapters.postgres.audit_queries import EXPORT_COLUMNS, team_audit_rows
 from domain.roles import Action
 from domain.tokens import Scope
 from projections.windows import WINDOW_NAMES, UsageTotals, report_from_buckets, window_ranges

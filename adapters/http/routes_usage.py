@@ -1,11 +1,12 @@
 """POST /v1/usage: a batch of usage records, the same records and contract as the bus.
 
-Each record goes through the bus contract's own decoder (`adapters.bus_contract.decode_usage`),
-so HTTP and the bus accept and refuse exactly the same records, and then through the same service
-call (`Ledger.record_usage_batch`), so `usage_id` keeps its lasting idempotency: the answer says
-per record `recorded`, `duplicate` or `rejected` with the reason, and a bad record never blocks
-the good ones beside it. Limits: `USAGE_BATCH_RECORDS_MAX` records and
-`middleware.USAGE_BODY_BYTES_MAX` bytes per body; duplicate keys in a record are refused.
+Each record goes through the bus contract's own decoder
+(`adapters.nats.usage_contract.decode_usage`), so HTTP and the bus accept and refuse exactly the
+same records, and then through the same service call (`Ledger.record_usage_batch`), so `usage_id`
+keeps its lasting idempotency: the answer says per record `recorded`, `duplicate` or `rejected`
+with the reason, and a bad record never blocks the good ones beside it. Limits:
+`USAGE_BATCH_RECORDS_MAX` records and `middleware.USAGE_BODY_BYTES_MAX` bytes per body; duplicate
+keys in a record are refused.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from adapters.bus_contract import BusRejection, UsageMessage, decode_usage
 from adapters.http.auth import Principal, require_scope
 from adapters.http.middleware import USAGE_BODY_BYTES_MAX
 from adapters.http.problems import PROBLEM_RESPONSES, FieldError, ProblemError
 from adapters.http.schemas import Money, money
+from adapters.nats.usage_contract import BusRejection, UsageMessage, decode_usage
 from domain.tokens import Scope
 from domain.usage import UsageRecord
 from services.ledger import Ledger

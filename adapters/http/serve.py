@@ -24,10 +24,10 @@ HOST_ENV = "LEDGER_HTTP_HOST"
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from adapters.cli_runtime import configured_runtime
+    from adapters.cli.runtime import configured_runtime
     from adapters.http.app import create_app
-    from adapters.settings import Settings
-    from adapters.wiring import open_ledger
+    from adapters.runtime.composition import open_ledger
+    from adapters.runtime.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     runtime = configured_runtime(Settings.from_env())

@@ -17,7 +17,7 @@ import psycopg
 from fastapi import Request
 from psycopg_pool import ConnectionPool
 
-from adapters.readmodel_postgres import LIVE_SCHEMA, PostgresViewStore
+from adapters.postgres.view_store import LIVE_SCHEMA, PostgresViewStore
 
 POOL_SIZE_MIN = 1
 POOL_SIZE_MAX = 10

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from adapters.bus_wire import (
+from adapters.nats.wire_client import (
     WireConnection,
     WireConnectionLost,
     WireServerError,
     connect_options,
 )
-from adapters.bus_wire_frames import (
+from adapters.nats.wire_frames import (
     WireMsg,
     WireParser,
     WireProtocolError,

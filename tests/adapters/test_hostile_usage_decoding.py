@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.bus_contract import (
+from adapters.nats.ingest_settings import MESSAGE_BYTES_MAX
+from adapters.nats.usage_contract import (
     JSON_DEPTH_MAX,
     OCCURRED_AT_FUTURE_SKEW,
     OCCURRED_AT_PAST_HORIZON,
@@ -36,7 +37,6 @@ from adapters.bus_contract import (
     rejection_message,
     usage_message_id,
 )
-from adapters.usage_settings import MESSAGE_BYTES_MAX
 from domain.usage import MODEL_NAME_LENGTH_MAX, USAGE_ID_LENGTH_MAX, UsageRecord
 
 NOW = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)

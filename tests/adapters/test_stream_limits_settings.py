@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.bus_contract import OCCURRED_AT_PAST_HORIZON, rejection_message
-from adapters.bus_stream import USAGE_MAX_AGE_SECONDS, rejected_stream_config, stream_config
-from adapters.bus_wire_frames import header_block
-from adapters.usage_settings import (
+from adapters.nats.ingest_settings import (
     MESSAGE_BYTES_MAX,
     REJECTED_MAX_AGE_SECONDS_DEFAULT,
     REJECTED_MAX_BYTES_DEFAULT,
@@ -15,6 +12,9 @@ from adapters.usage_settings import (
     USAGE_MAX_BYTES_DEFAULT,
     IngestSettings,
 )
+from adapters.nats.streams import USAGE_MAX_AGE_SECONDS, rejected_stream_config, stream_config
+from adapters.nats.usage_contract import OCCURRED_AT_PAST_HORIZON, rejection_message
+from adapters.nats.wire_frames import header_block
 
 
 def test_retention_limits_have_defaults_and_can_be_set_from_the_environment() -> None:

@@ -27,14 +27,14 @@ import pytest
 import uvicorn
 from playwright.sync_api import Page, expect
 
-from adapters.bus_stream import recreate_stream
 from adapters.http.app import create_app
 from adapters.http.dashboard.money_display import format_cost, format_money
-from adapters.readmodel_process import run_projections
-from adapters.usage_consumer import UsageConsumer
-from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import IngestSettings
-from adapters.wiring import open_ledger
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.nats.streams import recreate_stream
+from adapters.nats.usage_consumer import UsageConsumer
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.projection_process import run_projections
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.actor import Actor

@@ -22,8 +22,8 @@ from adapters.http.dashboard.money_display import (
 )
 from adapters.http.dashboard.page_security import csrf_token, csrf_valid
 from adapters.http.dashboard.static_files import static_response
-from adapters.readmodel_process import open_runner
-from adapters.wiring import open_ledger
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.projection_process import open_runner
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.actor import Actor

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapters.http.app import create_app
-from adapters.wiring import open_ledger
+from adapters.runtime.composition import open_ledger
 from services.ledger import Ledger
 from services.tokens import ensure_first_operator_token
 

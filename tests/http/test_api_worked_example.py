@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.readmodel_process import open_runner
+from adapters.runtime.projection_process import open_runner
 from tests.http.conftest import Api
 from tests.http.support import make_team, usage_record
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from adapters.readmodel_process import open_runner
+from adapters.runtime.projection_process import open_runner
 from projections.windows import local_date
 from tests.http.conftest import Api
 from tests.http.support import USAGE_MOMENT, make_team, usage_record

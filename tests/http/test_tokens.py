@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.cli import main
+from adapters.cli.main import main
 from adapters.http.app import create_app
 from adapters.http.sessions import SESSION_COOKIE_NAME
-from adapters.wiring import open_ledger
+from adapters.runtime.composition import open_ledger
 from domain.tokens import TOKEN_PREFIX
 from services.tokens import ensure_first_operator_token
 from tests.http.conftest import Api

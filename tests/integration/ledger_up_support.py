@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from adapters.embedded import nats_server_binary, postgres_bin_dir, server_processes
-from adapters.wiring import servers_file
+from adapters.runtime.composition import servers_file
+from adapters.runtime.embedded_servers import nats_server_binary, postgres_bin_dir, server_processes
 from tests.integration.support import REPO_ROOT
 
 START_TIMEOUT_SECONDS = 90.0

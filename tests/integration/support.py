@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from adapters.usage_demo import PricedAccount, open_priced_accounts, realistic_record
-from adapters.usage_settings import IngestSettings
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.runtime.demo import PricedAccount, open_priced_accounts, realistic_record
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.ledger import Ledger

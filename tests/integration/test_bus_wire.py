@@ -16,10 +16,13 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from adapters.bus_pull import PullFeed
-from adapters.bus_stream import recreate_stream
-from adapters.bus_wire import WireConnection, WireConnectionLost, WireServerError
-from adapters.bus_wire_frames import (
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.nats.pull_feed import PullFeed
+from adapters.nats.streams import recreate_stream
+from adapters.nats.usage_consumer import UsageConsumer
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.nats.wire_client import WireConnection, WireConnectionLost, WireServerError
+from adapters.nats.wire_frames import (
     WireMsg,
     ack_frame,
     header_block,
@@ -31,11 +34,13 @@ from adapters.bus_wire_frames import (
     stream_sequence,
     term_frame,
 )
-from adapters.embedded import EmbeddedNats, free_port, nats_server_binary, wait_for_port
-from adapters.usage_consumer import UsageConsumer
-from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import IngestSettings
-from adapters.wiring import open_ledger
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.embedded_servers import (
+    EmbeddedNats,
+    free_port,
+    nats_server_binary,
+    wait_for_port,
+)
 from tests.integration.support import (
     accounts,
     expected_spent,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.bus_connection import FIRST_CONNECT_WAIT_SECONDS
-from adapters.cli import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, main
-from adapters.embedded import free_port
-from adapters.settings import CONNECT_TIMEOUT_SECONDS
+from adapters.cli.main import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, main
+from adapters.nats.connection import FIRST_CONNECT_WAIT_SECONDS
+from adapters.runtime.embedded_servers import free_port
+from adapters.runtime.settings import CONNECT_TIMEOUT_SECONDS
 from tests.integration.support import REPO_ROOT
 
 # Python's start-up and imports on a busy machine, on top of the named connect bounds.

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.cli import build_parser
+from adapters.cli.main import build_parser
 from tests.integration.support import REPO_ROOT
 
 NATS_NODES = ("nats1", "nats2", "nats3")

@@ -24,26 +24,26 @@ import nats
 import pytest
 from nats.js.api import DiscardPolicy, RetentionPolicy
 
-from adapters.bus_contract import (
-    OCCURRED_AT_FUTURE_SKEW,
-    UsageMessage,
-    usage_message_id,
-    usage_subject,
-)
-from adapters.bus_stream import ensure_stream, recreate_stream, rejected_stream_config
-from adapters.bus_wire_frames import WireMsg
-from adapters.readmodel_postgres import PostgresViewStore
-from adapters.usage_consumer import IngestStats, RejectionStore, UsageConsumer
-from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import (
+from adapters.nats.ingest_settings import (
     MESSAGE_BYTES_MAX,
     REJECTED_STREAM_NAME,
     STREAM_NAME,
     USAGE_MAX_BYTES_MIN,
     IngestSettings,
 )
-from adapters.usage_writer import Rejected
-from adapters.wiring import open_ledger
+from adapters.nats.streams import ensure_stream, recreate_stream, rejected_stream_config
+from adapters.nats.usage_consumer import IngestStats, RejectionStore, UsageConsumer
+from adapters.nats.usage_contract import (
+    OCCURRED_AT_FUTURE_SKEW,
+    UsageMessage,
+    usage_message_id,
+    usage_subject,
+)
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.nats.usage_writer import Rejected
+from adapters.nats.wire_frames import WireMsg
+from adapters.postgres.view_store import PostgresViewStore
+from adapters.runtime.composition import open_ledger
 from domain.usage import UsageRecord
 from tests.integration.support import (
     accounts,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import EXIT_BAD_INPUT
-from adapters.cli_runtime import EXIT_SERVER_DIED
-from adapters.embedded import free_port, nats_server_binary, postgres_bin_dir
-from adapters.wiring import open_ledger, servers_file
+from adapters.cli.main import EXIT_BAD_INPUT
+from adapters.cli.runtime import EXIT_SERVER_DIED
+from adapters.runtime.composition import open_ledger, servers_file
+from adapters.runtime.embedded_servers import free_port, nats_server_binary, postgres_bin_dir
 from domain.tokens import PrincipalKind
 from services.tokens import Tokens
 from tests.integration.ledger_up_support import (

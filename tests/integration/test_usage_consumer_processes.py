@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.bus_stream import recreate_stream
-from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import IngestSettings
-from adapters.wiring import open_ledger
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.nats.streams import recreate_stream
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.composition import open_ledger
 from tests.integration.support import (
     ConsumerProcess,
     accounts,

@@ -16,12 +16,12 @@ from uuid import uuid4
 import nats
 import pytest
 
-from adapters.bus_contract import UsageMessage, usage_subject
-from adapters.bus_stream import recreate_stream
-from adapters.usage_consumer import UsageConsumer
-from adapters.usage_publisher import UsagePublisher
-from adapters.usage_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT, IngestSettings
-from adapters.wiring import open_ledger
+from adapters.nats.ingest_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT, IngestSettings
+from adapters.nats.streams import recreate_stream
+from adapters.nats.usage_consumer import UsageConsumer
+from adapters.nats.usage_contract import UsageMessage, usage_subject
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.composition import open_ledger
 from domain.usage import TOKENS_MAX
 from services.actor import Actor
 from tests.integration.support import (
@@ -191,7 +191,7 @@ async def test_stream_refuses_a_different_partition_count(nats_server_url: str,
 
 
 async def fresh_stream_keep(nats_url: str, settings: IngestSettings) -> None:
-    from adapters.bus_stream import ensure_stream
+    from adapters.nats.streams import ensure_stream
 
     connection = await nats.connect(nats_url)
     try:
@@ -205,7 +205,7 @@ async def test_a_stream_from_an_older_ledger_is_refused_with_how_to_migrate(
         nats_server_url: str) -> None:
     from nats.js.api import StreamConfig
 
-    from adapters.bus_stream import delete_stream, partition_transform
+    from adapters.nats.streams import delete_stream, partition_transform
 
     settings = IngestSettings(partitions=2)
     connection = await nats.connect(nats_server_url)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from adapters.readmodel_process import open_runner
-from adapters.settings import eventsourcing_env
+from adapters.runtime.projection_process import open_runner
+from adapters.runtime.settings import eventsourcing_env
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.actor import Actor

@@ -9,9 +9,9 @@ import json
 import psycopg
 import pytest
 
-from adapters.cli import main
-from adapters.readmodel_audit import export, team_audit_rows, verify
-from adapters.readmodel_process import ledger_decoder
+from adapters.cli.main import main
+from adapters.postgres.audit_queries import export, team_audit_rows, verify
+from adapters.runtime.projection_process import ledger_decoder
 from tests.projections.history import ledger_at, mixed_history, project
 
 

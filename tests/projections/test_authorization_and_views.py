@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import nats
 
-from adapters.readmodel_history import balance_as_of
-from adapters.readmodel_postgres import PostgresViewStore
-from adapters.readmodel_process import ledger_decoder, run_projections
+from adapters.postgres.history_queries import balance_as_of
+from adapters.postgres.view_store import PostgresViewStore
+from adapters.runtime.projection_process import ledger_decoder, run_projections
 from tests.projections.history import (
     OWNER,
     STRIPE,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from adapters.cli import main
+from adapters.cli.main import main
 from tests.projections.history import ledger_at, mixed_history
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from eventsourcing.compressor import ZlibCompressor
 
-from adapters.readmodel_postgres import PostgresNotificationLog
-from adapters.readmodel_process import ledger_decoder
+from adapters.postgres.view_store import PostgresNotificationLog
+from adapters.runtime.projection_process import ledger_decoder
 from projections.decoding import USAGE_RECORDED_TOPIC, EventDecoder
 from projections.fold import ViewFolder
 from tests.projections.history import ledger_at, mixed_history

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from adapters.readmodel_replay import replay
+from adapters.postgres.replay import replay
 from tests.projections.history import ledger_at, make_team, usage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -17,13 +17,13 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from adapters.cli import main
-from adapters.readmodel_postgres import (
+from adapters.cli.main import main
+from adapters.postgres.view_store import (
     PostgresNotificationLog,
     PostgresViewStore,
     projection_health,
 )
-from adapters.readmodel_process import ledger_decoder, open_runner
+from adapters.runtime.projection_process import ledger_decoder, open_runner
 from projections import runner as runner_module
 from projections.decoding import EventDecoder, LogEntry
 from projections.runner import ProjectionFailure, ProjectionRunner

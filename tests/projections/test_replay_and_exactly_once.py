@@ -5,11 +5,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from adapters import readmodel_writes
-from adapters.readmodel_postgres import PostgresViewStore
-from adapters.readmodel_process import open_runner
-from adapters.readmodel_replay import replay
-from adapters.readmodel_writes import TrackingConflictError
+from adapters.postgres import view_writes
+from adapters.postgres.replay import replay
+from adapters.postgres.view_store import PostgresViewStore
+from adapters.postgres.view_writes import TrackingConflictError
+from adapters.runtime.projection_process import open_runner
 from tests.projections.history import ledger_at, mixed_history, project, usage
 
 
@@ -76,7 +76,7 @@ def test_a_projector_killed_mid_batch_counts_nothing_twice(
     with open_runner(database_url) as runner:
         runner.batch_size = 7  # many batches, so the failure lands in the middle of the log
         runner.catch_up(stop_position=30)
-        original = readmodel_writes.append_audit
+        original = view_writes.append_audit
         calls = 0
 
         def dies_after_writing_usage(*args: object) -> None:
@@ -88,11 +88,11 @@ def test_a_projector_killed_mid_batch_counts_nothing_twice(
                 raise KeyboardInterrupt("killed mid-batch")
             original(*args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(readmodel_writes, "append_audit", dies_after_writing_usage)
+        monkeypatch.setattr(view_writes, "append_audit", dies_after_writing_usage)
         with pytest.raises(KeyboardInterrupt):
             runner.catch_up()
         killed_at = runner.position
-        monkeypatch.setattr(readmodel_writes, "append_audit", original)
+        monkeypatch.setattr(view_writes, "append_audit", original)
     assert killed_at > 30
     with open_runner(database_url) as restarted:
         assert restarted.position == killed_at

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from adapters.readmodel_postgres import PostgresViewStore
+from adapters.postgres.view_store import PostgresViewStore
 from tests.conftest import PostgresServer
 from tests.projections.history import cost_of, ledger_at, make_team, project, usage
 

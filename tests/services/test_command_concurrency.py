@@ -17,7 +17,7 @@ from uuid import UUID
 
 import psycopg
 
-from adapters.settings import eventsourcing_env
+from adapters.runtime.settings import eventsourcing_env
 from domain.errors import ConcurrentUpdateError, LedgerError
 from domain.money import minor_units_to_nanos
 from services.actor import Actor

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import pytest
 
-from adapters.settings import eventsourcing_env
+from adapters.runtime.settings import eventsourcing_env
 from domain.errors import IdempotencyConflictError, InvalidInputError
 from domain.pricing import PriceTerms
 from services.actor import Actor

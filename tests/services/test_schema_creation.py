@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.postgres_recorder import EVENT_STORE_SCHEMA_VERSION, SchemaVersionError
-from adapters.settings import eventsourcing_env
+from adapters.postgres.event_store import EVENT_STORE_SCHEMA_VERSION, SchemaVersionError
+from adapters.runtime.settings import eventsourcing_env
 from services.ledger import Ledger
 from tests.services.support import OWNER
 
@@ -21,7 +21,7 @@ JOIN_SECONDS_MAX = 120
 
 OPEN_AND_REGISTER = """
 import sys
-from adapters.settings import eventsourcing_env
+from adapters.runtime.settings import eventsourcing_env
 from services.actor import Actor
 from services.ledger import Ledger
 ledger = Ledger(env=eventsourcing_env(sys.argv[1]))

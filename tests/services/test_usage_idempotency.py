@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from adapters.settings import eventsourcing_env
+from adapters.runtime.settings import eventsourcing_env
 from domain.usage import UsageRecord
 from services.ledger import Ledger
 from services.outcomes import RejectionCode
@@ -160,7 +160,7 @@ def test_duplicates_are_recognised_after_a_process_restart(pg_ledger: Ledger,
     setup = team_with_accounts(pg_ledger, accounts=1)
     script = textwrap.dedent(f"""
         from uuid import UUID
-        from adapters.settings import eventsourcing_env
+        from adapters.runtime.settings import eventsourcing_env
         from services.ledger import Ledger
         from tests.services.support import usage
         ledger = Ledger(env=eventsourcing_env({database_url!r}))

@@ -2,8 +2,8 @@
 
 The audit trail is the projections' `audit` table (one hash-chained row per event). Filters are
 bounded and passed as parameters; pages go backwards by log position (a cursor, stable while new
-rows arrive). Export streams the same filtered rows through `adapters.readmodel_audit.export`,
-the format `ledger audit export` writes.
+rows arrive). Export streams the same filtered rows through
+`adapters.postgres.audit_queries.export`, the format `ledger audit export` writes.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from adapters.readmodel_audit import EXPORT_COLUMNS
-from adapters.readmodel_postgres import LIVE_SCHEMA
+from adapters.postgres.audit_queries import EXPORT_COLUMNS
+from adapters.postgres.view_store import LIVE_SCHEMA
 
 AUDIT_PAGE_ROWS = 50
 EXPORT_ROWS_MAX = 1_000_000

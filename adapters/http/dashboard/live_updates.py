@@ -1,7 +1,7 @@
 """Live updates: view messages from the projections, fanned out to the browsers of each team.
 
 The projection runner publishes `ledger.views.{balance,usage,audit}.<team_id>` on NATS after each
-batch commits (adapters/views_publisher.py). `LiveHub` holds one subscription to
+batch commits (adapters/nats/views_publisher.py). `LiveHub` holds one subscription to
 `ledger.views.>` per app process and, for each message, wakes the server-sent-event streams of
 that team; each browser then re-reads its page fragment. A message says only "this team changed
 at log position P": the numbers always come from the read models, so a lost or reordered message
@@ -29,14 +29,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from psycopg import sql
 
-from adapters.bus_connection import (
+from adapters.nats.connection import (
     LedgerNatsClient,
     check_server_version,
     close_nats,
     nats_servers,
 )
-from adapters.readmodel_postgres import EVENTS_TABLE, LIVE_SCHEMA
-from adapters.readmodel_writes import TRACKING_NAME
+from adapters.postgres.view_store import EVENTS_TABLE, LIVE_SCHEMA
+from adapters.postgres.view_writes import TRACKING_NAME
 
 VIEWS_SUBJECT = "ledger.views.>"
 VIEW_KINDS = frozenset({"balance", "usage", "audit"})

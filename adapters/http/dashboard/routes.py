@@ -53,7 +53,7 @@ from adapters.http.dashboard.team_page import Viewer, parse_window, team_page
 from adapters.http.problems import ProblemError
 from adapters.http.sessions import SESSION_COOKIE_NAME, SESSION_LIFETIME
 from adapters.http.views import views
-from adapters.readmodel_audit import export
+from adapters.postgres.audit_queries import export
 from domain.errors import LedgerError
 from domain.roles import Action
 from services.ledger import Ledger

@@ -3,9 +3,9 @@
 For each partition this process serves, a loop fetches up to `batch_size` messages (waiting at
 most `wait_ms` for a batch to fill once the first message is there), decodes each with the
 pydantic bus contract, and hands the batch to the process's one writer thread
-(`adapters.usage_writer`: group commit, pipelined through `Ledger.record_usage_batches`). Only
+(`adapters.nats.usage_writer`: group commit, pipelined through `Ledger.record_usage_batches`). Only
 after the batch's transaction committed are the messages acknowledged, each explicitly, all of a
-batch in one socket write (`adapters.bus_wire`):
+batch in one socket write (`adapters.nats.wire_client`):
 
 - recorded and duplicate records: `ack`;
 - rejected ones (bad JSON, bad fields, unknown or closed account, conflict, no package): their
@@ -27,7 +27,7 @@ once, keyed by stream sequence, so a redelivered bad message is not counted twic
 
 Work is bounded whatever the rate producers publish at: at most `in_flight_max` batches are
 being committed and acknowledged at once, and each partition reads ahead at most one batch
-(`adapters.bus_pull`), so a process holds at most partitions x 2 x `batch_size` messages.
+(`adapters.nats.pull_feed`), so a process holds at most partitions x 2 x `batch_size` messages.
 """
 
 from __future__ import annotations
@@ -44,19 +44,19 @@ import nats
 from eventsourcing.persistence import IntegrityError
 from nats.aio.client import Client
 
-from adapters.bus_connection import close_nats, connect_nats
-from adapters.bus_contract import BusRejection, decode_usage, rejection_message
-from adapters.bus_pull import PullFeed
-from adapters.bus_stream import NAK_DELAY_SECONDS, consumer_name, ensure_stream
-from adapters.bus_wire import WireConnection, WireConnectionLost
-from adapters.bus_wire_frames import WireMsg, ack_frame, nak_frame, stream_sequence, term_frame
-from adapters.usage_settings import (
+from adapters.nats.connection import close_nats, connect_nats
+from adapters.nats.ingest_settings import (
     REJECTED_STREAM_NAME,
     REJECTED_SUBJECT,
     STREAM_NAME,
     IngestSettings,
 )
-from adapters.usage_writer import Rejected, UsageWriter
+from adapters.nats.pull_feed import PullFeed
+from adapters.nats.streams import NAK_DELAY_SECONDS, consumer_name, ensure_stream
+from adapters.nats.usage_contract import BusRejection, decode_usage, rejection_message
+from adapters.nats.usage_writer import Rejected, UsageWriter
+from adapters.nats.wire_client import WireConnection, WireConnectionLost
+from adapters.nats.wire_frames import WireMsg, ack_frame, nak_frame, stream_sequence, term_frame
 from domain.usage import UsageRecord
 from services.keyed_recording import KeyRow
 from services.ledger import Ledger

@@ -1,7 +1,7 @@
 """A small NATS connection for the per-message hot paths: subscribe, receive, publish, ack.
 
 `WireConnection` is an `asyncio.Protocol` on one TCP connection, speaking the client protocol
-with `adapters.bus_wire_frames`. What it does and why:
+with `adapters.nats.wire_frames`. What it does and why:
 
 - Handshake: read INFO, send CONNECT (`verbose` off, `headers` and `no_responders` on, user and
   password or token from the URL), then PING; the PONG (or an `-ERR`, e.g. an authorization
@@ -38,8 +38,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from adapters.bus_connection import nats_servers
-from adapters.bus_wire_frames import (
+from adapters.nats.connection import nats_servers
+from adapters.nats.wire_frames import (
     PING_FRAME,
     PONG_FRAME,
     WireMsg,

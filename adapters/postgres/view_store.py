@@ -29,7 +29,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from adapters.readmodel_writes import (
+from adapters.postgres.view_writes import (
     TRACKING_NAME,
     BatchWriter,
     StagedBatch,

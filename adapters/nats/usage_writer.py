@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from eventsourcing.persistence import IntegrityError
 
-from adapters.bus_wire_frames import WireMsg
+from adapters.nats.wire_frames import WireMsg
 from domain.usage import UsageRecord
 from services.keyed_recording import KeyRow, RejectionRow
 from services.ledger import Ledger

@@ -4,8 +4,8 @@ itself through a `register(subparsers)` function listed in COMMAND_MODULES.
 Errors reach the user as one line on standard error and a non-zero exit, never as a traceback:
 bad input or configuration exits with EXIT_BAD_INPUT (2, like argparse), a server that cannot be
 reached with EXIT_UNAVAILABLE, anything unforeseen with EXIT_SOFTWARE (the traceback is shown
-with LEDGER_DEBUG=1). Every wait for a server is bounded (adapters.settings
-CONNECT_TIMEOUT_SECONDS, adapters.bus_connection FIRST_CONNECT_WAIT_SECONDS).
+with LEDGER_DEBUG=1). Every wait for a server is bounded (adapters.runtime.settings
+CONNECT_TIMEOUT_SECONDS, adapters.nats.connection FIRST_CONNECT_WAIT_SECONDS).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from collections.abc import Sequence
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
-from adapters.embedded import EmbeddedServerError
-from adapters.settings import ConfigurationError, redacted
+from adapters.runtime.embedded_servers import EmbeddedServerError
+from adapters.runtime.settings import ConfigurationError, redacted
 
 COMMAND_MODULES: list[str] = [
-    "adapters.cli_runtime",
-    "adapters.cli_audit",
-    "adapters.cli_tokens",
+    "adapters.cli.runtime",
+    "adapters.cli.audit",
+    "adapters.cli.tokens",
     "adapters.http.serve",
 ]
 EXIT_BAD_INPUT = 2
@@ -103,6 +103,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     return result
 
-
-if __name__ == "__main__":
-    sys.exit(main())

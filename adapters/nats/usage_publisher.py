@@ -10,7 +10,7 @@ that gets no exception from `publish_usage` knows the record is stored durably i
 
 `publish_many` keeps up to `window` publishes waiting for their acknowledgement at once (the
 stream acknowledges in order, so throughput does not pay a round trip per record). It publishes
-over the wire client (`adapters.bus_wire`): HPUB frames with `Nats-Msg-Id` and
+over the wire client (`adapters.nats.wire_client`): HPUB frames with `Nats-Msg-Id` and
 `Nats-Expected-Stream`, `PUBLISH_CHUNK_MAX` of them per socket write, acknowledgements on one
 wildcard inbox, read with two substring checks instead of a JSON parse each. Profiled, nats-py
 spent ~90 us of CPU per record here (a message object, a header dict and a callback task per
@@ -33,11 +33,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
-from adapters.bus_connection import close_nats, connect_nats
-from adapters.bus_contract import UsageMessage, usage_message_id, usage_subject
-from adapters.bus_wire import WireConnection, WireConnectionLost
-from adapters.bus_wire_frames import CRLF, WireMsg, header_block, hpub_frame
-from adapters.usage_settings import STREAM_NAME
+from adapters.nats.connection import close_nats, connect_nats
+from adapters.nats.ingest_settings import STREAM_NAME
+from adapters.nats.usage_contract import UsageMessage, usage_message_id, usage_subject
+from adapters.nats.wire_client import WireConnection, WireConnectionLost
+from adapters.nats.wire_frames import CRLF, WireMsg, header_block, hpub_frame
 from domain.usage import UsageRecord
 
 PUBLISH_ATTEMPTS_MAX = 8

@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from adapters.bus_contract import usage_subject
-from adapters.runtime_services import Runtime
-from adapters.usage_publisher import UsagePublisher
-from adapters.wiring import open_ledger
+from adapters.nats.usage_contract import usage_subject
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.processes import Runtime
 from domain.errors import InvalidInputError
 from domain.money import format_nanos
 from domain.package import Package

@@ -3,9 +3,10 @@
 Why not nats-py's `fetch()`: it waits for every message with `asyncio.wait_for` on a queue and
 opens a fresh request (and inbox) per call; profiled at 2 cores that alone cost ~120 us per
 message, more than the ledger spends recording one. Here one subscription (on the wire client,
-`adapters.bus_wire`) stays open, delivered messages are appended to a buffer by a plain callback,
-and a pull request (`$JS.API.CONSUMER.MSG.NEXT`) for the next batch is open while the current
-batch is being committed, so the broker's delivery overlaps with our database work.
+`adapters.nats.wire_client`) stays open, delivered messages are appended to a buffer by a
+plain callback, and a pull request (`$JS.API.CONSUMER.MSG.NEXT`) for the next batch is open
+while the current batch is being committed, so the broker's delivery overlaps with our database
+work.
 
 Each request gets its own reply subject (`<inbox>.<n>`, all under one subscription): the broker
 ends a request with a status message sent to that subject (404 nothing to deliver, 408 expired,
@@ -28,8 +29,8 @@ import logging
 import time
 from collections import deque
 
-from adapters.bus_wire import WireConnection, WireConnectionLost
-from adapters.bus_wire_frames import WireMsg, nak_frame, pub_frame, status_of
+from adapters.nats.wire_client import WireConnection, WireConnectionLost
+from adapters.nats.wire_frames import WireMsg, nak_frame, pub_frame, status_of
 
 log = logging.getLogger(__name__)
 

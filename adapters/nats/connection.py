@@ -3,7 +3,8 @@
 `LedgerNatsClient` is nats-py's client with a faster parser for message headers (the stock one
 checks each character of each header name in a Python generator). nats-py carries the control
 plane (stream and consumers, rejected-subject publishes, single publishes); the per-message
-paths of usage ingestion run on `adapters.bus_wire` instead. The replacement parser gives the
+paths of usage ingestion run on
+`adapters.nats.wire_client` instead. The replacement parser gives the
 same result for the headers NATS and our producers send (`Name: value` lines, names without
 whitespace).
 """
@@ -16,8 +17,8 @@ import logging
 
 from nats.aio.client import Client
 
-from adapters.settings import CONNECT_TIMEOUT_SECONDS, redacted
-from adapters.settings import nats_servers as nats_servers
+from adapters.runtime.settings import CONNECT_TIMEOUT_SECONDS, redacted
+from adapters.runtime.settings import nats_servers as nats_servers
 
 # The first connection must succeed within this bound, or the command says so and exits (later
 # losses reconnect forever: a cluster node restarting must not stop the ledger).

@@ -16,7 +16,7 @@ from uuid import UUID
 from rich.console import Console
 from rich.table import Table
 
-from adapters.settings import Settings
+from adapters.runtime.settings import Settings
 from domain.errors import LedgerError
 from domain.tokens import PrincipalKind, Scope
 from services.actor import Actor
@@ -29,7 +29,7 @@ def database_url() -> str:
     settings = Settings.from_env()
     if settings.database_url:
         return settings.database_url
-    from adapters.cli_runtime import configured_runtime
+    from adapters.cli.runtime import configured_runtime
 
     return configured_runtime(settings).database_url
 
@@ -39,7 +39,7 @@ def cli_actor() -> Actor:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from adapters.wiring import open_ledger
+    from adapters.runtime.composition import open_ledger
     from services.tokens import Tokens
 
     expires_at = None
@@ -70,7 +70,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from adapters.wiring import open_ledger
+    from adapters.runtime.composition import open_ledger
     from services.tokens import Tokens, describe
 
     ledger = open_ledger(database_url())
@@ -92,7 +92,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    from adapters.wiring import open_ledger
+    from adapters.runtime.composition import open_ledger
     from services.tokens import Tokens
 
     try:

@@ -3,7 +3,7 @@
 `run_projections(database_url, nats_url, stop_event)` is what `ledger project` and `ledger up`
 run: it catches up with the log, then follows it (LISTEN/NOTIFY, with a polling fallback) until
 `stop_event` is set, publishing each committed change on `ledger.views.*`. `ledger up` starts it
-through `projections_up_runner`, listed in `adapters.runtime_services.UP_RUNNERS`.
+through `projections_up_runner`, listed in `adapters.runtime.processes.UP_RUNNERS`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 import psycopg
 
-from adapters.readmodel_postgres import LIVE_SCHEMA, PostgresNotificationLog, PostgresViewStore
-from adapters.runtime_services import Runtime, thread_runner
-from adapters.settings import eventsourcing_env
-from adapters.views_publisher import NatsViewsPublisher
+from adapters.nats.views_publisher import NatsViewsPublisher
+from adapters.postgres.view_store import LIVE_SCHEMA, PostgresNotificationLog, PostgresViewStore
+from adapters.runtime.processes import Runtime, thread_runner
+from adapters.runtime.settings import eventsourcing_env
 from projections.decoding import EventDecoder
 from projections.runner import ChangePublisher, ProjectionRunner
 from services.ledger import Ledger
@@ -81,7 +81,7 @@ def run_projections(database_url: str, nats_url: str | None,
                     stop_event: threading.Event) -> None:
     """Run the projections until `stop_event` is set (blocking; call it in a thread if needed).
     Raises ProjectionConnectionLostError if the database connection breaks: `ledger up`
-    starts the projections again (adapters.runtime_services), `ledger project` exits."""
+    starts the projections again (adapters.runtime.processes), `ledger project` exits."""
     publisher = NatsViewsPublisher(nats_url) if nats_url else None
     try:
         with _opened(database_url, LIVE_SCHEMA) as (log_source, store, decoder):

@@ -293,7 +293,7 @@ class LedgerPostgresFactory(PostgresFactory):
         recorder = super().application_recorder()
         if not isinstance(recorder, LedgerPostgresRecorder):
             raise TypeError("set APPLICATION_RECORDER_TOPIC="
-                            "adapters.postgres_recorder:LedgerPostgresRecorder")
+                            "adapters.postgres.event_store:LedgerPostgresRecorder")
         if self.may_create_schema():
             prefix = self.env.name.lower() or "stored"
             snapshots = PostgresAggregateRecorder(self.datastore,

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from adapters.readmodel_postgres import PostgresNotificationLog
+from adapters.postgres.view_store import PostgresNotificationLog
 from projections.answers import MemoryViewStore, balance_answer
 from projections.authorization import Freshness
 from projections.decoding import EventDecoder

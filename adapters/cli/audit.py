@@ -31,13 +31,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from adapters.readmodel_audit import export, team_audit_rows, verify
-from adapters.readmodel_history import TeamNotInHistoryError, balance_as_of
-from adapters.readmodel_postgres import PostgresNotificationLog, PostgresViewStore
-from adapters.readmodel_process import ledger_decoder, open_runner, run_projections
-from adapters.readmodel_replay import replay
-from adapters.settings import ConfigurationError, Settings, nats_servers, redacted
-from adapters.wiring import attached_servers
+from adapters.postgres.audit_queries import export, team_audit_rows, verify
+from adapters.postgres.history_queries import TeamNotInHistoryError, balance_as_of
+from adapters.postgres.replay import replay
+from adapters.postgres.view_store import PostgresNotificationLog, PostgresViewStore
+from adapters.runtime.composition import attached_servers
+from adapters.runtime.projection_process import ledger_decoder, open_runner, run_projections
+from adapters.runtime.settings import ConfigurationError, Settings, nats_servers, redacted
 from domain.ids import team_id_for
 from domain.money import format_nanos
 
@@ -81,7 +81,7 @@ def _print_json(data: Any) -> None:
 # project ----------------------------------------------------------------------------------
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from adapters.cli import configure_logging
+    from adapters.cli.main import configure_logging
 
     configure_logging(logging.INFO)
     if args.nats_url:

@@ -34,7 +34,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from adapters.usage_settings import MESSAGE_BYTES_MAX, USAGE_SUBJECT_PREFIX
+from adapters.nats.ingest_settings import MESSAGE_BYTES_MAX, USAGE_SUBJECT_PREFIX
 from domain.errors import InvalidUsageError
 from domain.usage import (
     EPOCH,

@@ -2,7 +2,7 @@
 
 `ledger up` runs the whole service in one process: with no LEDGER_DATABASE_URL / LEDGER_NATS_URL
 it starts embedded PostgreSQL and NATS under the data folder (kept between runs), creates the
-stream, and runs every runner of `adapters.runtime_services.UP_RUNNERS` until Ctrl-C. One per data
+stream, and runs every runner of `adapters.runtime.processes.UP_RUNNERS` until Ctrl-C. One per data
 folder (an OS lock); it writes the URLs, with their credentials, to `<data folder>/servers.json`
 (0600) so that other commands in another terminal attach to the same servers. If an embedded
 server dies, `ledger up` stops and exits non-zero with the reason (docs/operations.md).
@@ -25,11 +25,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from adapters.bus_connection import connect_nats
-from adapters.runtime_services import UP_RUNNERS, Runtime, load_runner, run_together
-from adapters.settings import ConfigurationError, Settings, redacted
-from adapters.usage_settings import IngestSettings
-from adapters.wiring import (
+from adapters.nats.connection import connect_nats
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.runtime.composition import (
     attached_servers,
     data_folder_lock,
     open_ledger,
@@ -38,9 +36,11 @@ from adapters.wiring import (
     servers_file,
     write_servers_file,
 )
+from adapters.runtime.processes import UP_RUNNERS, Runtime, load_runner, run_together
+from adapters.runtime.settings import ConfigurationError, Settings, redacted
 
 HEALTH_MAX_AGE_SECONDS_DEFAULT = 30.0
-EXIT_SERVER_DIED = 69  # sysexits.h EX_UNAVAILABLE, as adapters.cli
+EXIT_SERVER_DIED = 69  # sysexits.h EX_UNAVAILABLE, as adapters.cli.main
 console = Console(stderr=True)
 
 __all__ = ["configured_runtime", "register", "servers_file"]
@@ -62,7 +62,7 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from adapters.cli import configure_logging
+    from adapters.cli.main import configure_logging
 
     configure_logging()
     settings = Settings.from_env()
@@ -134,8 +134,8 @@ def run_credentials(args: argparse.Namespace) -> int:
 
 
 def run_consume(args: argparse.Namespace) -> int:
-    from adapters.usage_consumer import partitions_for_member
-    from adapters.usage_runner import consume
+    from adapters.nats.usage_consumer import partitions_for_member
+    from adapters.runtime.usage_runner import consume
 
     runtime = configured_runtime(Settings.from_env())
     count = runtime.ingest.partitions
@@ -171,9 +171,9 @@ def run_init(args: argparse.Namespace) -> int:
     """Create the ledger's tables (event store and read models) and the usage stream, once,
     before the processes start. (Opening them creates them too, under advisory locks, so that
     several processes starting together are safe either way.)"""
-    from adapters.bus_stream import ensure_stream
-    from adapters.readmodel_postgres import PostgresViewStore
-    from adapters.wiring import open_ledger
+    from adapters.nats.streams import ensure_stream
+    from adapters.postgres.view_store import PostgresViewStore
+    from adapters.runtime.composition import open_ledger
 
     runtime = configured_runtime(Settings.from_env())
     open_ledger(runtime.database_url).close()
@@ -201,7 +201,7 @@ def run_health(args: argparse.Namespace) -> int:
     """Exit 0 if the ledger is healthy: the heartbeat file (if given) was touched within
     --max-age-seconds, and the projections (if a database is known) are not stopped on a
     failure. Each problem is one line; any problem exits 1."""
-    from adapters.readmodel_postgres import projection_health
+    from adapters.postgres.view_store import projection_health
 
     problems: list[str] = []
     path = Path(args.file or os.environ.get("LEDGER_HEALTH_FILE") or "")
@@ -230,7 +230,7 @@ def run_health(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from adapters.usage_demo import run_demo as demo
+    from adapters.runtime.demo import run_demo as demo
 
     runtime = configured_runtime(Settings.from_env(), producer=True)
     return asyncio.run(demo(runtime, records=args.records, console=console))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from adapters.runtime_services import Runtime
-from adapters.usage_consumer import UsageConsumer
-from adapters.wiring import open_ledger
+from adapters.nats.usage_consumer import UsageConsumer
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.processes import Runtime
 
 REPORT_INTERVAL_SECONDS = 5.0
 HEARTBEAT_INTERVAL_SECONDS = 1.0

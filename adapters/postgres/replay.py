@@ -20,14 +20,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from adapters.readmodel_postgres import (
+from adapters.postgres.view_store import (
     LIVE_SCHEMA,
     REPLAY_SCHEMA,
     TABLE_KEYS,
     PostgresViewStore,
 )
-from adapters.readmodel_process import open_runner
-from adapters.readmodel_writes import TRACKING_NAME
+from adapters.postgres.view_writes import TRACKING_NAME
+from adapters.runtime.projection_process import open_runner
 
 DIFFERENCES_SHOWN_MAX = 5
 

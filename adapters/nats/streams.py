@@ -43,9 +43,8 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from adapters.bus_connection import check_server_version
-from adapters.bus_contract import OCCURRED_AT_PAST_HORIZON
-from adapters.usage_settings import (
+from adapters.nats.connection import check_server_version
+from adapters.nats.ingest_settings import (
     CONSUMER_NAME_PREFIX,
     MESSAGE_BYTES_MAX,
     REJECTED_MESSAGE_BYTES_MAX,
@@ -56,6 +55,7 @@ from adapters.usage_settings import (
     USAGE_SUBJECT_PREFIX,
     IngestSettings,
 )
+from adapters.nats.usage_contract import OCCURRED_AT_PAST_HORIZON
 
 # Records older than the contract's past horizon would be rejected anyway, so the usage
 # stream's age limit can never drop a record the ledger would charge.

@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import InterfaceError, InternalError, OperationalError
 
-from adapters.usage_settings import IngestSettings
+from adapters.nats.ingest_settings import IngestSettings
 
 SERVER_WATCH_INTERVAL_SECONDS = 0.5
 RUNNER_RESTARTS_MAX = 8
@@ -63,8 +63,8 @@ class Runtime:
 Runner = Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]]
 
 UP_RUNNERS: list[str] = [
-    "adapters.usage_runner:run_usage_consumer",
-    "adapters.readmodel_process:projections_up_runner",
+    "adapters.runtime.usage_runner:run_usage_consumer",
+    "adapters.runtime.projection_process:projections_up_runner",
 ]
 
 

@@ -4,8 +4,8 @@ Why our own: nats-py turns every delivered message into an object, a header dict
 callback task; profiled, that was ~60 us of the consumer's ~140 us per usage message, and its
 per-message `ack()` another ~30 us. Usage ingestion needs much less: the subject, the reply
 subject (JetStream's ack address, which also carries the stream sequence), the data, and the
-headers only of status messages. This module does just that, and `adapters.bus_wire` puts it on
-a socket. nats-py stays for everything that is not per message (stream and consumer setup,
+headers only of status messages. This module does just that, and `adapters.nats.wire_client` puts it
+on a socket. nats-py stays for everything that is not per message (stream and consumer setup,
 rejected-subject publishes, the version check).
 
 Protocol reference: docs.nats.io, "Client protocol". What the server sends, one per line:

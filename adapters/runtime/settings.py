@@ -101,8 +101,8 @@ def eventsourcing_env(database_url: str, *, schema: str = "public") -> dict[str,
     """The eventsourcing library's settings for our PostgreSQL recorder at `database_url`."""
     parsed = urlparse(check_database_url(database_url))
     return {
-        "PERSISTENCE_MODULE": "adapters.postgres_recorder:LedgerPostgresFactory",
-        "APPLICATION_RECORDER_TOPIC": "adapters.postgres_recorder:LedgerPostgresRecorder",
+        "PERSISTENCE_MODULE": "adapters.postgres.event_store:LedgerPostgresFactory",
+        "APPLICATION_RECORDER_TOPIC": "adapters.postgres.event_store:LedgerPostgresRecorder",
         "POSTGRES_DBNAME": (parsed.path or "/postgres").lstrip("/") or "postgres",
         "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parsed.port or 5432),

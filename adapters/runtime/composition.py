@@ -21,14 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.embedded import (
+from adapters.runtime.embedded_servers import (
     PRIVATE_FOLDER_MODE,
     TRAVERSE_ONLY_FOLDER_MODE,
     EmbeddedNats,
     EmbeddedPostgres,
     write_private,
 )
-from adapters.settings import ConfigurationError, Settings, eventsourcing_env
+from adapters.runtime.settings import ConfigurationError, Settings, eventsourcing_env
 from services.ledger import Ledger
 
 EMBEDDED_DATABASE_NAME = "ledger"

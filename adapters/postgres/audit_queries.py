@@ -25,8 +25,8 @@ from uuid import UUID
 
 import psycopg
 
-from adapters.readmodel_postgres import EVENTS_TABLE, LIVE_SCHEMA
-from adapters.readmodel_writes import TRACKING_NAME
+from adapters.postgres.view_store import EVENTS_TABLE, LIVE_SCHEMA
+from adapters.postgres.view_writes import TRACKING_NAME
 from projections.decoding import EventDecoder, LogEntry
 from projections.fold import GENESIS_HASH, audit_row_bytes, event_digest, link_hash
 

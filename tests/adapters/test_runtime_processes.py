@@ -9,14 +9,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters import runtime_services
-from adapters.runtime_services import (
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.runtime import processes
+from adapters.runtime.processes import (
     RunnerGaveUpError,
     Runtime,
     restarting,
     run_together,
 )
-from adapters.usage_settings import IngestSettings
 
 RUNTIME = Runtime(database_url="postgresql://u:p@127.0.0.1:1/x", nats_url="nats://127.0.0.1:1",
                   data_dir=Path("."), ingest=IngestSettings())
@@ -24,8 +24,8 @@ RUNTIME = Runtime(database_url="postgresql://u:p@127.0.0.1:1/x", nats_url="nats:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runtime_services, "RUNNER_BACKOFF_FIRST_SECONDS", 0.0)
-    monkeypatch.setattr(runtime_services, "SERVER_WATCH_INTERVAL_SECONDS", 0.01)
+    monkeypatch.setattr(processes, "RUNNER_BACKOFF_FIRST_SECONDS", 0.0)
+    monkeypatch.setattr(processes, "SERVER_WATCH_INTERVAL_SECONDS", 0.01)
 
 
 def test_a_runner_that_loses_its_database_is_started_again() -> None:

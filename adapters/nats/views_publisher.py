@@ -20,7 +20,7 @@ from typing import Any
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 
-from adapters.bus_connection import nats_servers
+from adapters.nats.connection import nats_servers
 
 PUBLISH_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 10

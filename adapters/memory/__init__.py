@@ -1,0 +1,1 @@
+"""In-memory stand-ins for the PostgreSQL stores, for tests and examples."""

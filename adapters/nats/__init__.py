@@ -1,0 +1,1 @@
+"""NATS: the usage bus contract, streams, publisher, consumer and the views publisher."""

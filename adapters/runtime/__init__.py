@@ -1,0 +1,1 @@
+"""Settings, the composition root, embedded servers and the processes `ledger up` runs."""
