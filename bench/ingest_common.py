@@ -21,7 +21,8 @@ import psutil
 
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.runtime.demo import PricedAccount, open_priced_accounts
-from adapters.runtime.embedded_servers import EmbeddedNats, EmbeddedPostgres
+from adapters.runtime.embedded_nats import EmbeddedNats
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
 from domain.pricing import PriceTerms
 from services.ledger import Ledger
 

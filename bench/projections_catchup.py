@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from adapters.postgres.view_store import PostgresNotificationLog
-from adapters.runtime.embedded_servers import EmbeddedPostgres
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
 from adapters.runtime.projection_process import open_runner
 from adapters.runtime.settings import eventsourcing_env
 from domain.pricing import PriceTerms

@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from adapters.runtime.embedded_servers import EmbeddedPostgres
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
 from adapters.runtime.settings import eventsourcing_env
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord

@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.runtime.embedded_servers import (
+from adapters.runtime.embedded_nats import EmbeddedNats
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
+from adapters.runtime.server_files import (
     PRIVATE_FOLDER_MODE,
     TRAVERSE_ONLY_FOLDER_MODE,
-    EmbeddedNats,
-    EmbeddedPostgres,
     write_private,
 )
 from adapters.runtime.settings import ConfigurationError, Settings, eventsourcing_env
