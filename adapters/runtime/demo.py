@@ -14,9 +14,8 @@ import asyncio
 import dataclasses
 import random
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from rich.console import Console
 from rich.progress import Progress
@@ -25,14 +24,12 @@ from rich.table import Table
 from adapters.nats.usage_contract import usage_subject
 from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.composition import open_ledger
+from adapters.runtime.priced_teams import PricedAccount, open_priced_team
 from adapters.runtime.processes import Runtime
-from domain.errors import InvalidInputError
 from domain.money import format_nanos
-from domain.package import Package
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.actor import Actor
-from services.ledger import Ledger
 
 MODELS = ("claude-code-small", "claude-code-large", "gpt-x", "gpt-x-mini", "embed-1")
 FAILURE_RATE_PERCENT = 7
@@ -43,6 +40,7 @@ STEADY_PAUSE_SECONDS = 0.05
 DEMO_RECORDS_MAX = 1_000_000
 WAIT_FOR_LEDGER_SECONDS = 120.0
 DEMO_BAD_RECORDS = 3  # an unknown account, not a record, a conflicting copy
+DEMO_OPERATOR = Actor.operator("demo-operator")
 
 DEMO_TEAMS = {
     "acme": ("Acme Robotics", ["alice", "bob", "ci-bot"]),
@@ -55,41 +53,6 @@ DEMO_PACKAGES = {
     "pro": PriceTerms(request_nanos=0, input_token_nanos=2_500, cached_input_token_nanos=250,
                       output_token_nanos=12_000, bill_failed_requests=True),
 }
-
-
-@dataclass(frozen=True)
-class PricedAccount:
-    account_id: UUID
-    terms: PriceTerms
-
-
-def ensure_package(ledger: Ledger, key: str, terms: PriceTerms, operator: Actor) -> UUID:
-    try:
-        return ledger.create_package(package_key=key, name=key.title(), currency="USD",
-                                     terms=terms, actor=operator)
-    except InvalidInputError:
-        return Package.create_id(key)  # created by an earlier run
-
-
-def open_priced_accounts(ledger: Ledger, *, team_key: str, count: int, package_key: str,
-                         terms: PriceTerms, names: list[str] | None = None,
-                         since: datetime | None = None) -> list[PricedAccount]:
-    """A team with `count` accounts on one package in force since `since` (a day ago)."""
-    owner, operator = Actor(f"{team_key}-owner"), Actor.operator("demo-operator")
-    package_id = ensure_package(ledger, package_key, terms, operator)
-    team_id = ledger.register_team(team_key=team_key, name=team_key.title(), currency="USD",
-                                   timezone="UTC", actor=owner,
-                                   idempotency_key=f"team:{team_key}")
-    starts = since or datetime.now(UTC) - timedelta(days=1)
-    accounts = []
-    for n in range(count):
-        key = names[n] if names else f"account-{n}"
-        account_id = ledger.open_account(team_id, account_key=key, name=key, actor=owner,
-                                         idempotency_key=f"account:{team_key}:{key}")
-        if not ledger.get_account(account_id).assignments:
-            ledger.assign_package(account_id, package_id, owner, effective_from=starts)
-        accounts.append(PricedAccount(account_id, terms))
-    return accounts
 
 
 def realistic_record(rng: random.Random, account: PricedAccount, usage_id: str,
@@ -113,10 +76,10 @@ async def run_demo(runtime: Runtime, *, records: int, console: Console) -> int:
         accounts: list[PricedAccount] = []
         for index, (team_key, (_name, people)) in enumerate(DEMO_TEAMS.items()):
             package_key = list(DEMO_PACKAGES)[index % len(DEMO_PACKAGES)]
-            accounts += open_priced_accounts(ledger, team_key=f"demo-{team_key}",
-                                             count=len(people), names=people,
-                                             package_key=f"demo-{package_key}",
-                                             terms=DEMO_PACKAGES[package_key])
+            accounts += open_priced_team(
+                ledger, team_key=f"demo-{team_key}", account_keys=people,
+                owner=Actor(f"demo-{team_key}-owner"), package_key=f"demo-{package_key}",
+                terms=DEMO_PACKAGES[package_key], operator=DEMO_OPERATOR).accounts
         before = ledger.keyed.counter_values()
         rng = random.Random()
         run_id = uuid4().hex[:8]
