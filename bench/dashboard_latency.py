@@ -72,7 +72,7 @@ from adapters.nats.streams import recreate_stream
 from adapters.nats.usage_consumer import UsageConsumer
 from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.composition import open_ledger
-from adapters.runtime.embedded_servers import EmbeddedPostgres
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
 from adapters.runtime.projection_process import run_projections
 from bench.ingest_common import bench_servers, machine, priced_accounts
 from domain.usage import UsageRecord

@@ -20,9 +20,11 @@ from pathlib import Path
 import psutil
 
 from adapters.nats.ingest_settings import IngestSettings
-from adapters.runtime.demo import PricedAccount, open_priced_accounts
-from adapters.runtime.embedded_servers import EmbeddedNats, EmbeddedPostgres
+from adapters.runtime.embedded_nats import EmbeddedNats
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
+from adapters.runtime.priced_teams import PricedAccount, numbered_keys, open_priced_team
 from domain.pricing import PriceTerms
+from services.actor import Actor
 from services.ledger import Ledger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +64,8 @@ def machine() -> str:
 
 
 def priced_accounts(ledger: Ledger, count: int) -> list[PricedAccount]:
-    return open_priced_accounts(ledger, team_key="bench", count=count,
-                                package_key="bench-package", terms=TERMS)
+    return open_priced_team(ledger, team_key="bench", terms=TERMS, owner=Actor("bench-owner"),
+                            account_keys=numbered_keys("account-", count)).accounts
 
 
 

@@ -40,7 +40,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from adapters.postgres.view_store import PostgresNotificationLog
-from adapters.runtime.embedded_servers import EmbeddedPostgres
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
+from adapters.runtime.priced_teams import numbered_keys, open_priced_team
 from adapters.runtime.projection_process import open_runner
 from adapters.runtime.settings import eventsourcing_env
 from domain.pricing import PriceTerms
@@ -56,24 +57,16 @@ console = Console()
 
 
 def build_log(ledger: Ledger, events: int, teams: int, accounts_per_team: int) -> int:
-    owner, operator, stripe = Actor("owner"), Actor.operator("operator"), Actor.system("stripe")
-    package_id = ledger.create_package(
-        package_key="bench", name="Bench", currency="USD",
-        terms=PriceTerms(request_nanos=100_000, input_token_nanos=3_000,
-                         cached_input_token_nanos=300, output_token_nanos=15_000),
-        actor=operator)
+    terms = PriceTerms(request_nanos=100_000, input_token_nanos=3_000,
+                       cached_input_token_nanos=300, output_token_nanos=15_000)
     since = datetime.now(UTC) - timedelta(days=120)
     account_ids: list[UUID] = []
     for t in range(teams):
-        team_id = ledger.register_team(team_key=f"team{t}", name=f"Team {t}", currency="USD",
-                                       timezone=TIMEZONES[t % len(TIMEZONES)], actor=owner)
-        ledger.credit_top_up(team_id, f"pi_{t}", 10_000_000, "USD", stripe)
-        ledger.set_credit_limit(team_id, 10**12, owner)
-        for a in range(accounts_per_team):
-            account_id = ledger.open_account(team_id, account_key=f"a{a}", name=f"A{a}",
-                                             actor=owner)
-            ledger.assign_package(account_id, package_id, owner, effective_from=since)
-            account_ids.append(account_id)
+        account_ids += open_priced_team(
+            ledger, team_key=f"team{t}", owner=Actor("owner"), package_key="bench", terms=terms,
+            since=since, timezone=TIMEZONES[t % len(TIMEZONES)], top_up_minor=10_000_000,
+            credit_limit_nanos=10**12,
+            account_keys=numbered_keys("a", accounts_per_team)).account_ids
     rng = random.Random(7)
     head = ledger.recorder.max_notification_id() or 0
     with Progress(console=console, transient=True) as progress:

@@ -37,7 +37,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from adapters.runtime.embedded_servers import EmbeddedPostgres
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
+from adapters.runtime.priced_teams import numbered_keys, open_priced_team
 from adapters.runtime.settings import eventsourcing_env
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
@@ -79,24 +80,11 @@ def make_records(account_ids: list[UUID], count: int, seed: int = 7) -> list[Usa
 
 def bench_service(url: str, records_count: int, accounts: int, batch: int) -> Result:
     ledger = Ledger(env=eventsourcing_env(url))
-    owner, operator = Actor("owner"), Actor.operator("operator")
-    team_id = ledger.register_team(team_key="bench", name="Bench", currency="USD",
-                                   timezone="UTC", actor=owner)
-    package_id = ledger.create_package(
-        package_key="bench", name="Bench", currency="USD",
+    console.print(f"opening {accounts} accounts")
+    account_ids = open_priced_team(
+        ledger, team_key="bench", owner=Actor("owner"), account_keys=numbered_keys("a", accounts),
         terms=PriceTerms(request_nanos=100_000, input_token_nanos=3_000,
-                         cached_input_token_nanos=300, output_token_nanos=15_000),
-        actor=operator)
-    account_ids = []
-    since = datetime.now(UTC) - timedelta(days=1)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("opening accounts", total=accounts)
-        for n in range(accounts):
-            account_id = ledger.open_account(team_id, account_key=f"a{n}", name=f"A{n}",
-                                             actor=owner)
-            ledger.assign_package(account_id, package_id, owner, effective_from=since)
-            account_ids.append(account_id)
-            progress.advance(task)
+                         cached_input_token_nanos=300, output_token_nanos=15_000)).account_ids
     records = make_records(account_ids, records_count)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("service: record_usage_batches", total=records_count)
@@ -133,6 +121,7 @@ class PlainApplication(Application[UUID]):
 def bench_library(url: str, records_count: int, accounts: int, batch: int) -> Result:
     env = eventsourcing_env(url)
     env.pop("APPLICATION_RECORDER_TOPIC")
+    env["PERSISTENCE_MODULE"] = "eventsourcing.postgres"  # the stock factory and recorder
     app = PlainApplication(env=env)
     plain = [PlainAccount(name=f"A{n}") for n in range(accounts)]
     app.save(*plain)

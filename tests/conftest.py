@@ -24,7 +24,8 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
-from adapters.runtime.embedded_servers import EmbeddedNats, EmbeddedPostgres
+from adapters.runtime.embedded_nats import EmbeddedNats
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
 from adapters.runtime.settings import eventsourcing_env
 from services.ledger import Ledger
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
-from adapters.runtime.embedded_servers import EmbeddedServerError
+from adapters.runtime.server_processes import EmbeddedServerError
 from adapters.runtime.settings import ConfigurationError, redacted
 
 COMMAND_MODULES: list[str] = [

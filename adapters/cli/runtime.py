@@ -29,6 +29,7 @@ from adapters.nats.connection import connect_nats
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.runtime.composition import (
     attached_servers,
+    configured_runtime,
     data_folder_lock,
     open_ledger,
     prepare_data_dir,
@@ -44,15 +45,6 @@ EXIT_SERVER_DIED = 69  # sysexits.h EX_UNAVAILABLE, as adapters.cli.main
 console = Console(stderr=True)
 
 __all__ = ["configured_runtime", "register", "servers_file"]
-
-
-def configured_runtime(settings: Settings, *, producer: bool = False) -> Runtime:
-    """URLs from the environment, else those of the `ledger up` running on the data folder
-    (never a server of our own). `producer`: the NATS URL is the producer credential."""
-    servers = attached_servers(settings, need_database=True, need_nats=True)
-    return Runtime(database_url=servers.database_url,
-                   nats_url=servers.producer_nats_url if producer else servers.nats_url,
-                   data_dir=settings.data_dir.resolve(), ingest=IngestSettings.from_env())
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

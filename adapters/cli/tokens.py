@@ -29,7 +29,7 @@ def database_url() -> str:
     settings = Settings.from_env()
     if settings.database_url:
         return settings.database_url
-    from adapters.cli.runtime import configured_runtime
+    from adapters.runtime.composition import configured_runtime
 
     return configured_runtime(settings).database_url
 

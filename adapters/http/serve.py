@@ -24,9 +24,8 @@ HOST_ENV = "LEDGER_HTTP_HOST"
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from adapters.cli.runtime import configured_runtime
     from adapters.http.app import create_app
-    from adapters.runtime.composition import open_ledger
+    from adapters.runtime.composition import configured_runtime, open_ledger
     from adapters.runtime.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -42,7 +42,7 @@ WAIT_MS_DEFAULT = 20
 WAIT_MS_MAX = 60_000
 # Room for two writer jobs of ~4 batches: one commits while the next is prepared (the writer's
 # pipeline); with 4, one job took every batch in flight and the pipeline had nothing to prepare
-# (measured end to end: ~12,000 records/s with 4, ~16,600 with 8).
+# (the figures: BENCHMARKS.md, "Figures moved from code comments").
 IN_FLIGHT_MAX_DEFAULT = 8
 IN_FLIGHT_MAX_LIMIT = 64
 PARTITIONS_DEFAULT = 8

@@ -21,11 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.runtime.embedded_servers import (
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.runtime.embedded_nats import EmbeddedNats
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
+from adapters.runtime.processes import Runtime
+from adapters.runtime.server_files import (
     PRIVATE_FOLDER_MODE,
     TRAVERSE_ONLY_FOLDER_MODE,
-    EmbeddedNats,
-    EmbeddedPostgres,
     write_private,
 )
 from adapters.runtime.settings import ConfigurationError, Settings, eventsourcing_env
@@ -182,3 +184,12 @@ def _running_ledger_servers(data_dir: Path, *, required: bool) -> dict[str, str]
     raise LedgerNotRunningError(
         f"no `ledger up` is running on {data_dir.resolve()}: start it there (or set "
         "LEDGER_DATA_DIR to its folder), or set LEDGER_DATABASE_URL and LEDGER_NATS_URL")
+
+
+def configured_runtime(settings: Settings, *, producer: bool = False) -> Runtime:
+    """URLs from the environment, else those of the `ledger up` running on the data folder
+    (never a server of our own). `producer`: the NATS URL is the producer credential."""
+    servers = attached_servers(settings, need_database=True, need_nats=True)
+    return Runtime(database_url=servers.database_url,
+                   nats_url=servers.producer_nats_url if producer else servers.nats_url,
+                   data_dir=settings.data_dir.resolve(), ingest=IngestSettings.from_env())

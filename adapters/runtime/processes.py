@@ -37,11 +37,11 @@ import psycopg
 from eventsourcing.persistence import InterfaceError, InternalError, OperationalError
 
 from adapters.nats.ingest_settings import IngestSettings
+from services.backoff import Backoff
 
 SERVER_WATCH_INTERVAL_SECONDS = 0.5
 RUNNER_RESTARTS_MAX = 8
-RUNNER_BACKOFF_FIRST_SECONDS = 0.5
-RUNNER_BACKOFF_MAX_SECONDS = 10.0
+RUNNER_BACKOFF = Backoff(first_seconds=0.5, longest_seconds=10.0)
 RUNNER_HEALTHY_SECONDS = 60.0
 # Failures of a server, not of the runner: worth starting the runner again. InternalError is
 # PostgreSQL's XX000, e.g. "tuple concurrently updated" when processes create tables together.
@@ -98,7 +98,6 @@ def restarting(runner: Runner, name: str) -> Runner:
     """`runner`, started again with bounded backoff when a server fails under it."""
     async def supervised(runtime: Runtime, stop: asyncio.Event) -> None:
         failures = 0
-        delay = RUNNER_BACKOFF_FIRST_SECONDS
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -106,19 +105,19 @@ def restarting(runner: Runner, name: str) -> Runner:
                 return
             except SERVER_FAILURES as error:
                 if time.monotonic() - started > RUNNER_HEALTHY_SECONDS:
-                    failures, delay = 0, RUNNER_BACKOFF_FIRST_SECONDS
+                    failures = 0
                 failures += 1
                 if failures > RUNNER_RESTARTS_MAX:
                     raise RunnerGaveUpError(
                         f"{name} failed {failures} times in a row on its servers, last: "
                         f"{type(error).__name__}: {str(error).strip().splitlines()[:1]}") from error
+                delay = RUNNER_BACKOFF.delay_seconds(failures)
                 log.warning("%s stopped on a server failure (%s: %s); starting it again in "
                             "%.1fs (%d of %d)", name, type(error).__name__,
                             (str(error).strip().splitlines() or [""])[0], delay, failures,
                             RUNNER_RESTARTS_MAX)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, RUNNER_BACKOFF_MAX_SECONDS)
 
     return supervised
 

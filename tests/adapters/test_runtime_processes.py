@@ -17,6 +17,7 @@ from adapters.runtime.processes import (
     restarting,
     run_together,
 )
+from services.backoff import Backoff
 
 RUNTIME = Runtime(database_url="postgresql://u:p@127.0.0.1:1/x", nats_url="nats://127.0.0.1:1",
                   data_dir=Path("."), ingest=IngestSettings())
@@ -24,7 +25,7 @@ RUNTIME = Runtime(database_url="postgresql://u:p@127.0.0.1:1/x", nats_url="nats:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processes, "RUNNER_BACKOFF_FIRST_SECONDS", 0.0)
+    monkeypatch.setattr(processes, "RUNNER_BACKOFF", Backoff(0.001, 0.001))
     monkeypatch.setattr(processes, "SERVER_WATCH_INTERVAL_SECONDS", 0.01)
 
 
@@ -75,3 +76,25 @@ def test_a_dead_server_stops_every_runner_and_is_reported() -> None:
 
     assert asyncio.run(scenario()) == "the embedded PostgreSQL server exited (code -9)"
     assert stopped == ["worker", "worker"]
+
+
+def test_a_restarted_runner_waits_longer_after_each_failure(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    waits: list[float] = []
+    real_wait_for = asyncio.wait_for
+
+    async def recording_wait_for(awaitable, timeout):  # type: ignore[no-untyped-def]
+        waits.append(timeout)
+        return await real_wait_for(awaitable, 0)
+
+    monkeypatch.setattr(processes, "RUNNER_BACKOFF", Backoff(1.0, 4.0))
+    monkeypatch.setattr(processes.asyncio, "wait_for", recording_wait_for)
+    runs: list[int] = []
+
+    async def flaky(runtime: Runtime, stop: asyncio.Event) -> None:
+        runs.append(1)
+        if len(runs) <= 4:
+            raise ConnectionError("connection refused")
+
+    asyncio.run(restarting(flaky, "flaky")(RUNTIME, asyncio.Event()))
+    assert waits == [1.0, 2.0, 4.0, 4.0]

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from adapters.runtime.composition import servers_file
-from adapters.runtime.embedded_servers import nats_server_binary, postgres_bin_dir, server_processes
+from adapters.runtime.embedded_nats import nats_server_binary
+from adapters.runtime.embedded_postgres import postgres_bin_dir
+from adapters.runtime.server_processes import server_processes
 from tests.integration.support import REPO_ROOT
 
 START_TIMEOUT_SECONDS = 90.0

@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.nats.ingest_settings import IngestSettings
-from adapters.runtime.demo import PricedAccount, open_priced_accounts, realistic_record
+from adapters.runtime.demo import realistic_record
+from adapters.runtime.priced_teams import PricedAccount, numbered_keys, open_priced_team
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
+from services.actor import Actor
 from services.ledger import Ledger
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +30,9 @@ PROCESS_STOP_SECONDS = 20.0
 
 
 def accounts(ledger: Ledger, count: int, team_key: str = "test") -> list[PricedAccount]:
-    return open_priced_accounts(ledger, team_key=team_key, count=count,
-                                package_key=f"{team_key}-package", terms=TERMS)
+    return open_priced_team(ledger, team_key=team_key, terms=TERMS,
+                            owner=Actor(f"{team_key}-owner"),
+                            account_keys=numbered_keys("account-", count)).accounts
 
 
 def make_records(accounts: list[PricedAccount], count: int, prefix: str,

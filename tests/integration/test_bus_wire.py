@@ -35,12 +35,9 @@ from adapters.nats.wire_frames import (
     term_frame,
 )
 from adapters.runtime.composition import open_ledger
-from adapters.runtime.embedded_servers import (
-    EmbeddedNats,
-    free_port,
-    nats_server_binary,
-    wait_for_port,
-)
+from adapters.runtime.embedded_nats import EmbeddedNats, nats_server_binary
+from adapters.runtime.server_files import free_port
+from adapters.runtime.server_processes import wait_for_port
 from tests.integration.support import (
     accounts,
     expected_spent,

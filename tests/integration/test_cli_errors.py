@@ -13,7 +13,7 @@ import pytest
 
 from adapters.cli.main import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, main
 from adapters.nats.connection import FIRST_CONNECT_WAIT_SECONDS
-from adapters.runtime.embedded_servers import free_port
+from adapters.runtime.server_files import free_port
 from adapters.runtime.settings import CONNECT_TIMEOUT_SECONDS
 from tests.integration.support import REPO_ROOT
 

@@ -32,7 +32,7 @@ from adapters.nats.ingest_settings import STREAM_NAME
 from adapters.nats.usage_contract import UsageMessage, usage_message_id, usage_subject
 from adapters.runtime.composition import open_ledger, servers_file
 from adapters.runtime.demo import PricedAccount, realistic_record
-from adapters.runtime.embedded_servers import EmbeddedPostgres, postgres_bin_dir
+from adapters.runtime.embedded_postgres import EmbeddedPostgres, postgres_bin_dir
 from domain.usage import UsageRecord
 from tests.integration.ledger_up_support import LedgerUp
 from tests.integration.support import accounts, expected_spent

@@ -17,7 +17,9 @@ import pytest
 from adapters.cli.main import EXIT_BAD_INPUT
 from adapters.cli.runtime import EXIT_SERVER_DIED
 from adapters.runtime.composition import open_ledger, servers_file
-from adapters.runtime.embedded_servers import free_port, nats_server_binary, postgres_bin_dir
+from adapters.runtime.embedded_nats import nats_server_binary
+from adapters.runtime.embedded_postgres import postgres_bin_dir
+from adapters.runtime.server_files import free_port
 from domain.tokens import PrincipalKind
 from services.tokens import Tokens
 from tests.integration.ledger_up_support import (

@@ -15,7 +15,8 @@ import pytest
 from nats.errors import Error as NatsError
 
 from adapters.nats.ingest_settings import REJECTED_SUBJECT
-from adapters.runtime.embedded_servers import EmbeddedNats, EmbeddedPostgres
+from adapters.runtime.embedded_nats import EmbeddedNats
+from adapters.runtime.embedded_postgres import EmbeddedPostgres
 
 # How long a forged message may take to arrive, were it let through.
 DELIVERY_WAIT_SECONDS = 1.0
@@ -90,7 +91,7 @@ def test_starting_postgres_changes_no_permission_outside_its_folder(tmp_path: Pa
     if os.geteuid() == 0:
         # pytest's folders are 0700: the server's system user cannot enter them, and the
         # launcher says so, naming the folder, instead of opening it.
-        from adapters.runtime.embedded_servers import EmbeddedServerError
+        from adapters.runtime.server_processes import EmbeddedServerError
 
         with pytest.raises(EmbeddedServerError, match="cannot enter"):
             EmbeddedPostgres(tmp_path / "postgres", durable=False).start()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from adapters.runtime.priced_teams import numbered_keys, open_priced_team
 from adapters.runtime.projection_process import open_runner
 from adapters.runtime.settings import eventsourcing_env
 from domain.pricing import PriceTerms
@@ -42,17 +43,10 @@ def ledger_at(database_url: str) -> Iterator[Ledger]:
 
 def make_team(ledger: Ledger, key: str = "acme", timezone: str = "UTC",
               accounts: int = 2) -> Team:
-    team_id = ledger.register_team(team_key=key, name=key.title(), currency="USD",
-                                   timezone=timezone, actor=OWNER)
-    package_id = ledger.create_package(package_key=f"{key}-pkg", name="Standard",
-                                       currency="USD", terms=TERMS, actor=OPERATOR)
-    account_ids = []
-    for n in range(accounts):
-        account_id = ledger.open_account(team_id, account_key=f"{key}-a{n}", name=f"A{n}",
-                                         actor=OWNER)
-        ledger.assign_package(account_id, package_id, OWNER, effective_from=PRICED_SINCE)
-        account_ids.append(account_id)
-    return Team(ledger, team_id, account_ids)
+    team = open_priced_team(ledger, team_key=key, terms=TERMS, owner=OWNER, operator=OPERATOR,
+                            package_key=f"{key}-pkg", timezone=timezone, since=PRICED_SINCE,
+                            account_keys=numbered_keys(f"{key}-a", accounts))
+    return Team(ledger, team.team_id, team.account_ids)
 
 
 def usage(account_id: UUID, usage_id: str, occurred_at: datetime, *, model: str = "m1",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from adapters.runtime.priced_teams import numbered_keys, open_priced_team
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.actor import Actor
@@ -26,17 +27,10 @@ class TeamSetup:
 
 
 def team_with_accounts(ledger: Ledger, accounts: int = 2, key: str = "acme") -> TeamSetup:
-    team_id = ledger.register_team(team_key=key, name=key.title(), currency="USD",
-                                   timezone="Europe/Berlin", actor=OWNER)
-    package_id = ledger.create_package(package_key=f"{key}-std", name="Standard",
-                                       currency="USD", terms=STANDARD, actor=OPERATOR)
-    account_ids = []
-    for n in range(accounts):
-        account_id = ledger.open_account(team_id, account_key=f"seat-{n}", name=f"Seat {n}",
-                                         actor=OWNER)
-        ledger.assign_package(account_id, package_id, OWNER, effective_from=SINCE)
-        account_ids.append(account_id)
-    return TeamSetup(team_id, package_id, account_ids)
+    team = open_priced_team(ledger, team_key=key, terms=STANDARD, owner=OWNER, operator=OPERATOR,
+                            package_key=f"{key}-std", timezone="Europe/Berlin", since=SINCE,
+                            account_keys=numbered_keys("seat-", accounts))
+    return TeamSetup(team.team_id, team.package_id, team.account_ids)
 
 
 def usage(account_id: UUID, usage_id: str, *, minutes: int = 0, input_tokens: int = 1000,
