@@ -1,0 +1,159 @@
+"""Money in through Stripe: start a top-up, list a team's payments, and Stripe's webhook.
+
+`POST /v1/stripe/webhook` takes no token: a delivery is believed only if its Stripe-Signature
+signs the raw body with a configured webhook secret within the tolerance (both directions; see
+`adapters.stripe.webhook_signature`). A refused delivery is a 400 and records nothing; a handled
+event is recorded under its Stripe event id, so a repeat is acknowledged and changes nothing; a
+failure while handling is a 500, so that Stripe delivers it again later.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from adapters.http.auth import Principal, PrincipalDep, team_access
+from adapters.http.commands import run_idempotent
+from adapters.http.problems import PROBLEM_RESPONSES, ProblemError
+from adapters.http.schemas import (
+    IDEMPOTENCY_KEY_DESCRIPTION,
+    Money,
+    NanosString,
+    money,
+    parse_nanos,
+)
+from adapters.http.schemas import Request as Body
+from adapters.stripe.billing import StripeBilling
+from adapters.stripe.webhook_events import handle_event
+from adapters.stripe.webhook_signature import WebhookRejected, verify_webhook
+from domain.payment import Payment
+from domain.roles import Action
+from services.ledger import Ledger
+from services.payments.port import PaymentProviderError
+from services.payments.top_ups import PAYMENTS_LISTED_MAX, TOP_UP_ACTION
+
+log = logging.getLogger("ledger.http.billing")
+
+router = APIRouter(tags=["billing"], responses=PROBLEM_RESPONSES)
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key",
+                                              description=IDEMPOTENCY_KEY_DESCRIPTION)]
+# Stripe's events are a few kilobytes; the app's body limit (64 KiB) bounds them before this.
+PAYMENT_METHOD_PATTERN = r"^pm_[A-Za-z0-9_]{1,200}$"
+
+
+class StartTopUp(Body):
+    amount_nanos: NanosString = Field(description="The top-up in nanos of the team's currency; "
+                                      "a whole number of minor units, within the configured "
+                                      "minimum and maximum")
+    payment_method_id: str = Field(pattern=PAYMENT_METHOD_PATTERN, description="A saved card "
+                                   "of the team's Stripe customer (pm_...), charged off-session")
+
+
+class PaymentInfo(BaseModel):
+    payment_id: str
+    team_id: str
+    status: str
+    amount: Money
+    credited: Money
+    refunded: Money
+    stripe_object_id: str | None
+    failure_code: str | None
+    failure_message: str | None
+    started_by: str
+
+
+class PaymentList(BaseModel):
+    payments: list[PaymentInfo]
+
+
+def _billing(request: Request) -> StripeBilling:
+    billing: StripeBilling | None = getattr(request.app.state, "stripe_billing", None)
+    if billing is None:
+        ledger: Ledger = request.app.state.ledger
+        billing = StripeBilling.from_env(ledger)
+        if billing is None:
+            raise ProblemError(503, "stripe_not_configured", "Stripe is not configured",
+                               "set LEDGER_STRIPE_API_KEY and LEDGER_STRIPE_WEBHOOK_SECRETS "
+                               "(see docs/stripe.md) and restart")
+        request.app.state.stripe_billing = billing
+    return billing
+
+
+def payment_info(payment: Payment) -> dict[str, Any]:
+    return {
+        "payment_id": str(payment.id), "team_id": str(payment.team_id),
+        "status": payment.status.value,
+        "amount": money(payment.amount_nanos, payment.currency).model_dump(),
+        "credited": money(payment.credited_nanos, payment.currency).model_dump(),
+        "refunded": money(payment.refunded_nanos, payment.currency).model_dump(),
+        "stripe_object_id": payment.stripe_object_id, "failure_code": payment.failure_code,
+        "failure_message": payment.failure_message, "started_by": payment.started_by}
+
+
+@router.post("/v1/teams/{team_id}/top-ups", status_code=201, response_model=PaymentInfo)
+def start_top_up(team_id: UUID, body: StartTopUp, request: Request,
+                 idempotency_key: IdempotencyKey = None,
+                 principal: Principal = PrincipalDep) -> JSONResponse:
+    """Charge a saved card of the team (owner or billing). The answer is the payment as it
+    stands: `processing` until Stripe reports the money received (then `succeeded` and the
+    balance credited), or `failed` for a declined card. Send an Idempotency-Key: a retry with
+    it resumes the same payment and never charges twice."""
+    billing = _billing(request)
+    ledger: Ledger = request.app.state.ledger
+    team_access(ledger, principal, team_id, TOP_UP_ACTION)
+    amount_nanos = parse_nanos(body.amount_nanos, "amount_nanos")
+
+    def run() -> tuple[int, Any]:
+        try:
+            payment = billing.top_ups.start_top_up(
+                team_id, amount_nanos, body.payment_method_id, principal.actor(),
+                request_key=f"http:{principal.token_id}:{idempotency_key}"
+                if idempotency_key else None)
+        except PaymentProviderError as error:
+            raise ProblemError(502, error.code, "Stripe unavailable",
+                               f"{error.message}; send the same request again with the same "
+                               "Idempotency-Key") from None
+        return 201, payment_info(payment)
+
+    return run_idempotent(request, principal, idempotency_key, body.model_dump(), run)
+
+
+@router.get("/v1/teams/{team_id}/payments", response_model=PaymentList)
+def list_payments(team_id: UUID, request: Request, principal: Principal = PrincipalDep,
+                  limit: Annotated[int, Query(ge=1, le=PAYMENTS_LISTED_MAX)] = 50) -> Any:
+    """The team's latest payments, newest first, with failed and cancelled ones."""
+    billing = _billing(request)
+    ledger: Ledger = request.app.state.ledger
+    team_access(ledger, principal, team_id, Action.VIEW_BILLING)
+    return {"payments": [payment_info(p) for p in billing.top_ups.payments_of(team_id, limit)]}
+
+
+@router.post("/v1/stripe/webhook", include_in_schema=True)
+async def stripe_webhook(request: Request) -> JSONResponse:
+    """Stripe's deliveries (signed; no bearer token)."""
+    billing = _billing(request)
+    payload = await request.body()
+    try:
+        event = verify_webhook(payload, request.headers.get("stripe-signature"),
+                               billing.settings.webhook_secrets,
+                               billing.settings.webhook_tolerance_seconds)
+    except WebhookRejected as error:
+        log.warning("stripe webhook refused: %s", error)
+        raise ProblemError(400, "webhook_refused", "Webhook refused", str(error)) from None
+    try:
+        result = await run_in_threadpool(handle_event, event, billing.top_ups.settlement,
+                                         billing.gateway)
+    except Exception as error:
+        # Stripe delivers again (for days) on any 5xx: a passing outage heals itself.
+        log.exception("stripe event %s (%s) failed: %s", event.event_id, event.event_type,
+                      error)
+        raise ProblemError(500, "webhook_failed", "Webhook handling failed",
+                           f"event {event.event_id} was not recorded; Stripe will retry") \
+            from None
+    return JSONResponse({"received": True, "event_id": event.event_id, "result": result})
