@@ -14,6 +14,7 @@ result and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -83,9 +84,12 @@ class Settlement:
                     event_id), attempt)
 
     def record_answer(self, payment_id: UUID, outcome: IntentOutcome, actor: Actor) -> str:
-        """Record Stripe's direct answer to creating the PaymentIntent. A success is not
-        credited here: the money is credited when Stripe reports it (webhook or read), through
-        `apply_intent`, which this also is when the answer is final."""
+        """Record Stripe's direct answer to creating the PaymentIntent: the PaymentIntent is
+        attached, or the payment failed. A success is not credited here: the money is credited
+        on one path only, when Stripe reports it (its webhook, or a read by `refresh_payment`),
+        through `apply_intent`."""
+        if outcome.intent_id is not None and outcome.status == "succeeded":
+            outcome = replace(outcome, status="processing")
         if outcome.intent_id is None:
             def failed(_team: Team, payment: Payment) -> str:
                 changed = payment.fail(None, outcome.failure_code, outcome.failure_message,
