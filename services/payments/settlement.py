@@ -77,8 +77,8 @@ class Settlement:
             changed: Sequence[Aggregate] = [a for a in (team, payment) if a.pending_events]
             return Attempt(changed, result)
 
-        team_id = self.get_payment(payment_id).team_id
-        scope = STRIPE_EVENT_SCOPE if event_id is not None else team_scope(team_id)
+        scope = STRIPE_EVENT_SCOPE if event_id is not None else \
+            team_scope(self.get_payment(payment_id).team_id)
         return self.ledger.commands.run(
             Command(name, scope, {"payment_id": str(payment_id), **arguments}, actor.user_id,
                     event_id), attempt)

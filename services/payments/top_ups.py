@@ -2,7 +2,8 @@
 
 The order of steps is what makes a crash harmless:
 1. the team's Stripe customer is created with a key derived from the team id (a retry gets the
-   same customer) and linked by the attributed `link_stripe_customer` command;
+   same customer) and linked by the `link_stripe_customer` command, attributed to the member
+   who started the top-up;
 2. the `Payment` is started and listed in the team's `PaymentBook` in one save, under an id
    derived from the caller's request key (a retry with the same key finds it again);
 3. Stripe is asked to charge the saved card with the idempotency key derived from the payment's
@@ -20,7 +21,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
-from domain.errors import IdempotencyConflictError, InvalidAmountError, InvalidInputError
+from domain.errors import (
+    IdempotencyConflictError,
+    InvalidAmountError,
+    InvalidInputError,
+    InvalidStateError,
+)
 from domain.money import format_nanos, nanos_per_minor_unit
 from domain.payment import Payment, PaymentBook, payment_book_id_for, payment_id_for
 from domain.roles import Action
@@ -62,17 +68,21 @@ class TopUps:
 
     # Customer ------------------------------------------------------------------------------
 
-    def ensure_customer(self, team: Team) -> str:
-        """The team's Stripe customer id, created and linked on first use."""
+    def ensure_customer(self, team: Team, actor: Actor) -> str:
+        """The team's Stripe customer id, created and linked (attributed to `actor`) on first
+        use. Two racing first top-ups get the same customer from Stripe (same key); the loser
+        of the link finds it linked and uses it."""
         if team.stripe_customer_id is not None:
             return team.stripe_customer_id
         customer_id = self.gateway.create_customer(
             team_id=str(team.id), team_name=team.name,
             idempotency_key=customer_idempotency_key(team.id))
-        # Two racing first top-ups get the same customer (same key); the second link is a
-        # replay of the first through the command's own idempotency key.
-        self.ledger.link_stripe_customer(team.id, customer_id, STRIPE_ACTOR,
-                                         idempotency_key=f"link-{customer_id}")
+        try:
+            self.ledger.link_stripe_customer(team.id, customer_id, actor)
+        except InvalidStateError:
+            linked = self.ledger.get_team(team.id).stripe_customer_id
+            if linked != customer_id:
+                raise
         return customer_id
 
     # Top-ups -------------------------------------------------------------------------------
@@ -102,7 +112,7 @@ class TopUps:
         self.ledger.authorize(team, actor, TOP_UP_ACTION)
         team.check_active()
         amount_minor = self.check_amount(team, amount_nanos)
-        customer_id = self.ensure_customer(team)
+        customer_id = self.ensure_customer(team, actor)
         payment = self._start_payment(team, request_key or uuid.uuid4().hex, amount_nanos,
                                       amount_minor, payment_method_id, actor)
         if payment.stripe_object_id is None and not payment.is_final:
