@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from adapters.http.auth import Principal, PrincipalDep, team_access
 from adapters.http.commands import run_idempotent
-from adapters.http.problems import PROBLEM_RESPONSES, ProblemError
+from adapters.http.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem, ProblemError
 from adapters.http.schemas import (
     IDEMPOTENCY_KEY_DESCRIPTION,
     Money,
@@ -40,7 +40,15 @@ from services.payments.top_ups import PAYMENTS_LISTED_MAX, TOP_UP_ACTION
 
 log = logging.getLogger("ledger.http.billing")
 
-router = APIRouter(tags=["billing"], responses=PROBLEM_RESPONSES)
+BILLING_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **PROBLEM_RESPONSES,
+    500: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}},
+          "description": "Webhook: the event was not recorded; Stripe delivers it again"},
+    502: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}},
+          "description": "Stripe could not be reached: nothing was charged twice; send the "
+                         "same request again with the same Idempotency-Key"},
+}
+router = APIRouter(tags=["billing"], responses=BILLING_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key",
                                               description=IDEMPOTENCY_KEY_DESCRIPTION)]
 # Stripe's events are a few kilobytes; the app's body limit (64 KiB) bounds them before this.
@@ -78,9 +86,11 @@ def _billing(request: Request) -> StripeBilling:
         ledger: Ledger = request.app.state.ledger
         billing = StripeBilling.from_env(ledger)
         if billing is None:
-            raise ProblemError(503, "stripe_not_configured", "Stripe is not configured",
-                               "set LEDGER_STRIPE_API_KEY and LEDGER_STRIPE_WEBHOOK_SECRETS "
-                               "(see docs/stripe.md) and restart")
+            # A state of this installation that its operator changes, not an outage: 409.
+            raise ProblemError(409, "stripe_not_configured", "Stripe is not configured",
+                               "this ledger has no Stripe account configured; an operator sets "
+                               "LEDGER_STRIPE_API_KEY and LEDGER_STRIPE_WEBHOOK_SECRETS (see "
+                               "docs/stripe.md) and restarts")
         request.app.state.stripe_billing = billing
     return billing
 
@@ -104,10 +114,10 @@ def start_top_up(team_id: UUID, body: StartTopUp, request: Request,
     stands: `processing` until Stripe reports the money received (then `succeeded` and the
     balance credited), or `failed` for a declined card. Send an Idempotency-Key: a retry with
     it resumes the same payment and never charges twice."""
-    billing = _billing(request)
     ledger: Ledger = request.app.state.ledger
     team_access(ledger, principal, team_id, TOP_UP_ACTION)
     amount_nanos = parse_nanos(body.amount_nanos, "amount_nanos")
+    billing = _billing(request)
 
     def run() -> tuple[int, Any]:
         try:
@@ -128,17 +138,34 @@ def start_top_up(team_id: UUID, body: StartTopUp, request: Request,
 def list_payments(team_id: UUID, request: Request, principal: Principal = PrincipalDep,
                   limit: Annotated[int, Query(ge=1, le=PAYMENTS_LISTED_MAX)] = 50) -> Any:
     """The team's latest payments, newest first, with failed and cancelled ones."""
-    billing = _billing(request)
     ledger: Ledger = request.app.state.ledger
     team_access(ledger, principal, team_id, Action.VIEW_BILLING)
+    billing = _billing(request)
     return {"payments": [payment_info(p) for p in billing.top_ups.payments_of(team_id, limit)]}
 
 
-@router.post("/v1/stripe/webhook", include_in_schema=True)
+class WebhookAnswer(BaseModel):
+    received: bool
+    event_id: str
+    result: str = Field(description="What the ledger did: credited, failed, unchanged (a "
+                        "repeat), ignored (a type or object that is not ours)...")
+
+
+# Stripe's callback, not part of the client API: left out of the OpenAPI document (Stripe's
+# own documentation describes what it sends).
+@router.post("/v1/stripe/webhook", response_model=WebhookAnswer, include_in_schema=False)
 async def stripe_webhook(request: Request) -> JSONResponse:
-    """Stripe's deliveries (signed; no bearer token)."""
-    billing = _billing(request)
+    """Stripe's deliveries (signed with the webhook secret; no bearer token). 400: the delivery
+    cannot be trusted (bad or missing signature, timestamp outside the tolerance, or no webhook
+    secret configured here) and nothing was recorded."""
     payload = await request.body()
+    try:
+        billing = _billing(request)
+    except ProblemError:
+        # Without secrets no delivery can be trusted: refuse it as such (Stripe retries).
+        log.warning("stripe webhook refused: Stripe is not configured")
+        raise ProblemError(400, "webhook_refused", "Webhook refused",
+                           "no webhook secret is configured; nothing was recorded") from None
     try:
         event = verify_webhook(payload, request.headers.get("stripe-signature"),
                                billing.settings.webhook_secrets,
