@@ -29,10 +29,11 @@ from adapters.http.schemas import (
     parse_nanos,
 )
 from adapters.http.schemas import Request as Body
+from adapters.runtime.settings import ConfigurationError
 from adapters.stripe.billing import StripeBilling
 from adapters.stripe.webhook_events import handle_event
 from adapters.stripe.webhook_signature import WebhookRejected, verify_webhook
-from domain.payment import Payment
+from domain.payment import Payment, PaymentStatus
 from domain.roles import Action
 from services.ledger import Ledger
 from services.payments.port import PaymentProviderError
@@ -51,7 +52,6 @@ BILLING_RESPONSES: dict[int | str, dict[str, Any]] = {
 router = APIRouter(tags=["billing"], responses=BILLING_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key",
                                               description=IDEMPOTENCY_KEY_DESCRIPTION)]
-# Stripe's events are a few kilobytes; the app's body limit (64 KiB) bounds them before this.
 PAYMENT_METHOD_PATTERN = r"^pm_[A-Za-z0-9_]{1,200}$"
 
 
@@ -66,7 +66,7 @@ class StartTopUp(Body):
 class PaymentInfo(BaseModel):
     payment_id: str
     team_id: str
-    status: str
+    status: PaymentStatus
     amount: Money
     credited: Money
     refunded: Money
@@ -84,7 +84,11 @@ def _billing(request: Request) -> StripeBilling:
     billing: StripeBilling | None = getattr(request.app.state, "stripe_billing", None)
     if billing is None:
         ledger: Ledger = request.app.state.ledger
-        billing = StripeBilling.from_env(ledger)
+        try:
+            billing = StripeBilling.from_env(ledger)
+        except ConfigurationError as error:  # its message names the variable, never a secret
+            raise ProblemError(409, "stripe_misconfigured", "Stripe is misconfigured",
+                               f"{error}; an operator fixes it and restarts") from None
         if billing is None:
             # A state of this installation that its operator changes, not an outage: 409.
             raise ProblemError(409, "stripe_not_configured", "Stripe is not configured",
@@ -158,6 +162,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     """Stripe's deliveries (signed with the webhook secret; no bearer token). 400: the delivery
     cannot be trusted (bad or missing signature, timestamp outside the tolerance, or no webhook
     secret configured here) and nothing was recorded."""
+    # The app's body limit (64 KiB) bounds the payload before it is read here.
     payload = await request.body()
     try:
         billing = _billing(request)
