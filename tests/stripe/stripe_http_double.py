@@ -29,6 +29,9 @@ class StripeHttpDouble(stripe.HTTPClient):
     requests: list[RecordedRequest] = field(default_factory=list)
     created: dict[str, dict[str, Any]] = field(default_factory=dict)  # object id -> object
     decline_payment_method: str = "pm_card_chargeCustomerFail"
+    # The next this-many PaymentIntent creations are done, but their answer is lost on the way
+    # back (a timeout): the SDK sees a connection error it may retry.
+    lose_intent_answers: int = 0
     _answers: dict[str, tuple[str, int]] = field(default_factory=dict)  # idempotency key -> answer
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,6 +53,10 @@ class StripeHttpDouble(stripe.HTTPClient):
             text, status = self._answer(method, path, dict(parse_qsl(body)))
             if method == "post" and key is not None:
                 self._answers[key] = (text, status)
+            if path == "/v1/payment_intents" and self.lose_intent_answers > 0:
+                self.lose_intent_answers -= 1
+                raise stripe.APIConnectionError("the answer was lost (timeout)",
+                                                should_retry=True)
             return text, status, {}
 
     def _answer(self, method: str, path: str, form: dict[str, str]) -> tuple[str, int]:

@@ -17,6 +17,7 @@ from domain.money import NANOS_PER_UNIT
 from domain.payment import PaymentStatus
 from services.actor import Actor
 from services.ledger import Ledger
+from services.payments.port import PaymentProviderError
 from services.payments.top_ups import TopUps
 from tests.stripe.stripe_http_double import StripeHttpDouble
 
@@ -39,9 +40,9 @@ def make_team(ledger: Ledger) -> UUID:
     return team_id
 
 
-def top_ups_with(ledger: Ledger, double: StripeHttpDouble) -> TopUps:
+def top_ups_with(ledger: Ledger, double: StripeHttpDouble, network_retries: int = 0) -> TopUps:
     settings = StripeSettings(api_key="sk_test_double", webhook_secrets=("whsec_x",),
-                              network_retries=0)
+                              network_retries=network_retries)
     return TopUps(ledger, StripeGateway(make_client(settings, double)), settings.top_up_limits)
 
 
@@ -134,3 +135,28 @@ def test_a_member_may_not_start_a_top_up(ledger: Ledger) -> None:
         top_ups_with(ledger, double).start_top_up(team_id, TWENTY_USD_NANOS, "pm_card_visa",
                                                   MEMBER, "req-5")
     assert double.requests == []
+
+
+def test_a_lost_answer_is_retried_by_the_sdk_with_the_same_key(ledger: Ledger) -> None:
+    team_id = make_team(ledger)
+    double = StripeHttpDouble(lose_intent_answers=1)
+    payment = top_ups_with(ledger, double, network_retries=2).start_top_up(
+        team_id, TWENTY_USD_NANOS, "pm_card_visa", BILLING, "req-6")
+    intent_posts = [r for r in double.requests if r.path == "/v1/payment_intents"]
+    assert [r.idempotency_key for r in intent_posts] == [payment.stripe_idempotency_key] * 2
+    assert double.of_kind("pi_") == [payment.stripe_object_id]
+
+
+def test_when_retries_run_out_the_same_request_later_gets_the_same_payment(
+        ledger: Ledger) -> None:
+    team_id = make_team(ledger)
+    double = StripeHttpDouble(lose_intent_answers=1)
+    top_ups = top_ups_with(ledger, double)
+    with pytest.raises(PaymentProviderError, match="Stripe did not take the payment"):
+        top_ups.start_top_up(team_id, TWENTY_USD_NANOS, "pm_card_visa", BILLING, "req-7")
+    [started] = top_ups.payments_of(team_id)
+    assert started.status == PaymentStatus.STARTED and started.stripe_object_id is None
+    payment = top_ups.start_top_up(team_id, TWENTY_USD_NANOS, "pm_card_visa", BILLING, "req-7")
+    assert payment.id == started.id
+    assert double.of_kind("pi_") == [payment.stripe_object_id]
+    assert ledger.get_team(team_id).top_ups == {}
