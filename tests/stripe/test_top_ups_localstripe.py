@@ -14,6 +14,7 @@ from uuid import UUID
 import httpx
 import pytest
 
+from adapters.runtime.projection_process import open_runner
 from domain.money import NANOS_PER_UNIT
 from tests.http.support import TeamFixture, make_team
 from tests.stripe.conftest import (
@@ -224,6 +225,16 @@ def test_partial_refunds_reverse_exactly_their_amounts(
     team_now = live_app.ledger.get_team(UUID(team.team_id))
     assert sum(team_now.top_ups.values()) - sum(team_now.refunds.values()) == \
         TWENTY_USD_NANOS - 750 * CENT_NANOS
+    # The read models fold the payment events too: the balance shows the top-up less refunds,
+    # and the audit trail has the money events attributed to Stripe.
+    with open_runner(live_app.api.database_url) as runner:
+        runner.catch_up()
+    auditor = live_app.api.headers(team.tokens["auditor"])
+    balance = live_app.api.client.get(f"/v1/teams/{team.team_id}/balance", headers=auditor)
+    assert balance.json()["balance"]["nanos"] == str(TWENTY_USD_NANOS - 750 * CENT_NANOS)
+    audit = live_app.api.client.get(
+        f"/v1/teams/{team.team_id}/audit?event_type=Team.TopUpRefunded", headers=auditor)
+    assert [e["actor"] for e in audit.json()["entries"]] == ["system:stripe"] * 2
 
 
 def test_unknown_types_are_acknowledged_and_a_failing_handler_answers_5xx(
