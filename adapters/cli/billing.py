@@ -1,8 +1,10 @@
 """`ledger` commands for money that comes in through Stripe.
 
-    ledger reconcile --team T [--json]   the team's top-ups and refunds in the ledger against
-                                         Stripe's charges and refunds; every difference listed
-                                         with both sides; exit 1 on any difference
+    ledger reconcile --team T [--json] [--refresh]
+        the team's top-ups and refunds in the ledger against Stripe's charges and refunds;
+        every difference listed with both sides; exit 1 on any difference. --refresh first
+        reads the team's unfinished payments from Stripe and records what Stripe says (the
+        same path as their webhooks), which heals webhooks that never came.
 
 The database is LEDGER_DATABASE_URL, or that of the `ledger up` running on LEDGER_DATA_DIR;
 Stripe is configured by LEDGER_STRIPE_* (docs/stripe.md).
@@ -23,6 +25,7 @@ from domain.errors import LedgerError
 from domain.money import format_nanos
 from services.payments.port import PaymentProviderError
 from services.payments.reconciliation import Reconciliation, reconcile_team
+from services.payments.top_ups import TopUps
 
 EXIT_DIFFERENT = 1
 
@@ -62,8 +65,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                                  "LEDGER_STRIPE_WEBHOOK_SECRETS (docs/stripe.md)")
     team_id = parse_team(args.team)
     ledger = open_ledger(attached_servers(Settings.from_env()).database_url)
+    gateway = StripeGateway(make_client(settings))
     try:
-        report = reconcile_team(ledger, StripeGateway(make_client(settings)), team_id)
+        if args.refresh:
+            refreshed = TopUps(ledger, gateway, settings.top_up_limits).refresh_open_payments(
+                team_id)
+            print(f"refreshed {refreshed} unfinished payment(s) from Stripe")
+        report = reconcile_team(ledger, gateway, team_id)
     except PaymentProviderError as error:
         raise ConnectionError(error.message) from None
     except LedgerError as error:  # an unknown team, for example
@@ -79,4 +87,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "reconcile", help="compare a team's top-ups and refunds with Stripe's")
     reconcile.add_argument("--team", required=True, help="team id or team key")
     reconcile.add_argument("--json", action="store_true", help="print JSON")
+    reconcile.add_argument("--refresh", action="store_true",
+                           help="first record what Stripe says about unfinished payments")
     reconcile.set_defaults(handler=cmd_reconcile)

@@ -181,6 +181,15 @@ class TopUps:
             self.settlement.apply_intent(outcome, STRIPE_ACTOR)
         return self.get_payment(payment_id)
 
+    def refresh_open_payments(self, team_id: UUID) -> int:
+        """Refresh every payment of the team (among its latest `PAYMENTS_LISTED_MAX`) that is
+        not final yet; returns how many were read. Heals webhooks that never came."""
+        open_payments = [p for p in self.payments_of(team_id)
+                         if not p.is_final and p.stripe_object_id is not None]
+        for payment in open_payments:
+            self.refresh_payment(payment.id)
+        return len(open_payments)
+
 
 def payment_metadata(payment: Payment) -> Mapping[str, str]:
     """What the PaymentIntent carries back to us in every webhook about it."""

@@ -59,6 +59,16 @@ def test_reconcile_lists_a_difference_on_each_side_and_exits_non_zero(
             in out
         assert f"DIFFERENT refund {only_stripe.id}: ledger missing, Stripe 2.500000000 USD" \
             in out
+
+        # A paid top-up whose webhook never came: a difference until --refresh records it.
+        unsettled = top_ups.start_top_up(team_id, TWENTY_USD_NANOS, "pm_card_visa", OWNER,
+                                         "r3").stripe_object_id
+        assert Difference("top_up", str(unsettled), None, TWENTY_USD_NANOS) in \
+            reconcile_team(ledger, gateway, team_id).differences
+        assert main(["reconcile", "--team", "recon", "--refresh"]) == 1
+        out = capsys.readouterr().out
+        assert "refreshed 1 unfinished payment(s)" in out and str(unsettled) not in out
+        assert ledger.get_team(team_id).top_ups[str(unsettled)] == TWENTY_USD_NANOS
     finally:
         ledger.close()
 
