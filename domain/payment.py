@@ -6,9 +6,10 @@ moves the balance itself: the team's balance changes only through `Team.credit_t
 that failed or was cancelled is visible here and changes no balance.
 
 Lifecycle: started -> (Stripe object attached) -> succeeded | failed | canceled; a succeeded
-payment may be refunded in parts. Stripe reports in any order and more than once (a webhook can
-arrive before the API answer is recorded, or twice): every step is idempotent and tolerant of
-order, so a repeat changes nothing and a late "attached" after "succeeded" is a no-op.
+payment may be refunded in parts, and reversed by a lost dispute. Stripe reports in any order
+and more than once (a webhook can arrive before the API answer is recorded, or twice): every
+step is idempotent and tolerant of order, so a repeat changes nothing and a late "attached"
+after "succeeded" is a no-op.
 
 `PaymentBook` is the per-team index of payments (one event per started payment), so that a team's
 payments can be listed without scanning the log.
@@ -92,6 +93,7 @@ class Payment(Aggregate):
         self.failure_message: str | None = None
         self.credited_nanos = 0
         self.refunds: dict[str, int] = {}  # Stripe refund id -> refunded nanos
+        self.disputes_lost: dict[str, int] = {}  # Stripe dispute id -> reversed nanos
 
     @classmethod
     def start(cls, *, team_id: UUID, request_key: str, amount_nanos: int, amount_minor: int,
@@ -120,6 +122,11 @@ class Payment(Aggregate):
     @property
     def refunded_nanos(self) -> int:
         return sum(self.refunds.values())
+
+    @property
+    def reversed_nanos(self) -> int:
+        """Refunded plus lost in disputes: what no longer counts of the credit."""
+        return self.refunded_nanos + sum(self.disputes_lost.values())
 
     def attach_stripe_object(self, stripe_object_id: str, actor: str) -> bool:
         """Record the Stripe object that carries this payment; False if already known."""
@@ -193,18 +200,36 @@ class Payment(Aggregate):
         check_amount_nanos("amount_nanos", amount_nanos)
         if refund_id in self.refunds:
             return False
-        if self.status != PaymentStatus.SUCCEEDED:
-            raise InvalidStateError(f"payment {self.id} did not succeed; nothing to refund")
-        if self.refunded_nanos + amount_nanos > self.credited_nanos:
-            raise InvalidStateError(
-                f"refund {refund_id} of {amount_nanos} nanos exceeds the "
-                f"{self.credited_nanos - self.refunded_nanos} nanos left on payment {self.id}")
+        self._check_reversible(refund_id, amount_nanos)
         self._refund_recorded(refund_id=refund_id, amount_nanos=amount_nanos, actor=actor)
         return True
+
+    def _check_reversible(self, reversal_id: str, amount_nanos: int) -> None:
+        if self.status != PaymentStatus.SUCCEEDED:
+            raise InvalidStateError(f"payment {self.id} did not succeed; nothing to reverse")
+        if self.reversed_nanos + amount_nanos > self.credited_nanos:
+            raise InvalidStateError(
+                f"{reversal_id} of {amount_nanos} nanos exceeds the "
+                f"{self.credited_nanos - self.reversed_nanos} nanos left on payment {self.id}")
 
     @event("RefundRecorded")
     def _refund_recorded(self, refund_id: str, amount_nanos: int, actor: str) -> None:
         self.refunds[refund_id] = amount_nanos
+
+    def record_dispute_lost(self, dispute_id: str, amount_nanos: int, actor: str) -> bool:
+        """A dispute the team's card holder won: the disputed amount is reversed. False if
+        this dispute is already recorded."""
+        _check_text("dispute_id", dispute_id, STRIPE_ID_LENGTH_MAX)
+        check_amount_nanos("amount_nanos", amount_nanos)
+        if dispute_id in self.disputes_lost:
+            return False
+        self._check_reversible(dispute_id, amount_nanos)
+        self._dispute_lost(dispute_id=dispute_id, amount_nanos=amount_nanos, actor=actor)
+        return True
+
+    @event("DisputeLost")
+    def _dispute_lost(self, dispute_id: str, amount_nanos: int, actor: str) -> None:
+        self.disputes_lost[dispute_id] = amount_nanos
 
 
 class PaymentBook(Aggregate):

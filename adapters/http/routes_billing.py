@@ -70,6 +70,7 @@ class PaymentInfo(BaseModel):
     amount: Money
     credited: Money
     refunded: Money
+    disputes_lost: Money
     stripe_object_id: str | None
     failure_code: str | None
     failure_message: str | None
@@ -106,6 +107,8 @@ def payment_info(payment: Payment) -> dict[str, Any]:
         "amount": money(payment.amount_nanos, payment.currency).model_dump(),
         "credited": money(payment.credited_nanos, payment.currency).model_dump(),
         "refunded": money(payment.refunded_nanos, payment.currency).model_dump(),
+        "disputes_lost": money(payment.reversed_nanos - payment.refunded_nanos,
+                               payment.currency).model_dump(),
         "stripe_object_id": payment.stripe_object_id, "failure_code": payment.failure_code,
         "failure_message": payment.failure_message, "started_by": payment.started_by}
 

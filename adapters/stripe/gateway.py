@@ -16,7 +16,13 @@ from typing import Any
 import stripe
 
 from adapters.stripe.settings import StripeSettings
-from services.payments.port import ChargeInfo, IntentOutcome, PaymentProviderError, RefundInfo
+from services.payments.port import (
+    ChargeInfo,
+    DisputeInfo,
+    IntentOutcome,
+    PaymentProviderError,
+    RefundInfo,
+)
 
 # Objects one list call reads at most (Stripe's own page limit is 100).
 LIST_PAGE_SIZE = 100
@@ -55,6 +61,15 @@ def intent_outcome(data: Mapping[str, Any]) -> IntentOutcome:
         metadata={str(k): str(v)[:METADATA_VALUE_LENGTH_MAX] for k, v in dict(metadata).items()},
         failure_code=_text(error.get("code")) if isinstance(error, Mapping) else None,
         failure_message=_text(error.get("message")) if isinstance(error, Mapping) else None)
+
+
+def dispute_info(data: Mapping[str, Any]) -> DisputeInfo:
+    """A Dispute (SDK object or webhook JSON) as a port value."""
+    return DisputeInfo(dispute_id=_text(data.get("id")) or "",
+                       intent_id=_text(data.get("payment_intent")) or "",
+                       amount_minor=_int(data.get("amount")),
+                       currency=(_text(data.get("currency")) or "").upper(),
+                       status=_text(data.get("status")) or "unknown")
 
 
 def _declined(error: stripe.CardError, amount_minor: int, currency: str,
@@ -122,6 +137,15 @@ class StripeGateway:
                            currency=str(r.currency).upper(), status=str(r.status))
                 for r in page.data]
 
+    def list_disputes(self, intent_id: str) -> list[DisputeInfo]:
+        try:
+            page = self.client.v1.disputes.list(
+                params={"payment_intent": intent_id, "limit": LIST_PAGE_SIZE})
+        except stripe.StripeError as error:
+            raise PaymentProviderError(f"Stripe did not list disputes of {intent_id}: "
+                                       f"{error}") from None
+        return [dispute_info(d) for d in page.data]
+
     def list_charges(self, customer_id: str) -> list[ChargeInfo]:
         charges: list[ChargeInfo] = []
         params: dict[str, Any] = {"customer": customer_id, "limit": LIST_PAGE_SIZE}
@@ -132,7 +156,8 @@ class StripeGateway:
                     charge_id=str(c.id), intent_id=_text(c.get("payment_intent")),
                     amount_minor=int(c.amount), amount_refunded_minor=int(
                         c.get("amount_refunded") or 0),
-                    currency=str(c.currency).upper(), status=str(c.status)) for c in page.data]
+                    currency=str(c.currency).upper(), status=str(c.status),
+                    disputed=c.get("disputed") is True) for c in page.data]
                 if not page.has_more or not page.data:
                     break
                 params["starting_after"] = page.data[-1].id

@@ -45,6 +45,15 @@ class RefundInfo:
 
 
 @dataclass(frozen=True)
+class DisputeInfo:
+    dispute_id: str
+    intent_id: str
+    amount_minor: int
+    currency: str
+    status: str  # Stripe's: "lost", "won", "needs_response", ...
+
+
+@dataclass(frozen=True)
 class ChargeInfo:
     charge_id: str
     intent_id: str | None
@@ -52,6 +61,7 @@ class ChargeInfo:
     amount_refunded_minor: int
     currency: str
     status: str
+    disputed: bool = False
 
 
 class PaymentGateway(Protocol):
@@ -70,5 +80,7 @@ class PaymentGateway(Protocol):
     def retrieve_payment_intent(self, intent_id: str) -> IntentOutcome: ...
 
     def list_refunds(self, intent_id: str) -> list[RefundInfo]: ...
+
+    def list_disputes(self, intent_id: str) -> list[DisputeInfo]: ...
 
     def list_charges(self, customer_id: str) -> list[ChargeInfo]: ...

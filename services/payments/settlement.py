@@ -3,8 +3,9 @@
 Each report is one command that saves the team and the payment together, so the balance and the
 payment's history cannot disagree: a success credits the team (`Team.credit_top_up`, keyed by the
 PaymentIntent id, so it is credited once however many reports arrive) and marks the payment
-succeeded; a refund reverses exactly the refunded amount (`Team.refund_top_up`, keyed by the
-refund id); a failure or cancellation is recorded on the payment and moves no money.
+succeeded; a refund, or a lost dispute, reverses exactly its amount (`Team.refund_top_up`, keyed
+by the refund or dispute id); a failure or cancellation is recorded on the payment and moves no
+money.
 
 A report may carry an idempotency key (the Stripe event id, in scope `stripe_event`): a
 delivery of the same event again, today or days later, in any process, replays the first
@@ -28,7 +29,7 @@ from domain.team import Team
 from services.actor import Actor
 from services.command_runs import Attempt, Command, team_scope
 from services.ledger import Ledger
-from services.payments.port import IntentOutcome, RefundInfo
+from services.payments.port import DisputeInfo, IntentOutcome, RefundInfo
 
 STRIPE_EVENT_SCOPE = "stripe_event"
 # Stripe's PaymentIntent statuses that mean "not settled yet, not failed either".
@@ -171,4 +172,32 @@ class Settlement:
         # The refunds read from Stripe are not part of the command's identity: a later delivery
         # of the same event may see more of them, and must replay, not conflict.
         return self._run("apply_refunds", payment.id, actor, {"intent_id": intent.intent_id},
+                         apply, event_id)
+
+    def apply_dispute_lost(self, intent: IntentOutcome, dispute: DisputeInfo, actor: Actor,
+                           event_id: str | None = None) -> str:
+        """Reverse exactly the amount of a lost dispute (keyed by the dispute id, recorded on
+        the team as a reversal of the top-up and on the payment as `DisputeLost`)."""
+        payment = self.payment_of(dict(intent.metadata))
+        if payment is None:
+            return "ignored: not a ledger payment"
+        if dispute.status != "lost":
+            return f"ignored: dispute {dispute.status}"
+
+        def apply(team: Team, payment: Payment) -> str:
+            self.ledger.authorize(team, actor, Action.REFUND_TOP_UP)
+            currency = dispute.currency.upper()
+            if currency != payment.currency:
+                raise InvalidInputError(
+                    f"dispute {dispute.dispute_id} is in {currency}, payment {payment.id} in "
+                    f"{payment.currency}")
+            nanos = minor_units_to_nanos(dispute.amount_minor, currency)
+            reversed_now = not team.has_refund(dispute.dispute_id)
+            if reversed_now:
+                team.refund_top_up(dispute.intent_id, dispute.dispute_id, nanos, actor.user_id)
+            payment.record_dispute_lost(dispute.dispute_id, nanos, actor.user_id)
+            return "dispute reversed" if reversed_now else "unchanged"
+
+        return self._run("apply_dispute_lost", payment.id, actor,
+                         {"intent_id": intent.intent_id, "dispute_id": dispute.dispute_id},
                          apply, event_id)

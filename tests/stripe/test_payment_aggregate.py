@@ -93,3 +93,15 @@ def test_the_book_lists_payments_in_order() -> None:
     book.list_payment(first)
     book.list_payment(second)
     assert book.payment_ids == [first, second]
+
+
+def test_a_lost_dispute_reverses_its_amount_once_within_what_is_left() -> None:
+    payment = started()
+    payment.succeed("pi_1", TEN_USD_NANOS, "system:stripe")
+    payment.record_refund("re_1", 6 * NANOS_PER_UNIT, "system:stripe")
+    assert payment.record_dispute_lost("dp_1", 4 * NANOS_PER_UNIT, "system:stripe") is True
+    assert payment.record_dispute_lost("dp_1", 4 * NANOS_PER_UNIT, "system:stripe") is False
+    with pytest.raises(InvalidStateError, match="exceeds the 0 nanos left"):
+        payment.record_refund("re_2", 1, "system:stripe")
+    copy = replayed(payment)
+    assert (copy.refunded_nanos, copy.reversed_nanos) == (6 * NANOS_PER_UNIT, TEN_USD_NANOS)

@@ -12,6 +12,8 @@ from adapters.runtime.composition import open_ledger
 from adapters.stripe.gateway import StripeGateway, make_client
 from domain.money import NANOS_PER_UNIT
 from services.actor import Actor
+from services.ledger import Ledger
+from services.payments.port import ChargeInfo, DisputeInfo, RefundInfo
 from services.payments.reconciliation import Difference, reconcile_team
 from services.payments.top_ups import TopUps
 from tests.stripe.conftest import API_KEY, WEBHOOK_SECRET, settings_for
@@ -78,3 +80,36 @@ def test_reconcile_without_stripe_settings_says_what_to_set(
     monkeypatch.delenv("LEDGER_STRIPE_API_KEY", raising=False)
     assert main(["reconcile", "--team", "any"]) == 2
     assert "LEDGER_STRIPE_API_KEY" in capsys.readouterr().err
+
+
+class DisputedStripe:
+    """Stripe's side for one disputed top-up (the parts of the port reconcile reads)."""
+
+    def __init__(self, dispute_status: str) -> None:
+        self.dispute_status = dispute_status
+
+    def list_charges(self, customer_id: str) -> list[ChargeInfo]:
+        return [ChargeInfo("ch_1", "pi_1", 1000, 0, "USD", "succeeded", disputed=True)]
+
+    def list_refunds(self, intent_id: str) -> list[RefundInfo]:
+        return []
+
+    def list_disputes(self, intent_id: str) -> list[DisputeInfo]:
+        return [DisputeInfo("dp_1", intent_id, 500, "USD", self.dispute_status)]
+
+
+@pytest.mark.parametrize(("dispute_status", "differences"), [
+    ("lost", []),
+    ("won", [Difference("dispute", "dp_1", 500 * CENT_NANOS, None)]),
+])
+def test_reconcile_compares_lost_disputes(dispute_status: str,
+                                          differences: list[Difference]) -> None:
+    ledger = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    team_id = ledger.register_team(team_key="d", name="D", currency="USD", timezone="UTC",
+                                   actor=OWNER)
+    ledger.link_stripe_customer(team_id, "cus_1", OWNER)
+    ledger.credit_top_up(team_id, "pi_1", 1000, "USD", OWNER)
+    ledger.refund_top_up(team_id, "pi_1", "dp_1", 500, "USD", OWNER)
+    gateway = DisputedStripe(dispute_status)
+    report = reconcile_team(ledger, gateway, team_id)  # type: ignore[arg-type]
+    assert report.differences == differences

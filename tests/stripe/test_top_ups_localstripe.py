@@ -257,3 +257,23 @@ def test_only_owner_and_billing_start_top_ups_and_members_do_not_see_payments(
     assert listed.status_code == 403
     too_small = start(live_app, team, "topup-small", amount_nanos=NANOS_PER_UNIT)
     assert too_small.status_code == 422 and "between" in too_small.json()["detail"]
+
+
+def test_a_lost_dispute_reverses_exactly_the_disputed_amount_and_a_won_one_nothing(
+        live_app: LiveApp, localstripe: httpx.Client, team: TeamFixture) -> None:
+    live_app.register_webhook(localstripe)
+    intent_id = start(live_app, team, "topup-7").json()["stripe_object_id"]
+    wait_until(lambda: bool(credits(live_app, team)), "the payment_intent.succeeded webhook")
+    for number, status in ((1, "won"), (2, "lost")):
+        dispute = event_payload(f"evt_dispute_{number}", "charge.dispute.closed", {
+            "id": f"dp_{number}", "object": "dispute", "amount": 500, "currency": "usd",
+            "status": status, "payment_intent": intent_id, "charge": "ch_for_test"})
+        for _ in range(2):
+            answer = deliver(live_app, dispute, signature_header(dispute, WEBHOOK_SECRET))
+            assert answer.status_code == 200, answer.text
+    assert refunds(live_app, team) == {"dp_2": 500 * CENT_NANOS}
+    [payment] = live_app.api.client.get(
+        f"/v1/teams/{team.team_id}/payments",
+        headers=live_app.api.headers(team.tokens["billing"])).json()["payments"]
+    assert (payment["disputes_lost"]["nanos"], payment["refunded"]["nanos"]) == (
+        str(500 * CENT_NANOS), "0")
