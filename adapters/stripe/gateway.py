@@ -11,6 +11,7 @@ outcome with status "failed" that the payment records.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import stripe
@@ -80,10 +81,9 @@ def _declined(error: stripe.CardError, amount_minor: int, currency: str,
     if isinstance(intent, dict) and intent.get("id"):
         declined = intent_outcome(intent)
         if declined.status != "succeeded":
-            return IntentOutcome(**{**declined.__dict__, "status": "failed",
-                                    "failure_code": declined.failure_code or error.code,
-                                    "failure_message": declined.failure_message or
-                                    error.user_message})
+            return replace(declined, status="failed",
+                           failure_code=declined.failure_code or error.code,
+                           failure_message=declined.failure_message or error.user_message)
     return IntentOutcome(intent_id=None, status="failed", amount_minor=amount_minor,
                          amount_received_minor=0, currency=currency.upper(), metadata=metadata,
                          failure_code=error.code or "card_declined",

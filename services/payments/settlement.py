@@ -103,13 +103,14 @@ class Settlement:
     def apply_intent(self, outcome: IntentOutcome, actor: Actor, event_id: str | None = None,
                      payment_id: UUID | None = None) -> str:
         """Record a PaymentIntent's state as Stripe reports it; returns what changed."""
+        intent_id = outcome.intent_id
+        if intent_id is None:
+            return "ignored: a PaymentIntent without an id"
         if payment_id is None:
             payment = self.payment_of(dict(outcome.metadata))
             if payment is None:
                 return "ignored: not a ledger payment"
             payment_id = payment.id
-        intent_id = outcome.intent_id
-        assert intent_id is not None, "a reported PaymentIntent always has an id"
 
         def apply(team: Team, payment: Payment) -> str:
             if outcome.status == "succeeded":
