@@ -5,7 +5,8 @@ Timeouts, connection errors and Stripe 5xx are retried by the SDK itself
 (`max_network_retries`, with its backoff) under the same idempotency key, so a retry never
 creates a second object; what still fails is a `PaymentProviderError` (nothing was recorded as
 settled; the caller may send the same request again). A declined card is not an error: it is an
-outcome with status "failed" that the payment records.
+outcome with status "failed" that the payment records, and so is a request Stripe refuses for
+good (an unknown payment method).
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ class StripeGateway:
                 options={"idempotency_key": idempotency_key})
         except stripe.CardError as error:
             return _declined(error, amount_minor, currency, metadata)
+        except stripe.InvalidRequestError as error:
+            # Stripe refused this request for good (an unknown or foreign payment method, for
+            # example); Stripe replays the same refusal for the same key, so it is final.
+            return IntentOutcome(intent_id=None, status="failed", amount_minor=amount_minor,
+                                 amount_received_minor=0, currency=currency.upper(),
+                                 metadata=metadata, failure_code=error.code or "invalid_request",
+                                 failure_message=error.user_message or str(error))
         except stripe.StripeError as error:
             raise PaymentProviderError(f"Stripe did not take the payment: {error}") from None
         return intent_outcome(intent)

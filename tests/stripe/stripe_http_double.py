@@ -69,6 +69,10 @@ class StripeHttpDouble(stripe.HTTPClient):
                       "amount_received": int(form["amount"]), "currency": form["currency"],
                       "customer": form["customer"], "metadata": metadata,
                       "status": "succeeded", "last_payment_error": None}
+            if form.get("payment_method", "").startswith("pm_missing"):
+                return json.dumps({"error": {
+                    "type": "invalid_request_error", "code": "resource_missing",
+                    "message": f"No such PaymentMethod: '{form['payment_method']}'"}}), 400
             if form.get("payment_method") == self.decline_payment_method:
                 intent.update(status="requires_payment_method", amount_received=0,
                               last_payment_error={"code": "card_declined"})

@@ -160,3 +160,12 @@ def test_when_retries_run_out_the_same_request_later_gets_the_same_payment(
     assert payment.id == started.id
     assert double.of_kind("pi_") == [payment.stripe_object_id]
     assert ledger.get_team(team_id).top_ups == {}
+
+
+def test_an_unknown_payment_method_fails_the_payment_visibly(ledger: Ledger) -> None:
+    team_id = make_team(ledger)
+    payment = top_ups_with(ledger, StripeHttpDouble()).start_top_up(
+        team_id, TWENTY_USD_NANOS, "pm_missing_1", OWNER, "req-8")
+    assert (payment.status, payment.failure_code) == (PaymentStatus.FAILED, "resource_missing")
+    assert payment.failure_message is not None and "pm_missing_1" in payment.failure_message
+    assert ledger.get_team(team_id).top_ups == {}
