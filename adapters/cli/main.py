@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "adapters.cli.runtime",
     "adapters.cli.audit",
     "adapters.cli.tokens",
+    "adapters.cli.billing",
     "adapters.http.serve",
 ]
 EXIT_BAD_INPUT = 2

@@ -48,6 +48,7 @@ API_ROUTER_MODULES = [
     "adapters.http.routes_packages",
     "adapters.http.routes_reads",
     "adapters.http.routes_usage",
+    "adapters.http.routes_billing",
 ]
 
 API_DESCRIPTION = """\

@@ -1,0 +1,36 @@
+"""One place that wires Stripe for a running ledger: settings, SDK client, gateway, use cases.
+
+The HTTP app keeps one `StripeBilling` on `app.state.stripe_billing`; it is made from the
+environment on first use (`for_ledger`), or set by whoever builds the app (tests pass a client
+pointed at localstripe or an SDK HTTP double).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import stripe
+
+from adapters.stripe.gateway import StripeGateway, make_client
+from adapters.stripe.settings import StripeSettings
+from services.ledger import Ledger
+from services.payments.top_ups import TopUps
+
+
+@dataclass
+class StripeBilling:
+    settings: StripeSettings
+    gateway: StripeGateway
+    top_ups: TopUps
+
+    @classmethod
+    def create(cls, ledger: Ledger, settings: StripeSettings,
+               http_client: stripe.HTTPClient | None = None) -> StripeBilling:
+        gateway = StripeGateway(make_client(settings, http_client))
+        return cls(settings, gateway, TopUps(ledger, gateway, settings.top_up_limits))
+
+    @classmethod
+    def from_env(cls, ledger: Ledger) -> StripeBilling | None:
+        """Stripe as configured by LEDGER_STRIPE_*; None when no API key is set."""
+        settings = StripeSettings.from_env()
+        return None if settings is None else cls.create(ledger, settings)

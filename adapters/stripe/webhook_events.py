@@ -1,0 +1,59 @@
+"""What the ledger does with each verified Stripe event type.
+
+PaymentIntent events carry the PaymentIntent; it is recorded as Stripe reports it (credited once
+when it succeeded, visible when it failed or was cancelled). Refund events are resolved by a
+read: the PaymentIntent and its refunds are fetched from Stripe, so the ledger records what
+Stripe holds now, whatever order the events came in. Every handled event is recorded under its
+Stripe event id (scope `stripe_event`), so a second delivery replays the first result, lastingly.
+A closed dispute that was lost reverses exactly the disputed amount (the amount and status come
+from the signed event; the PaymentIntent is read for its metadata). Other types are acknowledged
+and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from adapters.stripe.gateway import dispute_info, intent_outcome
+from adapters.stripe.webhook_signature import VerifiedEvent
+from services.payments.port import PaymentGateway
+from services.payments.settlement import Settlement
+from services.payments.top_ups import STRIPE_ACTOR
+
+log = logging.getLogger("ledger.stripe.webhook")
+
+INTENT_EVENT_TYPES = frozenset({
+    "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled",
+    "payment_intent.processing", "payment_intent.requires_action"})
+REFUND_EVENT_TYPES = frozenset({
+    "charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"})
+DISPUTE_EVENT_TYPES = frozenset({"charge.dispute.closed"})
+HANDLED_EVENT_TYPES = INTENT_EVENT_TYPES | REFUND_EVENT_TYPES | DISPUTE_EVENT_TYPES
+
+
+def handle_event(event: VerifiedEvent, settlement: Settlement, gateway: PaymentGateway) -> str:
+    """Apply one verified event; returns what happened (for the answer and the log)."""
+    if event.event_type in INTENT_EVENT_TYPES:
+        result = settlement.apply_intent(intent_outcome(event.data_object), STRIPE_ACTOR,
+                                         event_id=event.event_id)
+    elif event.event_type in REFUND_EVENT_TYPES:
+        intent_id = event.data_object.get("payment_intent")
+        if not isinstance(intent_id, str) or not intent_id:
+            result = "ignored: no PaymentIntent"
+        else:
+            intent = gateway.retrieve_payment_intent(intent_id)
+            refunds = gateway.list_refunds(intent_id)
+            result = settlement.apply_refunds(intent, refunds, STRIPE_ACTOR,
+                                              event_id=event.event_id)
+    elif event.event_type in DISPUTE_EVENT_TYPES:
+        dispute = dispute_info(event.data_object)
+        if not dispute.dispute_id or not dispute.intent_id:
+            result = "ignored: dispute without id or PaymentIntent"
+        else:
+            intent = gateway.retrieve_payment_intent(dispute.intent_id)
+            result = settlement.apply_dispute_lost(intent, dispute, STRIPE_ACTOR,
+                                                   event_id=event.event_id)
+    else:
+        result = "ignored: type not handled"
+    log.info("stripe event %s (%s): %s", event.event_id, event.event_type, result)
+    return result

@@ -1,0 +1,93 @@
+"""Reconciling a team's money in the ledger with Stripe's: top-ups against Stripe's charges,
+refunds against Stripe's refunds, object by object, every difference listed with both sides.
+
+The ledger keys a top-up by its PaymentIntent id and a refund (or lost dispute) by its refund (or
+dispute) id, so the two sides line up by id: a top-up Stripe settled that the ledger never
+credited (a lost webhook), one the ledger credited that Stripe has not (or not for that amount),
+and the same for refunds and lost disputes. Charges that failed are not money and are left out.
+All amounts are compared in nanos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from domain.money import minor_units_to_nanos
+from services.ledger import Ledger
+from services.payments.port import PaymentGateway
+
+DISPUTE_ID_PREFIXES = ("dp_", "du_")
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: str  # "top_up", "refund" or "dispute" (a lost one)
+    stripe_object_id: str
+    ledger_nanos: int | None  # None: the ledger has no such object
+    stripe_nanos: int | None  # None: Stripe has no such object
+
+
+@dataclass
+class Reconciliation:
+    team_id: UUID
+    currency: str
+    customer_id: str | None
+    top_ups_compared: int = 0
+    refunds_compared: int = 0
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
+
+def _compare(kind: str, ledger_side: dict[str, int], stripe_side: dict[str, int]
+             ) -> list[Difference]:
+    return [Difference(kind, object_id, ledger_side.get(object_id), stripe_side.get(object_id))
+            for object_id in sorted(ledger_side.keys() | stripe_side.keys())
+            if ledger_side.get(object_id) != stripe_side.get(object_id)]
+
+
+def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID) -> Reconciliation:
+    team = ledger.get_team(team_id)
+    report = Reconciliation(team_id=team_id, currency=team.currency,
+                            customer_id=team.stripe_customer_id)
+    stripe_top_ups: dict[str, int] = {}
+    stripe_refunds: dict[str, int] = {}
+    stripe_disputes: dict[str, int] = {}
+    disputed_intents: set[str] = set()
+    refunded_intents = set(team.refunded_by_top_up)
+    if team.stripe_customer_id is not None:
+        for charge in gateway.list_charges(team.stripe_customer_id):
+            if charge.status != "succeeded" or charge.intent_id is None:
+                continue
+            object_id = charge.intent_id
+            stripe_top_ups[object_id] = stripe_top_ups.get(object_id, 0) + \
+                minor_units_to_nanos(charge.amount_minor, charge.currency)
+            if charge.amount_refunded_minor:
+                refunded_intents.add(object_id)
+            if charge.disputed:
+                disputed_intents.add(object_id)
+        for intent_id in sorted(refunded_intents):
+            for refund in gateway.list_refunds(intent_id):
+                if refund.status == "succeeded":
+                    stripe_refunds[refund.refund_id] = minor_units_to_nanos(
+                        refund.amount_minor, refund.currency)
+        for intent_id in sorted(disputed_intents):
+            for dispute in gateway.list_disputes(intent_id):
+                if dispute.status == "lost":
+                    stripe_disputes[dispute.dispute_id] = minor_units_to_nanos(
+                        dispute.amount_minor, dispute.currency)
+    # The ledger keeps refunds and lost disputes as reversals of a top-up, keyed by the Stripe
+    # id; they are told apart by Stripe's id prefixes.
+    ledger_disputes = {k: v for k, v in team.refunds.items()
+                       if k in stripe_disputes or k.startswith(DISPUTE_ID_PREFIXES)}
+    ledger_refunds = {k: v for k, v in team.refunds.items() if k not in ledger_disputes}
+    report.top_ups_compared = len(team.top_ups.keys() | stripe_top_ups.keys())
+    report.refunds_compared = len(team.refunds.keys() | stripe_refunds.keys()
+                                  | stripe_disputes.keys())
+    report.differences = (_compare("top_up", dict(team.top_ups), stripe_top_ups)
+                          + _compare("refund", ledger_refunds, stripe_refunds)
+                          + _compare("dispute", ledger_disputes, stripe_disputes))
+    return report
