@@ -39,7 +39,7 @@ import psycopg
 from rich.console import Console
 from rich.progress import Progress
 
-from adapters.postgres.view_store import PostgresNotificationLog
+from adapters.postgres.notification_log import PostgresNotificationLog
 from adapters.runtime.embedded_servers import EmbeddedPostgres
 from adapters.runtime.projection_process import open_runner
 from adapters.runtime.settings import eventsourcing_env
