@@ -39,7 +39,7 @@ import psycopg
 from rich.console import Console
 from rich.progress import Progress
 
-from adapters.postgres.view_store import PostgresNotificationLog
+from adapters.postgres.notification_log import PostgresNotificationLog
 from adapters.runtime.embedded_postgres import EmbeddedPostgres
 from adapters.runtime.priced_teams import numbered_keys, open_priced_team
 from adapters.runtime.projection_process import open_runner

@@ -1,18 +1,31 @@
-"""The answers people read: a team's balance and usage windows, with the log position behind them.
+"""The answers people read: a team's balance and usage windows, an account's authorization, each
+with the log position behind it.
 
-Both the live read models and `ledger balance --as-of` (a replay in memory) answer through
-`balance_answer`, so "as of" and "now" cannot disagree on how an answer is put together.
+Every store answers through these functions (the live PostgreSQL read models, the in-memory ones,
+and `ledger balance --as-of`, a replay in memory), so "as of" and "now" cannot disagree on how an
+answer is put together.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+from uuid import UUID
 
-from projections.authorization import Freshness
-from projections.fold import AccountView, BatchChanges, TeamView, ViewFolder
-from projections.runner import FailureKind, ProjectionFailure
+from projections.authorization import AuthorizationAnswer, Freshness, decide
+from projections.ports import ViewReader
+from projections.views import AccountView, TeamView
 from projections.windows import BucketKey, UsageTotals, report_from_buckets
+
+
+class BalanceReader(ViewReader, Protocol):
+    def invoices_of(self, team_id: UUID) -> list[dict[str, Any]]: ...
+
+    def top_ups_of(self, team_id: UUID) -> list[dict[str, Any]]: ...
+
+
+class AccountReader(ViewReader, Protocol):
+    def account(self, account_id: UUID) -> AccountView | None: ...
 
 
 def balance_answer(team: TeamView, accounts: list[AccountView],
@@ -30,52 +43,22 @@ def balance_answer(team: TeamView, accounts: list[AccountView],
     }
 
 
-class MemoryViewStore:
-    """Read models in memory: what `ledger balance --as-of` folds the history into."""
+def team_balance(reader: BalanceReader, team_id: UUID, now: datetime) -> dict[str, Any] | None:
+    """A team's balance, accounts, usage windows, invoices and top-ups, from one snapshot."""
+    with reader.snapshot() as (position, head):
+        team = reader.team(team_id)
+        if team is None:
+            return None
+        answer = balance_answer(team, reader.accounts_of(team_id),
+                                reader.usage_buckets(team, now), now, Freshness(position, head))
+        answer["invoices"] = reader.invoices_of(team_id)
+        answer["top_ups"] = reader.top_ups_of(team_id)
+    return answer
 
-    def __init__(self) -> None:
-        self.folder = ViewFolder()
-        self.buckets: dict[tuple[Any, ...], UsageTotals] = {}
-        self.recorded_failure: ProjectionFailure | None = None
 
-    def load_folder(self) -> ViewFolder:
-        # The runner reloads after a failed batch; memory has nothing committed to reload.
-        return self.folder
-
-    def stage(self, changes: BatchChanges) -> BatchChanges:
-        return changes
-
-    def finish(self, staged: BatchChanges) -> None:
-        self.commit(staged)
-
-    def abort(self, staged: BatchChanges) -> None:
-        """Nothing was written; the runner reloads the folder (memory's own) after a failure."""
-
-    def failure(self) -> ProjectionFailure | None:
-        return self.recorded_failure
-
-    def record_failure(self, failure: ProjectionFailure) -> None:
-        self.recorded_failure = failure
-
-    def clear_failure(self) -> None:
-        self.recorded_failure = None
-
-    @staticmethod
-    def failure_kind(error: BaseException) -> FailureKind:
-        return FailureKind.EVENT  # memory has no connection to lose
-
-    def reconnect(self) -> None:
-        """Nothing to reconnect."""
-
-    def commit(self, changes: BatchChanges) -> None:
-        for key, sums in changes.usage.items():
-            self.buckets.setdefault(key, UsageTotals()).add(UsageTotals(*sums))
-
-    def team_buckets(self, team: TeamView) -> dict[BucketKey, UsageTotals]:
-        return {(str(account_id), model, day): totals
-                for (team_id, account_id, model, day), totals in self.buckets.items()
-                if team_id == team.team_id}
-
-    def accounts_of(self, team: TeamView) -> list[AccountView]:
-        return sorted((a for a in self.folder.accounts.values() if a.team_id == team.team_id),
-                      key=lambda a: a.account_key)
+def account_authorization(reader: AccountReader, account_id: UUID) -> AuthorizationAnswer:
+    """May this account spend now? From the read models, with the position they reflect."""
+    with reader.snapshot() as (position, head):
+        account = reader.account(account_id)
+        team = reader.team(account.team_id) if account is not None else None
+    return decide(str(account_id), account, team, Freshness(position, head))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from projections.fold import AccountView, TeamView
+from projections.views import AccountView, TeamView
 
 UNKNOWN_ACCOUNT = "unknown_account"
 ACCOUNT_CLOSED = "account_closed"

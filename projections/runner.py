@@ -29,24 +29,23 @@ When a batch fails (`run_forever`), what happens depends on the kind of error (t
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
-import queue
-import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
-from uuid import UUID
+from collections.abc import Callable
+from typing import Any
 
-from projections.decoding import EventDecoder, LogEntry
-from projections.fold import BatchChanges, ViewFolder
+from projections.decoding import EventDecoder
+from projections.pipeline import Pipeline, switch_interval_at_most
+from projections.ports import (
+    ChangePublisher,
+    FailureKind,
+    NotificationLog,
+    ProjectionFailure,
+    ViewStore,
+)
+from projections.view_messages import view_messages
 
 BATCH_SIZE_EVENTS = 10_000
-# Batches in flight between the reader, the folder and the committer (each stage holds one more).
-PIPELINE_DEPTH_BATCHES = 2
-PIPELINE_POLL_SECONDS = 0.1
 # When the log has nothing new, wait this long for a notification before polling again.
 IDLE_WAIT_SECONDS = 1.0
 # After a failed batch (database restart, lost connection), wait before trying again.
@@ -60,160 +59,6 @@ TRANSIENT_FAILURES_MAX = 5
 CATCH_UP_SWITCH_INTERVAL_SECONDS = 0.001
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _switch_interval_at_most(seconds: float) -> Iterator[None]:
-    """Shorten the interpreter's thread switch interval for a while (never lengthen it: another
-    part of the process may have shortened it too), and put it back if it is still ours."""
-    previous = sys.getswitchinterval()
-    if previous <= seconds:
-        yield
-        return
-    sys.setswitchinterval(seconds)
-    try:
-        yield
-    finally:
-        if sys.getswitchinterval() == seconds:
-            sys.setswitchinterval(previous)
-
-
-class FailureKind(enum.Enum):
-    TRANSIENT = "transient"  # retry: the database or the network, not the event
-    EVENT = "event"  # an event cannot be projected: find it, record it, stop
-    RUNNER = "runner"  # the runner cannot go on (another runner writes): record, stop
-
-
-@dataclass(frozen=True)
-class ProjectionFailure:
-    """Why the projections stopped: the event that failed (if one did), its position, the error."""
-
-    position: int  # the log position of the event (or, without one, the last committed + 1)
-    aggregate_id: UUID | None
-    aggregate_version: int | None
-    event_type: str | None
-    error: str
-    failures: int = 1  # how many times it was recorded (restarts that failed again included)
-
-    def describe(self) -> str:
-        what = (f"event {self.event_type} (aggregate {self.aggregate_id} version "
-                f"{self.aggregate_version})" if self.aggregate_id is not None else "batch")
-        return (f"projections stopped at log position {self.position}: {what} could not be "
-                f"projected: {self.error} (recorded {self.failures} time(s); fix the cause and "
-                "restart the projections to resume from there)")
-
-
-class NotificationLog(Protocol):
-    def read_after(self, position: int, limit: int, stop: int | None = None) -> list[LogEntry]:
-        ...
-
-    def head_position(self) -> int: ...
-
-    def wait_for_new(self, timeout_seconds: float) -> None: ...
-
-    def reconnect(self) -> None: ...
-
-
-class ViewStore(Protocol):
-    """Where batches go. A batch is written in two steps: `stage` (in the folding thread: the
-    row formatting, in an open transaction) and `finish` (in the committer thread: the rest and
-    the commit, with the tracking position), so the next batch is folded and staged while the
-    previous one commits. `abort` rolls back a staged batch that will not be finished."""
-
-    def load_folder(self) -> ViewFolder: ...
-
-    def stage(self, changes: BatchChanges) -> Any: ...
-
-    def finish(self, staged: Any) -> None: ...
-
-    def abort(self, staged: Any) -> None: ...
-
-    def failure(self) -> ProjectionFailure | None: ...
-
-    def record_failure(self, failure: ProjectionFailure) -> None: ...
-
-    def clear_failure(self) -> None: ...
-
-    def failure_kind(self, error: BaseException) -> FailureKind: ...
-
-    def reconnect(self) -> None: ...
-
-
-class ChangePublisher(Protocol):
-    def publish(self, messages: list[tuple[str, dict[str, Any]]]) -> None: ...
-
-
-def view_messages(changes: BatchChanges, folder: ViewFolder) -> list[tuple[str, dict[str, Any]]]:
-    """The messages announcing a committed batch, one per view and team it changed."""
-    position = changes.last_position
-    days: dict[UUID, set[str]] = {}
-    for team_id, _, _, day in changes.usage:
-        days.setdefault(team_id, set()).add(day.isoformat())
-    audit: dict[UUID, list[int]] = {}  # team -> [rows, last position]
-    for row in changes.audit:
-        if row.team_id is not None:
-            counts = audit.setdefault(row.team_id, [0, 0])
-            counts[0] += 1
-            counts[1] = row.position
-    messages: list[tuple[str, dict[str, Any]]] = []
-    for team_id, team in changes.teams.items():
-        messages.append((f"ledger.views.balance.{team_id}",
-                         {"position": position, **team.as_dict()}))
-    for team_id, team_days in days.items():
-        messages.append((f"ledger.views.usage.{team_id}",
-                         {"position": position, "team_id": str(team_id),
-                          "dates": sorted(team_days)}))
-    for team_id, (rows, last_row_position) in audit.items():
-        messages.append((f"ledger.views.audit.{team_id}", {
-            "position": position, "team_id": str(team_id), "new_rows": rows,
-            "last_row_position": last_row_position, "chain_head": folder.audit_head.hex(),
-        }))
-    return messages
-
-
-class _Pipeline:
-    """The bounded queue between the folding thread and the committer, and how a failing stage
-    stops the other."""
-
-    def __init__(self) -> None:
-        self.batches: queue.Queue[tuple[BatchChanges, Any, list[Any]] | None] = queue.Queue(
-            PIPELINE_DEPTH_BATCHES)
-        self.halt = threading.Event()
-        self.errors: list[BaseException] = []
-
-    def fail(self, error: BaseException) -> None:
-        self.errors.append(error)
-        self.halt.set()
-
-    def put(self, item: tuple[BatchChanges, Any, list[Any]] | None) -> bool:
-        """Put unless the pipeline halted (a full queue must not block a stopping stage)."""
-        while True:
-            try:
-                self.batches.put(item, timeout=PIPELINE_POLL_SECONDS)
-                return True
-            except queue.Full:
-                if self.halt.is_set():
-                    return False
-
-    def get(self) -> tuple[BatchChanges, Any, list[Any]] | None:
-        """The next batch, or None once the folding thread is done or the pipeline halted."""
-        while True:
-            try:
-                return self.batches.get(timeout=PIPELINE_POLL_SECONDS)
-            except queue.Empty:
-                if self.halt.is_set():
-                    return None
-
-    def leftovers(self) -> list[Any]:
-        """Staged batches nobody will finish."""
-        left: list[Any] = []
-        while True:
-            try:
-                item = self.batches.get_nowait()
-            except queue.Empty:
-                return left
-            if item is not None:
-                left.append(item[1])
 
 
 class ProjectionRunner:
@@ -246,13 +91,13 @@ class ProjectionRunner:
         after the failed batch is committed, staged batches are rolled back, the folder is
         reloaded from the store and the error is raised.
         """
-        with _switch_interval_at_most(CATCH_UP_SWITCH_INTERVAL_SECONDS):
+        with switch_interval_at_most(CATCH_UP_SWITCH_INTERVAL_SECONDS):
             return self._catch_up(stop_position, on_batch, batch_size or self.batch_size,
                                   batches_max)
 
     def _catch_up(self, stop_position: int | None, on_batch: Callable[[int], None] | None,
                   batch_size: int, batches_max: int | None) -> int:
-        pipeline = _Pipeline()
+        pipeline = Pipeline()
         committer = threading.Thread(target=self._commit_batches, name="projections-committer",
                                      args=(pipeline, on_batch))
         committer.start()
@@ -290,7 +135,7 @@ class ProjectionRunner:
             raise pipeline.errors[0]
         return processed
 
-    def _commit_batches(self, pipeline: _Pipeline,
+    def _commit_batches(self, pipeline: Pipeline,
                         on_batch: Callable[[int], None] | None) -> None:
         try:
             while not pipeline.errors and (item := pipeline.get()) is not None:

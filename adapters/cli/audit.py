@@ -31,15 +31,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from adapters.postgres.audit_queries import export, team_audit_rows, verify
-from adapters.postgres.history_queries import TeamNotInHistoryError, balance_as_of
-from adapters.postgres.replay import replay
-from adapters.postgres.view_store import PostgresNotificationLog, PostgresViewStore
+from adapters.postgres.audit_queries import export, team_audit_rows
+from adapters.postgres.notification_log import PostgresNotificationLog
+from adapters.postgres.view_store import PostgresViewStore
+from adapters.runtime.auditor_tools import balance_as_of, replay, verify
 from adapters.runtime.composition import attached_servers
 from adapters.runtime.projection_process import ledger_decoder, open_runner, run_projections
 from adapters.runtime.settings import ConfigurationError, Settings, nats_servers, redacted
 from domain.ids import team_id_for
 from domain.money import format_nanos
+from projections.as_of import TeamNotInHistoryError
 
 console = Console(stderr=True)
 

@@ -193,7 +193,7 @@ def run_health(args: argparse.Namespace) -> int:
     """Exit 0 if the ledger is healthy: the heartbeat file (if given) was touched within
     --max-age-seconds, and the projections (if a database is known) are not stopped on a
     failure. Each problem is one line; any problem exits 1."""
-    from adapters.postgres.view_store import projection_health
+    from adapters.postgres.view_status import projection_health
 
     problems: list[str] = []
     path = Path(args.file or os.environ.get("LEDGER_HEALTH_FILE") or "")

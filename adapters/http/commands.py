@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 from adapters.http.auth import Principal
 from adapters.http.problems import FieldError, ProblemError
 from adapters.http.schemas import MoneyMoved, money
-from adapters.postgres.view_store import EVENTS_TABLE
+from adapters.postgres.view_schema import EVENTS_TABLE
 from domain.team import Team
 from services.ledger import Ledger
 

@@ -17,7 +17,8 @@ import psycopg
 from fastapi import Request
 from psycopg_pool import ConnectionPool
 
-from adapters.postgres.view_store import LIVE_SCHEMA, PostgresViewStore
+from adapters.postgres.view_schema import LIVE_SCHEMA
+from adapters.postgres.view_store import PostgresViewStore
 
 POOL_SIZE_MIN = 1
 POOL_SIZE_MAX = 10

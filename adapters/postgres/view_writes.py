@@ -33,14 +33,16 @@ from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.copy import LibpqWriter
 
-from projections.fold import GENESIS_HASH, AccountView, BatchChanges, TeamView
+from adapters.postgres.view_schema import TRACKING_NAME
+from projections.audit_chain import GENESIS_HASH
+from projections.ports import TrackingConflictError
+from projections.views import BatchChanges
 
 # Connections writing batches: one batch commits while the next is staged.
 WRITE_LANES = 2
 # How long `stage` waits for its lane's previous batch to be finished or aborted. Runners always
 # do one or the other; this only turns a bug into an error instead of a hang.
 LANE_WAIT_SECONDS_MAX = 600.0
-TRACKING_NAME = "ledger_views"
 
 _UPSERT_TEAM = (
     "INSERT INTO {s}.teams VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
@@ -93,10 +95,6 @@ _AUDIT_COLUMNS = ("position, recorded_at, team_id, aggregate_id, aggregate_versi
                   "actor, summary, balance_before_nanos, balance_after_nanos, event_digest, hash")
 _AUDIT_TYPES = ["int8", "timestamptz", "uuid", "uuid", "int8", "text", "text", "text", "numeric",
                 "numeric", "bytea", "bytea"]
-
-
-class TrackingConflictError(RuntimeError):
-    """Another runner moved the tracking position: this batch must not be written."""
 
 
 class WholeCopyWriter(LibpqWriter):
@@ -227,9 +225,9 @@ def _write_rows(cur: psycopg.Cursor[Any], lane: WriteLane, changes: BatchChanges
     if changes.audit:
         append_audit(cur, q, changes)
     if changes.teams:
-        cur.executemany(q(_UPSERT_TEAM), [team_row(t) for t in changes.teams.values()])
+        cur.executemany(q(_UPSERT_TEAM), [t.row() for t in changes.teams.values()])
     if changes.accounts:
-        rows = [_account_row(a) for a in changes.accounts.values()]
+        rows = [a.row() for a in changes.accounts.values()]
         cur.execute(q(_UPSERT_ACCOUNTS), [list(c) for c in zip(*rows, strict=True)])
     if changes.usage:
         cur.execute(q(_ADD_USAGE))
@@ -249,14 +247,3 @@ def _conflict(lane: WriteLane, changes: BatchChanges) -> TrackingConflictError:
         f"read models in schema {lane.schema} are no longer at position "
         f"{changes.first_position}: another projection runner is writing them; "
         "run one `ledger project` per database")
-
-
-def team_row(t: TeamView) -> tuple[Any, ...]:
-    return (t.team_id, t.name, t.currency, t.timezone, t.credit_limit_nanos,
-            t.low_balance_threshold_nanos, t.suspended, t.credited_nanos, t.refunded_nanos,
-            t.adjusted_nanos, t.spent_nanos, t.position)
-
-
-def _account_row(a: AccountView) -> tuple[Any, ...]:
-    return (a.account_id, a.team_id, a.account_key, a.name, a.status, a.usage_count,
-            a.spent_nanos, a.position)

@@ -17,11 +17,14 @@ from typing import Any
 import psycopg
 
 from adapters.nats.views_publisher import NatsViewsPublisher
-from adapters.postgres.view_store import LIVE_SCHEMA, PostgresNotificationLog, PostgresViewStore
+from adapters.postgres.notification_log import PostgresNotificationLog
+from adapters.postgres.view_schema import LIVE_SCHEMA
+from adapters.postgres.view_store import PostgresViewStore
 from adapters.runtime.processes import Runtime, thread_runner
 from adapters.runtime.settings import eventsourcing_env
 from projections.decoding import EventDecoder
-from projections.runner import ChangePublisher, ProjectionRunner
+from projections.ports import ChangePublisher
+from projections.runner import ProjectionRunner
 from services.ledger import Ledger
 
 log = logging.getLogger(__name__)

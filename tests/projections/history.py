@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from adapters.memory.notification_log import MemoryNotificationLog
 from adapters.runtime.priced_teams import numbered_keys, open_priced_team
 from adapters.runtime.projection_process import open_runner
 from adapters.runtime.settings import eventsourcing_env
@@ -97,3 +98,18 @@ def project(database_url: str) -> int:
     with open_runner(database_url) as runner:
         runner.catch_up()
         return runner.position
+
+
+@contextmanager
+def memory_ledger() -> Iterator[Ledger]:
+    """A Ledger on eventsourcing's in-memory (POPO) store."""
+    ledger = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def memory_log(ledger: Ledger) -> MemoryNotificationLog:
+    """The in-memory Ledger's notification log, read as the projections read PostgreSQL's."""
+    return MemoryNotificationLog(ledger.recorder)

@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 from adapters.cli.main import main
-from adapters.postgres.audit_queries import export, team_audit_rows, verify
+from adapters.postgres.audit_queries import export, team_audit_rows
+from adapters.runtime.auditor_tools import verify
 from adapters.runtime.projection_process import ledger_decoder
 from tests.projections.history import ledger_at, mixed_history, project
 

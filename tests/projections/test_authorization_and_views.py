@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import nats
 
-from adapters.postgres.history_queries import balance_as_of
 from adapters.postgres.view_store import PostgresViewStore
+from adapters.runtime.auditor_tools import balance_as_of
 from adapters.runtime.projection_process import ledger_decoder, run_projections
 from tests.projections.history import (
     OWNER,

@@ -6,7 +6,7 @@ from typing import Any
 
 from eventsourcing.compressor import ZlibCompressor
 
-from adapters.postgres.view_store import PostgresNotificationLog
+from adapters.postgres.notification_log import PostgresNotificationLog
 from adapters.runtime.projection_process import ledger_decoder
 from projections.decoding import USAGE_RECORDED_TOPIC, EventDecoder
 from projections.fold import ViewFolder

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from adapters.postgres.replay import replay
+from adapters.runtime.auditor_tools import replay
 from tests.projections.history import ledger_at, make_team, usage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -18,15 +18,14 @@ import psycopg
 import pytest
 
 from adapters.cli.main import main
-from adapters.postgres.view_store import (
-    PostgresNotificationLog,
-    PostgresViewStore,
-    projection_health,
-)
+from adapters.postgres.notification_log import PostgresNotificationLog
+from adapters.postgres.view_status import projection_health
+from adapters.postgres.view_store import PostgresViewStore
 from adapters.runtime.projection_process import ledger_decoder, open_runner
 from projections import runner as runner_module
 from projections.decoding import EventDecoder, LogEntry
-from projections.runner import ProjectionFailure, ProjectionRunner
+from projections.ports import ProjectionFailure
+from projections.runner import ProjectionRunner
 from tests.projections.history import OWNER, ledger_at, make_team, usage
 
 WAIT_SECONDS_MAX = 60.0

@@ -6,10 +6,10 @@ import psycopg
 import pytest
 
 from adapters.postgres import view_writes
-from adapters.postgres.replay import replay
 from adapters.postgres.view_store import PostgresViewStore
-from adapters.postgres.view_writes import TrackingConflictError
+from adapters.runtime.auditor_tools import replay
 from adapters.runtime.projection_process import open_runner
+from projections.ports import TrackingConflictError
 from tests.projections.history import ledger_at, mixed_history, project, usage
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-
 from adapters.postgres.view_store import PostgresViewStore
 from tests.conftest import PostgresServer
 from tests.projections.history import cost_of, ledger_at, make_team, project, usage
@@ -40,8 +38,8 @@ def test_windows_are_the_same_for_the_same_records_in_any_order(pg_server: Postg
                 ledger.record_usage_batch(ordered[offset:offset + 17])
         project(url)
         answers.append(_windows(url, team.team_id, datetime(2026, 11, 20, 12, tzinfo=UTC)))
-        with PostgresViewStore(url) as store, psycopg.connect(url) as conn:
-            buckets.append(list(store.canonical_rows(conn, "usage_daily")))
+        with PostgresViewStore(url) as store, store.snapshot():
+            buckets.append(list(store.table_rows("usage_daily")))
         pg_server.drop_database(url)
     assert answers[0] == answers[1]
     assert buckets[0] == buckets[1] and len(buckets[0]) > 30

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from adapters.postgres.audit_queries import EXPORT_COLUMNS
-from adapters.postgres.view_store import LIVE_SCHEMA
+from adapters.postgres.view_schema import LIVE_SCHEMA
 
 AUDIT_PAGE_ROWS = 50
 EXPORT_ROWS_MAX = 1_000_000

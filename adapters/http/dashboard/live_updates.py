@@ -35,8 +35,7 @@ from adapters.nats.connection import (
     close_nats,
     nats_servers,
 )
-from adapters.postgres.view_store import EVENTS_TABLE, LIVE_SCHEMA
-from adapters.postgres.view_writes import TRACKING_NAME
+from adapters.postgres.view_schema import EVENTS_TABLE, LIVE_SCHEMA, TRACKING_NAME
 
 VIEWS_SUBJECT = "ledger.views.>"
 VIEW_KINDS = frozenset({"balance", "usage", "audit"})

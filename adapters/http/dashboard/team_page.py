@@ -25,7 +25,7 @@ from adapters.http.dashboard.money_display import (
 )
 from domain.money import minor_units_to_nanos
 from domain.roles import Action, Role, may
-from projections.fold import AccountView, TeamView
+from projections.views import AccountView, TeamView
 from projections.windows import (
     WINDOW_NAMES,
     BucketKey,

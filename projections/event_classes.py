@@ -1,0 +1,20 @@
+"""The aggregates, typed for naming their event classes in handler tables.
+
+eventsourcing makes each `@event("Name")` class when the aggregate's class body runs, so mypy
+cannot see `Team.TopUpCredited`; these aliases let tables name the classes themselves (not their
+names as strings), and a renamed or removed event still fails when the table is built, at import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.account import Account as _Account
+from domain.invoice import Invoice as _Invoice
+from domain.package import Package as _Package
+from domain.team import Team as _Team
+
+Team: Any = _Team
+Account: Any = _Account
+Invoice: Any = _Invoice
+Package: Any = _Package
