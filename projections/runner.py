@@ -44,6 +44,7 @@ from projections.ports import (
     ViewStore,
 )
 from projections.view_messages import view_messages
+from services.backoff import Backoff
 
 BATCH_SIZE_EVENTS = 10_000
 # When the log has nothing new, wait this long for a notification before polling again.
@@ -51,11 +52,13 @@ IDLE_WAIT_SECONDS = 1.0
 # After a failed batch (database restart, lost connection), wait before trying again.
 RETRY_WAIT_SECONDS = 1.0
 RETRY_WAIT_SECONDS_MAX = 30.0
+RETRY_BACKOFF = Backoff(RETRY_WAIT_SECONDS, RETRY_WAIT_SECONDS_MAX)
 # Transient failures in a row after which the failure is recorded (health red) while retrying.
 TRANSIENT_FAILURES_MAX = 5
 # While catching up, the interpreter switches threads at least this often. The committer needs
 # the lock for a few milliseconds per batch (formatting audit rows) and, with the default 5 ms,
-# waited for the folding thread to give it up; 1 ms was 4-11% faster in alternating runs.
+# waited for the folding thread to give it up (figures: BENCHMARKS.md, "Figures moved from code
+# comments").
 CATCH_UP_SWITCH_INTERVAL_SECONDS = 0.001
 
 log = logging.getLogger(__name__)
@@ -154,7 +157,6 @@ class ProjectionRunner:
         Returns only when `stop` is set: a runner stopped on a failure waits, so that the
         process (and the usage recording in it) goes on and health can say why."""
         self.failed = self.store.failure()
-        wait_seconds = RETRY_WAIT_SECONDS
         transient_failures = 0
         while not stop.is_set():
             try:
@@ -166,18 +168,18 @@ class ProjectionRunner:
                     self.failed = None
                 if processed == 0:
                     self.log.wait_for_new(IDLE_WAIT_SECONDS)
-                wait_seconds, transient_failures = RETRY_WAIT_SECONDS, 0
+                transient_failures = 0
             except Exception as error:
                 kind = self.store.failure_kind(error)
                 if kind is FailureKind.TRANSIENT:
                     transient_failures += 1
+                    wait_seconds = RETRY_BACKOFF.delay_seconds(transient_failures)
                     log.warning("projection batch after position %d failed (%s, %d in a row); "
                                 "retrying in %.0fs", self.folder.position, error,
                                 transient_failures, wait_seconds)
                     if transient_failures >= TRANSIENT_FAILURES_MAX:
                         self._record_quietly(self._failure_at_position(error))
                     stop.wait(wait_seconds)
-                    wait_seconds = min(wait_seconds * 2, RETRY_WAIT_SECONDS_MAX)
                     self._reconnect_quietly()
                     continue
                 failure = (self.isolate(error) if kind is FailureKind.EVENT

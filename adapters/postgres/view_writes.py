@@ -12,7 +12,8 @@ other. Measured on 2 cores, this overlap did what reader/committer threads aroun
 could not: those threads fought over the interpreter lock (every COPY chunk and every fetched page
 hands it back and forth) and were no faster than doing everything in turn. Where the audit rows
 are copied was measured both ways (alternating runs): in `finish` the folding thread no longer
-waits for PostgreSQL to insert them, which was 3-19% faster than copying them in `stage`.
+waits for PostgreSQL to insert them, which was faster than copying them in `stage` (figures:
+BENCHMARKS.md, "Figures moved from code comments").
 
 Why this is still exactly once: nothing a staged batch wrote is visible before its own COMMIT;
 batches finish strictly in order, and each one's tracking update only succeeds from the position

@@ -26,6 +26,7 @@ from projections import runner as runner_module
 from projections.decoding import EventDecoder, LogEntry
 from projections.ports import ProjectionFailure
 from projections.runner import ProjectionRunner
+from services.backoff import Backoff
 from tests.projections.history import OWNER, ledger_at, make_team, usage
 
 WAIT_SECONDS_MAX = 60.0
@@ -229,8 +230,7 @@ class LosingConnectionStore:
 def test_a_lost_connection_is_retried_reported_after_a_bound_and_cleared_on_recovery(
         database_url: str, runner_parts: tuple[PostgresNotificationLog, PostgresViewStore],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner_module, "RETRY_WAIT_SECONDS", 0.01)
-    monkeypatch.setattr(runner_module, "RETRY_WAIT_SECONDS_MAX", 0.02)
+    monkeypatch.setattr(runner_module, "RETRY_BACKOFF", Backoff(0.01, 0.02))
     with ledger_at(database_url) as ledger:
         team = make_team(ledger, accounts=1)
         head = ledger.recorder.max_notification_id()
