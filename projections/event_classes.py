@@ -12,9 +12,13 @@ from typing import Any
 from domain.account import Account as _Account
 from domain.invoice import Invoice as _Invoice
 from domain.package import Package as _Package
+from domain.payment import Payment as _Payment
+from domain.payment import PaymentBook as _PaymentBook
 from domain.team import Team as _Team
 
 Team: Any = _Team
 Account: Any = _Account
 Invoice: Any = _Invoice
 Package: Any = _Package
+Payment: Any = _Payment
+PaymentBook: Any = _PaymentBook

@@ -20,11 +20,19 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
+from domain.payment import payment_book_id_for
 from projections.audit_chain import GENESIS_HASH, audit_row, event_digest, event_type_of
 from projections.decoding import USAGE_RECORDED_TOPIC, EventDecoder, LogEntry
 from projections.summaries import Subject, summarize, usage_summary
 from projections.view_handlers import HANDLERS, MONEY_EVENTS
-from projections.views import AccountView, BatchChanges, InvoiceView, TeamView, TopUpView
+from projections.views import (
+    AccountView,
+    BatchChanges,
+    InvoiceView,
+    PaymentView,
+    TeamView,
+    TopUpView,
+)
 from projections.windows import LocalDays
 
 _Row = TypeVar("_Row")
@@ -37,13 +45,17 @@ class ViewFolder:
                  teams: dict[UUID, TeamView] | None = None,
                  accounts: dict[UUID, AccountView] | None = None,
                  invoices: dict[UUID, InvoiceView] | None = None,
-                 top_ups: dict[tuple[UUID, str], TopUpView] | None = None) -> None:
+                 top_ups: dict[tuple[UUID, str], TopUpView] | None = None,
+                 payments: dict[UUID, PaymentView] | None = None) -> None:
         self.position = position
         self.audit_head = audit_head
         self.teams = teams or {}
         self.accounts = accounts or {}
         self.invoices = invoices or {}
         self.top_ups = top_ups or {}
+        self.payments = payments or {}
+        # A team's payment book, by the book's id (derived from the team's: domain.payment).
+        self._book_teams: dict[UUID, UUID] = {}
         self._changes = BatchChanges(first_position=position)
         # Usage events name their team by its stored hex id: the same TeamView, found faster.
         self._teams_by_hex: dict[str, TeamView] = {}
@@ -219,7 +231,17 @@ class ViewFolder:
             if invoice is not None:
                 return invoice.team_id
             return getattr(event, "team_id", None)
+        if kind == "Payment":
+            payment = self.payments.get(entry.originator_id)
+            return payment.team_id if payment is not None else getattr(event, "team_id", None)
+        if kind == "PaymentBook":
+            return self._team_of_book(entry.originator_id)
         return None
+
+    def _team_of_book(self, book_id: UUID) -> UUID | None:
+        if book_id not in self._book_teams:
+            self._book_teams = {payment_book_id_for(team_id): team_id for team_id in self.teams}
+        return self._book_teams.get(book_id)
 
     # For the handlers ----------------------------------------------------------------------
 
@@ -241,6 +263,14 @@ class ViewFolder:
         top_up.position = self.position
         self._changes.top_ups[(top_up.team_id, top_up.top_up_id)] = top_up
 
+    def touch_payment(self, payment: PaymentView) -> None:
+        payment.position = self.position
+        self._changes.payments[payment.payment_id] = payment
+
+    def require_payment(self, entry: LogEntry) -> PaymentView:
+        return _required(self.payments.get(entry.originator_id), entry,
+                         f"is for payment {entry.originator_id}, which the log has not started")
+
     def require_team(self, team_id: UUID, entry: LogEntry) -> TeamView:
         return _required(self.teams.get(team_id), entry,
                          f"refers to team {team_id}, which the log has not registered")
@@ -261,6 +291,7 @@ class ViewFolder:
             accounts={k: replace(v) for k, v in self.accounts.items()},
             invoices={k: replace(v) for k, v in self.invoices.items()},
             top_ups={k: replace(v) for k, v in self.top_ups.items()},
+            payments={k: replace(v) for k, v in self.payments.items()},
         )
 
 

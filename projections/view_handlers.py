@@ -3,7 +3,7 @@
 Handlers are keyed by the event class itself, so renaming or removing an event fails when this
 table is built, at import. Events that change no read model (members, roles, package prices,
 Stripe links...) are listed in `EVENTS_WITHOUT_VIEW_CHANGES`; a test checks that every event class
-of Team, Account, Package and Invoice is in exactly one of the two, so a new event cannot
+of every domain aggregate is in exactly one of the two, so a new event cannot
 silently fail to move a balance. Every event, handled or not, gets an audit row (`fold.py`).
 `Account.UsageRecorded` is folded on its own hot path in `fold.py` and is listed here too.
 """
@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from projections.decoding import LogEntry
-from projections.event_classes import Account, Invoice, Package, Team
+from projections.event_classes import Account, Invoice, Package, PaymentBook, Team
+from projections.payment_views import PAYMENT_HANDLERS
 from projections.views import AccountView, InvoiceView, TeamView, TopUpView
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ HANDLERS: dict[type, Handler] = {
     Invoice.Paid: _invoice_paid,
     Invoice.Voided: _invoice_voided,
     Invoice.CreditNoteIssued: _credit_note_issued,
+    **PAYMENT_HANDLERS,
 }
 
 # Events that change no read model: they still get an audit row (with a generic summary).
@@ -158,6 +160,7 @@ EVENTS_WITHOUT_VIEW_CHANGES: frozenset[type] = frozenset({
     Team.StripeCustomerLinked, Team.InvoiceNumberIssued,  # Stripe and numbering bookkeeping
     Account.PackageAssigned, Account.HolderAssigned,  # pricing is in UsageRecorded.cost_nanos
     Package.Created, Package.VersionPublished,  # prices: used when usage is recorded
+    PaymentBook.Opened, PaymentBook.PaymentListed,  # the index the payments API pages through
 })
 
 # Events whose audit rows show the team balance before and after (usage takes its own path

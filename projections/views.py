@@ -20,7 +20,8 @@ from uuid import UUID
 from projections.audit_chain import AuditRow
 
 # The read-model tables, in the order they are created and compared by replay.
-READ_MODEL_TABLES = ("teams", "accounts", "usage_daily", "audit", "invoices", "top_ups")
+READ_MODEL_TABLES = ("teams", "accounts", "usage_daily", "audit", "invoices", "top_ups",
+                     "payments")
 
 
 @dataclass
@@ -130,6 +131,27 @@ class TopUpView:
     position: int = 0
 
 
+@dataclass
+class PaymentView:
+    """A Stripe payment the ledger started, whatever became of it: failed and canceled payments
+    are kept visible, though they change no balance (the credit is the team's own event)."""
+
+    payment_id: UUID
+    team_id: UUID
+    status: str
+    amount_nanos: int
+    amount_minor: int
+    currency: str
+    started_at: datetime
+    started_by: str
+    stripe_object_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    credited_nanos: int = 0
+    reversed_nanos: int = 0
+    position: int = 0
+
+
 # (team_id, account_id, model, local date)
 UsageKey = tuple[UUID, UUID, str, date]
 
@@ -142,6 +164,7 @@ class BatchChanges:
     accounts: dict[UUID, AccountView] = field(default_factory=dict)
     invoices: dict[UUID, InvoiceView] = field(default_factory=dict)
     top_ups: dict[tuple[UUID, str], TopUpView] = field(default_factory=dict)
+    payments: dict[UUID, PaymentView] = field(default_factory=dict)
     # Sums to add per bucket: six ints in the order of the `windows.UsageTotals` fields.
     usage: dict[UsageKey, list[int]] = field(default_factory=dict)
     audit: list[AuditRow] = field(default_factory=list)

@@ -25,6 +25,7 @@ from projections.views import (
     AccountView,
     BatchChanges,
     InvoiceView,
+    PaymentView,
     TeamView,
     TopUpView,
     UsageKey,
@@ -42,6 +43,7 @@ class MemoryViewStore:
         self.accounts: dict[UUID, AccountView] = {}
         self.invoices: dict[UUID, InvoiceView] = {}
         self.top_ups: dict[tuple[UUID, str], TopUpView] = {}
+        self.payments: dict[UUID, PaymentView] = {}
         self.usage: dict[UsageKey, UsageTotals] = {}
         self.audit: list[AuditRow] = []
         self.recorded_failure: ProjectionFailure | None = None
@@ -58,7 +60,8 @@ class MemoryViewStore:
                           teams={k: replace(v) for k, v in self.teams.items()},
                           accounts={k: replace(v) for k, v in self.accounts.items()},
                           invoices={k: replace(v) for k, v in self.invoices.items()},
-                          top_ups={k: replace(v) for k, v in self.top_ups.items()})
+                          top_ups={k: replace(v) for k, v in self.top_ups.items()},
+                          payments={k: replace(v) for k, v in self.payments.items()})
 
     def stage(self, changes: BatchChanges) -> BatchChanges:
         return changes
@@ -80,6 +83,7 @@ class MemoryViewStore:
         self.accounts.update((k, replace(v)) for k, v in changes.accounts.items())
         self.invoices.update((k, replace(v)) for k, v in changes.invoices.items())
         self.top_ups.update((k, replace(v)) for k, v in changes.top_ups.items())
+        self.payments.update((k, replace(v)) for k, v in changes.payments.items())
         for key, sums in changes.usage.items():
             self.usage.setdefault(key, UsageTotals()).add(UsageTotals(*sums))
         self.audit.extend(changes.audit)
@@ -140,6 +144,11 @@ class MemoryViewStore:
             (t for t in self.top_ups.values() if t.team_id == team_id),
             key=lambda t: (t.credited_at, t.top_up_id))]
 
+    def payments_of(self, team_id: UUID) -> list[dict[str, Any]]:
+        return [asdict(p) for p in sorted(
+            (p for p in self.payments.values() if p.team_id == team_id),
+            key=lambda p: (p.started_at, p.payment_id))]
+
     def balance(self, team_id: UUID, now: datetime) -> dict[str, Any] | None:
         return team_balance(self, team_id, now)
 
@@ -170,6 +179,8 @@ class MemoryViewStore:
             rows = sorted(astuple(i) for i in self.invoices.values())
         elif table == "top_ups":
             rows = sorted(astuple(t) for t in self.top_ups.values())
+        elif table == "payments":
+            rows = sorted(astuple(p) for p in self.payments.values())
         else:
             raise ValueError(f"no read-model table {table!r}")
         return (repr(row) for row in rows)

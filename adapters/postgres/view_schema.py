@@ -11,6 +11,7 @@ into `ledger_replay` and compares), one table per model:
     usage_daily  sums per (team, local date, account, model): windows are derived at query time
     audit        one row per event, hash-chained
     invoices, top_ups   the lists per team
+    payments     the Stripe payments the ledger started, failed and canceled ones too
 
 Money columns are `numeric` (sums can outgrow bigint); Python sees `int`.
 """
@@ -28,7 +29,9 @@ from projections.views import READ_MODEL_TABLES
 LIVE_SCHEMA = "ledger_views"
 REPLAY_SCHEMA = "ledger_replay"
 # Version 2: the audit chain hashes every column, and the status table records failures.
-VIEWS_SCHEMA_VERSION = 2
+# Version 3: the payments table. Version 2 tables are brought up to 3 by creating it (nothing
+# before version 3 could start a payment, so no folded event is missing from it).
+VIEWS_SCHEMA_VERSION = 3
 EVENTS_TABLE = "ledger_events"
 TRACKING_NAME = "ledger_views"
 CONNECT_TIMEOUT_SECONDS = 10
@@ -41,6 +44,7 @@ TABLE_KEYS: dict[str, str] = {
     "audit": "position",
     "invoices": "invoice_id",
     "top_ups": "team_id, top_up_id",
+    "payments": "payment_id",
 }
 assert tuple(TABLE_KEYS) == READ_MODEL_TABLES, "every read-model table has a key"
 
@@ -82,6 +86,17 @@ _DDL = [
     "credited_at timestamptz NOT NULL, refunded_nanos numeric NOT NULL, "
     "position bigint NOT NULL, PRIMARY KEY (team_id, top_up_id))",
 ]
+_PAYMENTS_DDL = [
+    "CREATE TABLE IF NOT EXISTS {s}.payments (payment_id uuid PRIMARY KEY, "
+    "team_id uuid NOT NULL, status text NOT NULL, amount_nanos numeric NOT NULL, "
+    "amount_minor bigint NOT NULL, currency text NOT NULL, started_at timestamptz NOT NULL, "
+    "started_by text NOT NULL, stripe_object_id text, failure_code text, failure_message text, "
+    "credited_nanos numeric NOT NULL, reversed_nanos numeric NOT NULL, position bigint NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS payments_by_team ON {s}.payments (team_id, started_at)",
+]
+_DDL += _PAYMENTS_DDL
+# From an older version, the statements that bring its tables up to this one.
+ADDITIVE_UPGRADES: dict[int, list[str]] = {2: _PAYMENTS_DDL}
 
 
 
@@ -107,6 +122,12 @@ def create_tables(conn: psycopg.Connection[Any], schema: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
         found = _schema_version(conn, schema)
         if found == VIEWS_SCHEMA_VERSION:
+            return
+        if found in ADDITIVE_UPGRADES:
+            for statement in ADDITIVE_UPGRADES[found]:
+                conn.execute(q(statement, schema))
+            conn.execute(q("UPDATE {s}.schema_version SET version = %s", schema),
+                         (VIEWS_SCHEMA_VERSION,))
             return
         if found is not None or _exists(conn, schema, "tracking"):
             raise ReadModelSchemaError(

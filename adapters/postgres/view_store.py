@@ -35,7 +35,14 @@ from projections.audit_chain import AuditRow
 from projections.authorization import AuthorizationAnswer
 from projections.fold import ViewFolder
 from projections.ports import FailureKind, ProjectionFailure, TrackingConflictError
-from projections.views import AccountView, BatchChanges, InvoiceView, TeamView, TopUpView
+from projections.views import (
+    AccountView,
+    BatchChanges,
+    InvoiceView,
+    PaymentView,
+    TeamView,
+    TopUpView,
+)
 from projections.windows import BucketKey, UsageTotals, series_range, window_ranges
 
 # Rows fetched per round trip when a whole table is streamed (replay, audit verify).
@@ -131,8 +138,11 @@ class PostgresViewStore:
             top_ups = {(r[0], r[1]): TopUpView(r[0], r[1], _int(r[2]), r[3], r[4], r[5],
                                                _int(r[6]), r[7])
                        for r in conn.execute(self.q("SELECT * FROM {s}.top_ups"))}
+            payments = {r[0]: _payment_view(r)
+                        for r in conn.execute(self.q("SELECT * FROM {s}.payments"))}
         return ViewFolder(position=row[0], audit_head=bytes(row[1]), teams=teams,
-                          accounts=accounts, invoices=invoices, top_ups=top_ups)
+                          accounts=accounts, invoices=invoices, top_ups=top_ups,
+                          payments=payments)
 
     def stage(self, changes: BatchChanges) -> StagedBatch:
         """Copy a batch's rows in an open transaction (see `view_writes`)."""
@@ -212,6 +222,11 @@ class PostgresViewStore:
                                        "ORDER BY credited_at, top_up_id"), (team_id,))
         return _dicts(cur)
 
+    def payments_of(self, team_id: UUID) -> list[dict[str, Any]]:
+        cur = self.conn.execute(self.q("SELECT * FROM {s}.payments WHERE team_id = %s "
+                                       "ORDER BY started_at, payment_id"), (team_id,))
+        return _dicts(cur)
+
     def balance(self, team_id: UUID, now: datetime) -> dict[str, Any] | None:
         """A team's balance, accounts, usage windows, invoices and top-ups, from one snapshot."""
         return team_balance(self, team_id, now)
@@ -255,6 +270,11 @@ def _team_view(r: Any) -> TeamView:
 
 def _account_view(r: Any) -> AccountView:
     return AccountView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7])
+
+
+def _payment_view(r: Any) -> PaymentView:
+    return PaymentView(r[0], r[1], r[2], _int(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                       _int(r[11]), _int(r[12]), r[13])
 
 
 def _dicts(cur: psycopg.Cursor[Any]) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 import psycopg
@@ -89,6 +89,13 @@ _UPSERT_TOP_UP = (
     "INSERT INTO {s}.top_ups VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (team_id, top_up_id) DO UPDATE SET refunded_nanos = EXCLUDED.refunded_nanos, "
     "position = EXCLUDED.position"
+)
+_UPSERT_PAYMENT = (
+    "INSERT INTO {s}.payments VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (payment_id) DO UPDATE SET status = EXCLUDED.status, "
+    "stripe_object_id = EXCLUDED.stripe_object_id, failure_code = EXCLUDED.failure_code, "
+    "failure_message = EXCLUDED.failure_message, credited_nanos = EXCLUDED.credited_nanos, "
+    "reversed_nanos = EXCLUDED.reversed_nanos, position = EXCLUDED.position"
 )
 _MOVE_TRACKING = ("UPDATE {s}.tracking SET notification_id = %s, audit_head = %s "
                   "WHERE name = %s AND notification_id = %s")
@@ -241,6 +248,8 @@ def _write_rows(cur: psycopg.Cursor[Any], lane: WriteLane, changes: BatchChanges
         cur.executemany(q(_UPSERT_TOP_UP), [
             (t.team_id, t.top_up_id, t.amount_nanos, t.amount_minor, t.currency,
              t.credited_at, t.refunded_nanos, t.position) for t in changes.top_ups.values()])
+    if changes.payments:
+        cur.executemany(q(_UPSERT_PAYMENT), [astuple(p) for p in changes.payments.values()])
 
 
 def _conflict(lane: WriteLane, changes: BatchChanges) -> TrackingConflictError:

@@ -12,6 +12,7 @@ from adapters.memory.notification_log import MemoryNotificationLog
 from adapters.runtime.priced_teams import numbered_keys, open_priced_team
 from adapters.runtime.projection_process import open_runner
 from adapters.runtime.settings import eventsourcing_env
+from domain.payment import Payment
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 from services.actor import Actor
@@ -64,7 +65,8 @@ def cost_of(record: UsageRecord) -> int:
 
 
 def mixed_history(ledger: Ledger) -> Team:
-    """Two teams; top-ups, a refund, adjustments, a credit limit, usage, suspensions, invoices."""
+    """Two teams; top-ups, a refund, adjustments, a credit limit, usage, suspensions, invoices,
+    and a Stripe payment still processing (it fills the payments table, moves no balance)."""
     team = make_team(ledger, "acme", "Europe/Berlin", accounts=3)
     other = make_team(ledger, "globex", "Pacific/Auckland", accounts=1)
     ledger.credit_top_up(team.team_id, "pi_1", 10_000, "USD", STRIPE)  # 100.00 USD
@@ -90,6 +92,11 @@ def mixed_history(ledger: Ledger) -> Team:
     ledger.finalize_invoice(invoice_id, OWNER)
     ledger.mark_invoice_paid(invoice_id, "in_1", OWNER)
     ledger.suspend_team(other.team_id, "unpaid", OWNER)
+    payment = Payment.start(team_id=team.team_id, request_key="first", amount_nanos=10**10,
+                            amount_minor=100, currency="USD", payment_method_id="pm_card_visa",
+                            actor=OWNER.user_id)
+    payment.attach_stripe_object("pi_first", STRIPE.user_id)
+    ledger.save(payment)
     return team
 
 

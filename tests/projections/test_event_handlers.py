@@ -8,11 +8,12 @@ from eventsourcing.domain import Aggregate
 from domain.account import Account
 from domain.invoice import Invoice
 from domain.package import Package
+from domain.payment import Payment, PaymentBook
 from domain.team import Team
 from projections.summaries import SUMMARIES
 from projections.view_handlers import EVENTS_WITHOUT_VIEW_CHANGES, HANDLERS, MONEY_EVENTS
 
-AGGREGATES = (Team, Account, Package, Invoice)
+AGGREGATES = (Team, Account, Package, Invoice, Payment, PaymentBook)
 
 
 def _event_classes(aggregate: type[Aggregate]) -> set[type]:

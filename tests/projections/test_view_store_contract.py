@@ -18,11 +18,18 @@ import pytest
 
 from adapters.memory.view_store import MemoryViewStore
 from adapters.postgres.view_store import PostgresViewStore
+from domain.payment import Payment, PaymentBook
 from projections.decoding import EventDecoder
 from projections.fold import ViewFolder
 from projections.ports import FailureKind, ProjectionFailure, TrackingConflictError
 from projections.views import BatchChanges
-from tests.projections.history import ledger_at, memory_ledger, memory_log, mixed_history
+from tests.projections.history import (
+    ledger_at,
+    make_team,
+    memory_ledger,
+    memory_log,
+    mixed_history,
+)
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 BATCH_SIZE_EVENTS = 25  # small, so that the history spans several batches
@@ -168,3 +175,51 @@ def test_memory_and_postgresql_give_the_same_answers(history: History,
         finally:
             opened.close()
     assert answers[0] == answers[1]
+
+
+def _payments_history() -> tuple[UUID, list[BatchChanges]]:
+    """A team with three Stripe payments: one succeeded and partly refunded, one declined, one
+    still processing; folded in batches of two events so that a payment spans batches."""
+    with memory_ledger() as ledger:
+        team = make_team(ledger, key="payer", accounts=1)
+        book = PaymentBook(team_id=team.team_id)
+        payments = []
+        for key, minor in (("paid", 2500), ("declined", 1000), ("pending", 700)):
+            payment = Payment.start(team_id=team.team_id, request_key=key,
+                                    amount_nanos=minor * 10_000_000, amount_minor=minor,
+                                    currency="USD", payment_method_id="pm_card_visa",
+                                    actor="owner@payer")
+            book.list_payment(payment.id)
+            payment.attach_stripe_object(f"pi_{key}", "system:stripe")
+            payments.append(payment)
+        paid, declined, _pending = payments
+        paid.succeed("pi_paid", paid.amount_nanos, "system:stripe")
+        paid.record_refund("re_1", 5 * 10_000_000 * 100, "system:stripe")
+        declined.fail("pi_declined", "card_declined", "Your card was declined.", "system:stripe")
+        ledger.save(book, *payments)
+        log, decoder, folder = memory_log(ledger), EventDecoder(ledger.mapper), ViewFolder()
+        batches = []
+        while entries := log.read_after(folder.position, 2):
+            batches.append(folder.fold_log(entries, decoder))
+    return team.team_id, batches
+
+
+def test_payments_read_back_with_their_outcome_and_their_audit_rows_name_the_team(
+        store: Any) -> None:
+    team_id, batches = _payments_history()
+    for batch in batches:
+        store.finish(store.stage(batch))
+    rows = {row["stripe_object_id"]: row for row in store.payments_of(team_id)}
+    assert {k: (r["status"], r["credited_nanos"], r["reversed_nanos"])
+            for k, r in rows.items()} == {
+        "pi_paid": ("succeeded", 25_000_000_000, 5_000_000_000),
+        "pi_declined": ("failed", 0, 0),
+        "pi_pending": ("processing", 0, 0),
+    }
+    assert rows["pi_declined"]["failure_code"] == "card_declined"
+    assert store.load_folder().payments.keys() == {r["payment_id"] for r in rows.values()}
+    with store.snapshot():
+        payment_rows = [row for row in store.audit_rows(batches[-1].last_position)
+                        if row.event_type.startswith(("Payment.", "PaymentBook."))]
+    assert len(payment_rows) == 13  # book: opened, 3 listed; 3 started, 3 attached, 3 outcomes
+    assert {row.team_id for row in payment_rows} == {team_id}
