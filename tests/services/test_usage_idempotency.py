@@ -16,12 +16,12 @@ from eventsourcing.persistence import IntegrityError
 from adapters.runtime.settings import eventsourcing_env
 from domain.usage import UsageRecord
 from services.ledger import Ledger
-from services.outcomes import RejectionCode
-from services.usage_recording import (
+from services.usage.outcomes import (
     COUNTER_CONFLICTS,
     COUNTER_DUPLICATES,
     COUNTER_RECORDED,
     COUNTER_REJECTED,
+    RejectionCode,
 )
 from tests.services.support import OWNER, expected_cost, team_with_accounts, usage
 
