@@ -120,7 +120,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def schema_version(self) -> int | None:
         """The event store version recorded in the database, or None if there is none yet."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute("SELECT to_regclass(format('%I.%I', %s::text, %s::text)) IS NOT NULL "
+            curs.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL "
                          "AS present", (self.datastore.schema, self.schema_version_table_name))
             row = curs.fetchone()
             if row is None or not row["present"]:
