@@ -133,6 +133,7 @@ class PlainApplication(Application[UUID]):
 def bench_library(url: str, records_count: int, accounts: int, batch: int) -> Result:
     env = eventsourcing_env(url)
     env.pop("APPLICATION_RECORDER_TOPIC")
+    env["PERSISTENCE_MODULE"] = "eventsourcing.postgres"  # the stock factory and recorder
     app = PlainApplication(env=env)
     plain = [PlainAccount(name=f"A{n}") for n in range(accounts)]
     app.save(*plain)
