@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -40,6 +40,7 @@ from services.actor import SYSTEM_ACTIONS, Actor
 from services.command_runs import Attempt, Command, CommandRunner, team_scope
 from services.commands.accounts import AccountCommands
 from services.commands.invoices import InvoiceCommands
+from services.commands.ledger_core import LedgerCore
 from services.commands.money import MoneyCommands
 from services.commands.teams import TeamCommands
 from services.eventsourcing_seam import complete_save
@@ -182,3 +183,7 @@ class Ledger(TeamCommands, AccountCommands, MoneyCommands, InvoiceCommands, Appl
 
     def record_usage(self, record: UsageRecord) -> UsageBatchOutcome:
         return self.usage.record_batch([record])
+
+
+if TYPE_CHECKING:  # mypy proves here that Ledger provides all the command mixins rely on
+    _LEDGER_PROVIDES_THE_CORE: type[LedgerCore] = Ledger
