@@ -96,7 +96,7 @@ def complete_save(application: Application[UUID], events: Sequence[Any],
     # recordings costs an object per event on the hot path, so only a real override gets them.
     if type(application)._notify is not Application._notify and notification_ids:
         application._notify(_recordings(events, stored_events, notification_ids))
-    application.notify(list(events))
+    application.notify(events if isinstance(events, list) else list(events))
 
 
 def _recordings(events: Sequence[Any], stored_events: Sequence[StoredEvent],
