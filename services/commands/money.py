@@ -7,6 +7,8 @@ or refund id; the adjustment id): doing one again returns False and changes noth
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from domain.errors import InvalidInputError
@@ -17,6 +19,21 @@ from services.actor import Actor
 from services.commands.ledger_core import LedgerCore
 
 
+def _once(ledger: LedgerCore, team_id: UUID, actor: Actor, action: Action,
+          idempotency_key: str | None, name: str, arguments: dict[str, Any],
+          already: Callable[[Team], bool], move: Callable[[Team], None]) -> bool:
+    """Move money once per natural key: False, and nothing changed, if `already` says it was
+    moved before; else `move` it and return True (kept as text with an idempotency key)."""
+    def apply(team: Team) -> bool:
+        if already(team):
+            return False
+        move(team)
+        return True
+
+    return ledger._team_command(team_id, actor, action, idempotency_key, name, arguments,
+                                apply) == str(True)
+
+
 class MoneyCommands:
     def credit_top_up(self: LedgerCore, team_id: UUID, top_up_id: str, amount_minor: int,
                       currency: str, actor: Actor, idempotency_key: str | None = None) -> bool:
@@ -25,51 +42,41 @@ class MoneyCommands:
         The Stripe object id is the natural key: crediting it again returns False and changes
         nothing. Amounts arrive in minor units, as Stripe sends them, and convert exactly.
         """
-        def apply(team: Team) -> bool:
-            if team.has_top_up(top_up_id):
-                return False
+        def move(team: Team) -> None:
             amount_nanos = minor_units_to_nanos(amount_minor, currency)
             team.credit_top_up(top_up_id, amount_nanos, amount_minor, currency, actor.user_id)
-            return True
 
-        return self._team_command(
-            team_id, actor, Action.CREDIT_TOP_UP, idempotency_key, "credit_top_up",
-            {"top_up_id": top_up_id, "amount_minor": amount_minor, "currency": currency},
-            apply) == "True"
+        return _once(self, team_id, actor, Action.CREDIT_TOP_UP, idempotency_key,
+                     "credit_top_up", {"top_up_id": top_up_id, "amount_minor": amount_minor,
+                                       "currency": currency},
+                     lambda team: team.has_top_up(top_up_id), move)
 
     def refund_top_up(self: LedgerCore, team_id: UUID, top_up_id: str, refund_id: str,
                       amount_minor: int, currency: str, actor: Actor,
                       idempotency_key: str | None = None) -> bool:
         """Record a refund of a credited top-up; the Stripe refund id is the natural key."""
-        def apply(team: Team) -> bool:
-            if team.has_refund(refund_id):
-                return False
+        def move(team: Team) -> None:
             if currency != team.currency:
                 raise InvalidInputError(
                     f"refund is in {currency}, team is billed in {team.currency}")
             amount_nanos = minor_units_to_nanos(amount_minor, currency)
             team.refund_top_up(top_up_id, refund_id, amount_nanos, actor.user_id)
-            return True
 
-        return self._team_command(
-            team_id, actor, Action.REFUND_TOP_UP, idempotency_key, "refund_top_up",
-            {"top_up_id": top_up_id, "refund_id": refund_id, "amount_minor": amount_minor,
-             "currency": currency}, apply) == "True"
+        return _once(self, team_id, actor, Action.REFUND_TOP_UP, idempotency_key,
+                     "refund_top_up", {"top_up_id": top_up_id, "refund_id": refund_id,
+                                       "amount_minor": amount_minor, "currency": currency},
+                     lambda team: team.has_refund(refund_id), move)
 
     def record_adjustment(self: LedgerCore, team_id: UUID, adjustment_id: str,
                           amount_nanos: int, reason: str, actor: Actor,
                           idempotency_key: str | None = None) -> bool:
         """A signed manual adjustment; `adjustment_id` is its natural key."""
-        def apply(team: Team) -> bool:
-            if team.has_adjustment(adjustment_id):
-                return False
-            team.record_adjustment(adjustment_id, amount_nanos, reason, actor.user_id)
-            return True
-
-        return self._team_command(
-            team_id, actor, Action.RECORD_ADJUSTMENT, idempotency_key, "record_adjustment",
-            {"adjustment_id": adjustment_id, "amount_nanos": amount_nanos, "reason": reason},
-            apply) == "True"
+        return _once(self, team_id, actor, Action.RECORD_ADJUSTMENT, idempotency_key,
+                     "record_adjustment", {"adjustment_id": adjustment_id,
+                                           "amount_nanos": amount_nanos, "reason": reason},
+                     lambda team: team.has_adjustment(adjustment_id),
+                     lambda team: team.record_adjustment(adjustment_id, amount_nanos, reason,
+                                                         actor.user_id))
 
     def set_credit_limit(self: LedgerCore, team_id: UUID, credit_limit_nanos: int,
                          actor: Actor, idempotency_key: str | None = None) -> None:
