@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.account import Account
+from domain.pricing import REQUEST_PRICE_NANOS_MAX, TOKEN_PRICE_NANOS_MAX
 from domain.usage import TOKENS_MAX, UsageRecord
 from projections.decoding import USAGE_RECORDED_TOPIC, EventDecoder, LogEntry
 from services.ledger import Ledger
@@ -32,6 +33,9 @@ CASES = [
     ('quote " and \\ backslash', "modèle-ü ☃", False, (0, 0, 0), timedelta(days=31, hours=5)),
     ("x" * 128, "m" * 128, True, (TOKENS_MAX, TOKENS_MAX, TOKENS_MAX), timedelta(days=40)),
 ]
+# The most one record can cost: every token count and price at its bound. (The fast decoder reads
+# integers with orjson, which holds them exactly up to 2**64; costs stay far below that.)
+COST_NANOS_MAX = 3 * TOKENS_MAX * TOKEN_PRICE_NANOS_MAX + REQUEST_PRICE_NANOS_MAX
 OFFSETS = [UTC, timezone(timedelta(hours=13)), timezone(timedelta(hours=-9, minutes=-30))]
 
 
@@ -82,7 +86,7 @@ counts = st.integers(0, TOKENS_MAX)
 @given(originator_id=st.uuids(), version=st.integers(1, 10**9), timestamp=moments,
        team_id=st.uuids(), usage_id=texts, occurred_at=moments, model=texts,
        success=st.booleans(), input_tokens=counts, cached_input_tokens=counts,
-       output_tokens=counts, cost_nanos=st.integers(0, 10**21), package_id=st.uuids(),
+       output_tokens=counts, cost_nanos=st.integers(0, COST_NANOS_MAX), package_id=st.uuids(),
        package_version=st.integers(1, 1000))
 def test_fast_and_generic_encodings_are_identical(
         originator_id: UUID, version: int, timestamp: datetime, team_id: UUID, usage_id: str,
