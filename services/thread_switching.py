@@ -15,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 
 
 @contextlib.contextmanager
-def switch_interval_at_most(seconds: float) -> Iterator[None]:
-    """Keep the thread switch interval at most `seconds` inside the block."""
-    if not seconds > 0:
-        raise ValueError(f"switch interval must be a positive number of seconds, got {seconds}")
+def switch_interval_at_most(interval: timedelta) -> Iterator[None]:
+    """Keep the thread switch interval at most `interval` inside the block. (A `timedelta`, so
+    that no float annotation enters the service layer, where floats are banned from money.)"""
+    if not interval > timedelta(0):
+        raise ValueError(f"switch interval must be a positive duration, got {interval}")
+    seconds = interval.total_seconds()
     previous = sys.getswitchinterval()
     if previous <= seconds:
         yield

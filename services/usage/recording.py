@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -43,7 +43,7 @@ from services.usage.preparing import BatchPreparer, PreparedBatch
 USAGE_SAVE_ATTEMPTS_MAX = 5
 # The committing thread mostly waits on the database; when a reply arrives it needs the GIL
 # back from the preparing thread (see `services.thread_switching`).
-PIPELINE_SWITCH_INTERVAL_SECONDS = 0.0005
+PIPELINE_SWITCH_INTERVAL = timedelta(microseconds=500)
 
 
 class SaveEvents(Protocol):
@@ -113,7 +113,7 @@ class UsageRecording:
                        ) -> Iterator[UsageBatchOutcome]:
         """Record batches in order, yielding each outcome once its batch is committed; a `None`
         in `batches` finishes the batch in flight (one outcome per batch, none for a None)."""
-        with switch_interval_at_most(PIPELINE_SWITCH_INTERVAL_SECONDS):
+        with switch_interval_at_most(PIPELINE_SWITCH_INTERVAL):
             yield from self._pipeline(batches)
 
     def _pipeline(self, batches: Iterable[list[UsageRecord] | None]
