@@ -74,8 +74,11 @@ class Ledger(TeamCommands, AccountCommands, MoneyCommands, InvoiceCommands, Appl
         self.clock = clock
         self.usage = UsageRecording(UsagePorts(
             keys=self.keyed, load=lambda aggregate_id: self.repository.get(aggregate_id),
-            to_stored_event=self.mapper.to_stored_event, save_events=self.save_events,
-            clock=lambda: self.clock()))  # read at each call: a test may set another clock
+            to_stored_event=self.mapper.to_stored_event,
+            # Both looked up at each call, as before the split: a test may set another clock,
+            # or wrap `save_events` to inject a failed commit.
+            save_events=lambda *args, **kwargs: self.save_events(*args, **kwargs),
+            clock=lambda: self.clock()))
         self.commands = CommandRunner(self.save, lambda: self.keyed)
 
     # Infrastructure ------------------------------------------------------------------------
