@@ -23,7 +23,7 @@ conflicts in a row (`ConcurrentUpdateError`), ends a command without its effect.
 Keys are scoped: a team command's key lives in its team's scope, a team-less command's in the
 principal's (registering a team, creating a package) or the package's scope, so one team's key
 never blocks another's. `usage_id` is not handled here: it is global by design (see
-`services.usage_recording`).
+`services.usage`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
-from eventsourcing.popo import POPOApplicationRecorder
+
+from services.eventsourcing_seam import POPORecorderWithExtras
 
 USAGE_SCOPE = "usage"
 COMMAND_SCOPE = "command"
@@ -55,8 +56,9 @@ class KeyedRecorder(Protocol):
     def select_rejections(self, limit: int) -> list[RejectionRow]: ...
 
 
-class InMemoryLedgerRecorder(POPOApplicationRecorder):
-    """POPO recorder with the keyed extras, all under the recorder's one lock."""
+class InMemoryLedgerRecorder(POPORecorderWithExtras):
+    """The library's in-memory recorder with the keyed extras, all under the recorder's one lock
+    (through `services.eventsourcing_seam`, the only place that touches its private names)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,32 +66,30 @@ class InMemoryLedgerRecorder(POPOApplicationRecorder):
         self._rejections: list[RejectionRow] = []
         self._counters: dict[str, int] = {}
 
-    def _insert_events(self, stored_events: Sequence[StoredEvent],
-                       **kwargs: Any) -> Sequence[int] | None:
-        with self._database_lock:
-            keys: Sequence[KeyRow] = kwargs.get("idempotency_keys") or ()
-            new_keys = {(k.scope, k.key): k for k in keys}
-            duplicated = [k for k in new_keys if k in self._keys]
-            if duplicated or len(new_keys) != len(keys):  # taken before, or twice in this batch
-                raise IntegrityError(f"idempotency keys already recorded: {duplicated[:5]}")
-            self._assert_uniqueness(stored_events, **kwargs)
-            notification_ids = self._update_table(stored_events, **kwargs)
-            self._keys.update(new_keys)
-            self._rejections.extend(kwargs.get("usage_rejections") or ())
-            counters: Mapping[str, int] = kwargs.get("counters") or {}
-            for name, delta in counters.items():
-                self._counters[name] = self._counters.get(name, 0) + delta
-            return notification_ids
+    def check_extras(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        keys: Sequence[KeyRow] = kwargs.get("idempotency_keys") or ()
+        new_keys = {(k.scope, k.key) for k in keys}
+        duplicated = [k for k in new_keys if k in self._keys]
+        if duplicated or len(new_keys) != len(keys):  # taken before, or twice in this batch
+            raise IntegrityError(f"idempotency keys already recorded: {duplicated[:5]}")
+
+    def write_extras(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        keys: Sequence[KeyRow] = kwargs.get("idempotency_keys") or ()
+        self._keys.update({(k.scope, k.key): k for k in keys})
+        self._rejections.extend(kwargs.get("usage_rejections") or ())
+        counters: Mapping[str, int] = kwargs.get("counters") or {}
+        for name, delta in counters.items():
+            self._counters[name] = self._counters.get(name, 0) + delta
 
     def select_keys(self, scope: str, keys: Sequence[str]) -> dict[str, KeyRow]:
-        with self._database_lock:
+        with self.database_lock():
             found = (self._keys.get((scope, key)) for key in keys)
             return {row.key: row for row in found if row is not None}
 
     def counter_values(self) -> dict[str, int]:
-        with self._database_lock:
+        with self.database_lock():
             return dict(self._counters)
 
     def select_rejections(self, limit: int) -> list[RejectionRow]:
-        with self._database_lock:
+        with self.database_lock():
             return list(self._rejections[-limit:])

@@ -60,7 +60,7 @@ from adapters.nats.wire_frames import WireMsg, ack_frame, nak_frame, stream_sequ
 from domain.usage import UsageRecord
 from services.keyed_recording import KeyRow
 from services.ledger import Ledger
-from services.outcomes import UsageRejection
+from services.usage.outcomes import UsageRejection
 
 log = logging.getLogger(__name__)
 

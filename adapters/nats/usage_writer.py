@@ -37,8 +37,8 @@ from adapters.nats.wire_frames import WireMsg
 from domain.usage import UsageRecord
 from services.keyed_recording import KeyRow, RejectionRow
 from services.ledger import Ledger
-from services.outcomes import UsageBatchOutcome, UsageRejection
-from services.usage_recording import USAGE_BATCH_SIZE_MAX
+from services.usage.outcomes import UsageBatchOutcome, UsageRejection
+from services.usage.preparing import USAGE_BATCH_SIZE_MAX
 
 log = logging.getLogger(__name__)
 

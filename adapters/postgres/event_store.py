@@ -40,6 +40,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from services.eventsourcing_seam import notify_subscribers
 from services.keyed_recording import KeyRow, RejectionRow
 
 # Connection-level failures (not constraint violations) are retried, as the library does.
@@ -67,9 +68,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.rejections_table = SQL("{}.{}").format(schema,
                                                      Identifier(f"{prefix}_usage_rejections"))
         self.counters_table = SQL("{}.{}").format(schema, Identifier(f"{prefix}_counters"))
-        self.schema_version_table_name = f"{self.datastore.schema}.{prefix}_schema_version"
-        self.schema_version_table = SQL("{}.{}").format(schema,
-                                                        Identifier(f"{prefix}_schema_version"))
+        self.schema_version_table_name = f"{prefix}_schema_version"
+        self.schema_version_table = SQL("{}.{}").format(
+            schema, Identifier(self.schema_version_table_name))
         self.sql_create_statements += [
             SQL("CREATE TABLE IF NOT EXISTS {} ("
                 "scope text NOT NULL, key text NOT NULL, fingerprint text NOT NULL, "
@@ -97,15 +98,18 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "SELECT key, fingerprint, result FROM {} "
             "WHERE scope = %s AND key = ANY(string_to_array(%s, E'\\x1f'))"
         ).format(self.keys_table)
-        events_table = SQL("{}.{}").format(schema, Identifier(self.events_table_name))
+        # The events table as other SQL should name it (schema-qualified, quoted): read this and
+        # the library's `channel_name` from the recorder instead of assuming `public`.
+        self.events_table = SQL("{}.{}").format(schema, Identifier(self.events_table_name))
         self.copy_events_statement = SQL(
             "COPY {} (originator_id, originator_version, topic, state) FROM STDIN "
-            "(FORMAT BINARY)").format(events_table)
-        # currval() is this session's last value from the events' notification id sequence.
+            "(FORMAT BINARY)").format(self.events_table)
+        # currval() is this session's last value from the events' notification id sequence;
+        # the table's name is quoted by format('%I.%I'), as the recorder's own names are.
         self.last_notification_id_statement = SQL(
-            "SELECT currval(pg_get_serial_sequence(%s, 'notification_id')) AS last_value"
+            "SELECT currval(pg_get_serial_sequence(format('%%I.%%I', %s::text, %s::text), "
+            "'notification_id')) AS last_value"
         )
-        self.events_table_qualified = f"{self.datastore.schema}.{self.events_table_name}"
         self.add_counters_statement = SQL(
             "INSERT INTO {0} AS c (name, value) SELECT * FROM unnest(%s::text[], %s::bigint[]) "
             "ON CONFLICT (name) DO UPDATE SET value = c.value + EXCLUDED.value"
@@ -116,8 +120,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def schema_version(self) -> int | None:
         """The event store version recorded in the database, or None if there is none yet."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
-                         (self.schema_version_table_name,))
+            curs.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL "
+                         "AS present", (self.datastore.schema, self.schema_version_table_name))
             row = curs.fetchone()
             if row is None or not row["present"]:
                 return None
@@ -146,7 +150,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             raise SchemaVersionError(_version_message(found))
         with self.datastore.transaction(commit=True) as curs:
             curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                         (self.schema_version_table_name,))
+                         (f"{self.datastore.schema}.{self.schema_version_table_name}",))
             curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (component text PRIMARY KEY, "
                              "version integer NOT NULL, created_at timestamptz NOT NULL "
                              "DEFAULT now())").format(self.schema_version_table))
@@ -202,15 +206,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 return []
             for statement in self.lock_table_statements:
                 curs.execute(statement, prepare=True)
-            self._notify_channel(curs)
+            notify_subscribers(self, curs)
             self._insert_extras(curs, **kwargs)
             with curs.copy(self.copy_events_statement) as copy:
                 copy.set_types(["uuid", "int8", "text", "bytea"])
                 for event in stored_events:
                     copy.write_row((event.originator_id, event.originator_version,
                                     event.topic, event.state))
-            curs.execute(self.last_notification_id_statement, (self.events_table_qualified,),
-                         prepare=True)
+            curs.execute(self.last_notification_id_statement,
+                         (self.datastore.schema, self.events_table_name), prepare=True)
             row = curs.fetchone()
             assert row is not None
             last_id = int(row["last_value"])

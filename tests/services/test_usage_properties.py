@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.ledger import Ledger
-from services.outcomes import RejectionCode
+from services.usage.outcomes import RejectionCode
 from tests.services.support import expected_cost, team_with_accounts, usage
 
 # Each element: (usage id number, content variant, account index).

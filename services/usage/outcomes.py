@@ -38,3 +38,10 @@ class UsageBatchOutcome:
     @property
     def cost_nanos(self) -> int:
         return sum(r.cost_nanos for r in self.recorded)
+
+
+# Counters kept with the events (the recorder adds each batch's increments in its transaction).
+COUNTER_RECORDED = "usage_recorded"
+COUNTER_DUPLICATES = "usage_duplicates"
+COUNTER_CONFLICTS = "usage_conflicts"
+COUNTER_REJECTED = "usage_rejected"

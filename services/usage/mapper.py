@@ -7,6 +7,11 @@ directly from a fixed template, quoting the two free-text fields with the C stri
 stock encoder uses. The bytes are identical to the generic encoding (same key order, same
 separators, same `{"_type_", "_data_"}` wrappers), so stored events decode with the stock
 transcoder, and a property test holds the two paths equal byte for byte.
+
+This is the encoding half of the usage fast path; the event is built directly by the domain
+(`domain.account.new_usage_recorded`) and decoded from its stored fields by the projections
+(`projections.decoding`), which alone read the log. tests/services/test_usage_fast_path.py
+round-trips all three.
 """
 
 from __future__ import annotations
