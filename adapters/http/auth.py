@@ -6,7 +6,10 @@
 Tokens and session values are never logged or echoed.
 
 `team_access` answers "may this principal do `action` in this team?" from the team aggregate at
-this moment (so a role change applies to the next request): a principal outside the team gets
+this moment (so a role change applies to the next request). Tokens and teams come from
+`auth_cache.AuthorizationSource`, which keeps them in memory but checks their stored version on
+every request, so this costs one indexed statement, not an aggregate load: a principal outside
+the team gets
 404, the same answer as for a team that does not exist, so ids of other teams cannot be probed;
 a member whose role does not allow the action gets 403. Operators read every team as an auditor
 would, and change a team only where they are members (the domain checks the same matrix).
@@ -18,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 from fastapi import Depends, Request
@@ -28,10 +32,16 @@ from domain.account import Account
 from domain.errors import AccountNotFoundError, TeamNotFoundError
 from domain.roles import Action, Role, may
 from domain.team import Team
-from domain.tokens import ApiToken, PrincipalKind, Scope
+from domain.tokens import (
+    ApiToken,
+    PrincipalKind,
+    Scope,
+    looks_like_token,
+    token_digest,
+    token_id_for_digest,
+)
 from services.actor import Actor
-from services.ledger import Ledger
-from services.tokens import TokenNotFoundError, Tokens
+from services.tokens import TokenNotFoundError
 
 log = logging.getLogger("ledger.http.auth")
 
@@ -80,17 +90,45 @@ class Principal:
                    scopes=frozenset(Scope(s) for s in token.scopes))
 
 
+class AggregateSource(Protocol):
+    """Where authorization reads tokens, teams and accounts (`auth_cache.AuthorizationSource`:
+    the stored state now, cached by version)."""
+
+    def get_token(self, token_id: UUID) -> ApiToken: ...
+
+    def get_team(self, team_id: UUID) -> Team: ...
+
+    def get_account(self, account_id: UUID) -> Account: ...
+
+
 class Authenticator:
     """Token and session checks for one app; `request.app.state.auth`."""
 
-    def __init__(self, tokens: Tokens, sessions: SessionStore,
+    def __init__(self, source: AggregateSource, sessions: SessionStore,
                  clock: Callable[[], datetime]) -> None:
-        self.tokens = tokens
+        self.source = source
         self.sessions = sessions
         self.clock = clock
 
+    def valid_token(self, secret: str) -> ApiToken | None:
+        """The token this secret is, if it is valid now; None for anything else."""
+        if not looks_like_token(secret):
+            return None
+        digest = token_digest(secret)
+        token = self._token(token_id_for_digest(digest))
+        if token is None or not token.matches(digest):
+            return None
+        return token
+
+    def _token(self, token_id: UUID) -> ApiToken | None:
+        try:
+            token = self.source.get_token(token_id)
+        except TokenNotFoundError:
+            return None
+        return token if token.is_valid_at(self.clock()) else None
+
     def authenticate_token(self, token: str) -> Principal | None:
-        found = self.tokens.authenticate(token)
+        found = self.valid_token(token)
         if found is None:
             return None
         self.sessions.touch(found.id, self.clock())
@@ -100,18 +138,15 @@ class Authenticator:
         token_id = self.sessions.token_of(value, self.clock())
         if token_id is None:
             return None
-        try:
-            token = self.tokens.get(token_id)
-        except TokenNotFoundError:
-            return None
-        if not token.is_valid_at(self.clock()):
+        token = self._token(token_id)
+        if token is None:
             return None
         self.sessions.touch(token.id, self.clock())
         return Principal.of(token)
 
     def create_session(self, token: str) -> str:
         """A new session cookie value for a valid token; raises 401 for any other."""
-        found = self.tokens.authenticate(token.strip())
+        found = self.valid_token(token.strip())
         if found is None:
             raise unauthorized("the token is not valid (unknown, expired or revoked); ask an "
                                "operator for a new one (`ledger token create`)")
@@ -205,11 +240,16 @@ def team_role(principal: Principal, team: Team) -> Role | None:
     return None
 
 
-def team_access(ledger: Ledger, principal: Principal, team_id: UUID,
+def aggregates(request: Request) -> AggregateSource:
+    """The app's source of tokens, teams and accounts for authorization."""
+    return authenticator(request).source
+
+
+def team_access(source: AggregateSource, principal: Principal, team_id: UUID,
                 action: Action | None = None) -> TeamAccess:
     """Load the team and check the principal may act in it (`action=None`: may read it)."""
     try:
-        team = ledger.get_team(team_id)
+        team = source.get_team(team_id)
     except TeamNotFoundError:
         raise not_found(f"team {team_id}") from None
     role = team_role(principal, team)
@@ -228,15 +268,15 @@ def check_action(access: TeamAccess, action: Action) -> None:
                         f"an owner (roles allowed: {_roles_for(action)})")
 
 
-def account_access(ledger: Ledger, principal: Principal, account_id: UUID,
+def account_access(source: AggregateSource, principal: Principal, account_id: UUID,
                    action: Action | None = None) -> tuple[Account, TeamAccess]:
     """Load an account and check access through its team; a member sees only their own."""
     try:
-        account = ledger.get_account(account_id)
+        account = source.get_account(account_id)
     except AccountNotFoundError:
         raise not_found(f"account {account_id}") from None
     try:
-        access = team_access(ledger, principal, account.team_id)
+        access = team_access(source, principal, account.team_id)
     except ProblemError:
         raise not_found(f"account {account_id}") from None
     if not access.may_see_account(account):

@@ -27,10 +27,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from adapters.http.auth import Principal, TeamAccess, team_access
+from adapters.http.auth import Principal, TeamAccess, aggregates, team_access
 from adapters.http.dashboard.admin_actions import ADMIN_ACTIONS, FormError
 from adapters.http.dashboard.admin_page import admin_context
-from adapters.http.dashboard.audit_queries import (
+from adapters.http.audit_queries import (
     AuditFilters,
     FilterError,
     actors,
@@ -113,7 +113,7 @@ def to_login(request: Request) -> RedirectResponse:
 
 def access_of(request: Request, team_id: UUID) -> tuple[TeamAccess, Viewer, str]:
     principal, session = signed_in(request)
-    access = team_access(request.app.state.ledger, principal, team_id)
+    access = team_access(aggregates(request), principal, team_id)
     return access, Viewer(principal.subject, access.role), session
 
 
