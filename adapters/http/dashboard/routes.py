@@ -27,9 +27,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from adapters.http.auth import Principal, TeamAccess, aggregates, team_access
-from adapters.http.dashboard.admin_actions import ADMIN_ACTIONS, FormError
-from adapters.http.dashboard.admin_page import admin_context
 from adapters.http.audit_queries import (
     AuditFilters,
     FilterError,
@@ -40,6 +37,9 @@ from adapters.http.audit_queries import (
     export_rows,
     first_row_after,
 )
+from adapters.http.auth import Principal, TeamAccess, aggregates, team_access
+from adapters.http.dashboard.admin_actions import ADMIN_ACTIONS, FormError
+from adapters.http.dashboard.admin_page import admin_context
 from adapters.http.dashboard.live_updates import STREAMS_MAX, LiveHub, sse_event
 from adapters.http.dashboard.money_display import exact_money, format_money
 from adapters.http.dashboard.page_security import (
