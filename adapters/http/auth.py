@@ -18,7 +18,7 @@ would, and change a team only where they are members (the domain checks the same
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -26,6 +26,7 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 
+from adapters.http.auth_cache import AuthorizationSource, RequestAggregates
 from adapters.http.problems import ProblemError, forbidden, not_found, unauthorized
 from adapters.http.sessions import SESSION_COOKIE_NAME, SessionStore
 from domain.account import Account
@@ -44,6 +45,8 @@ from services.actor import Actor
 from services.tokens import TokenNotFoundError
 
 log = logging.getLogger("ledger.http.auth")
+
+Versions = dict[UUID, int | None]
 
 BEARER_PREFIX = "bearer "
 AUTHORIZATION_HEADER_LENGTH_MAX = 200
@@ -104,45 +107,53 @@ class AggregateSource(Protocol):
 class Authenticator:
     """Token and session checks for one app; `request.app.state.auth`."""
 
-    def __init__(self, source: AggregateSource, sessions: SessionStore,
+    def __init__(self, source: AuthorizationSource, sessions: SessionStore,
                  clock: Callable[[], datetime]) -> None:
         self.source = source
         self.sessions = sessions
         self.clock = clock
 
-    def valid_token(self, secret: str) -> ApiToken | None:
+    def valid_token(self, secret: str, versions: Versions | None = None) -> ApiToken | None:
         """The token this secret is, if it is valid now; None for anything else."""
         if not looks_like_token(secret):
             return None
         digest = token_digest(secret)
-        token = self._token(token_id_for_digest(digest))
+        token = self._token(token_id_for_digest(digest), versions)
         if token is None or not token.matches(digest):
             return None
         return token
 
-    def _token(self, token_id: UUID) -> ApiToken | None:
+    def _token(self, token_id: UUID, versions: Versions | None = None) -> ApiToken | None:
         try:
-            token = self.source.get_token(token_id)
+            token = self.source.get_token(token_id, versions)
         except TokenNotFoundError:
             return None
         return token if token.is_valid_at(self.clock()) else None
 
-    def authenticate_token(self, token: str) -> Principal | None:
-        found = self.valid_token(token)
+    def authenticate_token(self, token: str, also: Sequence[UUID] = ()
+                           ) -> tuple[Principal | None, Versions]:
+        """The principal of a bearer token, and the stored versions of the token and of the
+        aggregates `also` (the team of the request), read in one statement."""
+        versions: Versions = {}
+        if looks_like_token(token):
+            versions = self.source.versions([token_id_for_digest(token_digest(token)), *also])
+        found = self.valid_token(token, versions)
         if found is None:
-            return None
+            return None, versions
         self.sessions.touch(found.id, self.clock())
-        return Principal.of(found)
+        return Principal.of(found), versions
 
-    def authenticate_session(self, value: str) -> Principal | None:
+    def authenticate_session(self, value: str, also: Sequence[UUID] = ()
+                             ) -> tuple[Principal | None, Versions]:
         token_id = self.sessions.token_of(value, self.clock())
         if token_id is None:
-            return None
-        token = self._token(token_id)
+            return None, {}
+        versions = self.source.versions([token_id, *also])
+        token = self._token(token_id, versions)
         if token is None:
-            return None
+            return None, versions
         self.sessions.touch(token.id, self.clock())
-        return Principal.of(token)
+        return Principal.of(token), versions
 
     def create_session(self, token: str) -> str:
         """A new session cookie value for a valid token; raises 401 for any other."""
@@ -162,7 +173,7 @@ def authenticator(request: Request) -> Authenticator:
 
 
 def authenticate_token(request: Request, token: str) -> Principal | None:
-    return authenticator(request).authenticate_token(token)
+    return authenticator(request).authenticate_token(token)[0]
 
 
 def create_session(request: Request, token: str) -> str:
@@ -176,24 +187,37 @@ def end_session(request: Request, value: str) -> None:
 def require_principal(request: Request) -> Principal:
     """The caller's principal, from the bearer token or the session cookie; else 401."""
     auth = authenticator(request)
+    also = path_team(request)
     header = request.headers.get("authorization")
     if header is not None:
         if len(header) > AUTHORIZATION_HEADER_LENGTH_MAX or \
                 not header.lower().startswith(BEARER_PREFIX):
             raise unauthorized("send `Authorization: Bearer <token>` with a token that starts "
                                "with ldg_")
-        principal = auth.authenticate_token(header[len(BEARER_PREFIX):].strip())
+        principal, versions = auth.authenticate_token(header[len(BEARER_PREFIX):].strip(), also)
         if principal is None:
             raise unauthorized("the bearer token is not valid (unknown, expired or revoked); "
                                "ask an operator for a new one")
     else:
         cookie = request.cookies.get(SESSION_COOKIE_NAME)
-        principal = auth.authenticate_session(cookie) if cookie else None
+        principal, versions = auth.authenticate_session(cookie, also) if cookie else (None, {})
         if principal is None:
             raise unauthorized("send `Authorization: Bearer <token>`, or log in to the "
                                "dashboard at /login")
     request.state.principal = principal
+    request.state.versions = versions
     return principal
+
+
+def path_team(request: Request) -> list[UUID]:
+    """The team id of the path, if any: its version is read with the token's."""
+    value = request.path_params.get("team_id")
+    if not isinstance(value, str):
+        return []
+    try:
+        return [UUID(value)]
+    except ValueError:
+        return []
 
 
 PrincipalDep = Depends(require_principal)
@@ -241,8 +265,10 @@ def team_role(principal: Principal, team: Team) -> Role | None:
 
 
 def aggregates(request: Request) -> AggregateSource:
-    """The app's source of tokens, teams and accounts for authorization."""
-    return authenticator(request).source
+    """Tokens, teams and accounts for authorizing this request: the app's cache, with the
+    versions read when the request's token was checked."""
+    versions: Versions = getattr(request.state, "versions", {})
+    return RequestAggregates(authenticator(request).source, versions)
 
 
 def team_access(source: AggregateSource, principal: Principal, team_id: UUID,

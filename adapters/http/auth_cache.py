@@ -10,7 +10,9 @@ statement on the primary-key index of the events table:
 
 An aggregate's state is a pure function of its events, which are never changed, so an aggregate
 whose cached version equals the newest stored version is exactly what a fresh load would give.
-Any other answer (a newer version, or none) reloads it. This is why the cache is correct without
+Any other answer (a newer version, or none) reloads it. A request reads the versions of its
+token and of the team in its path together, in one statement, when it checks the token
+(`RequestAggregates`). This is why the cache is correct without
 invalidation messages, across any number of processes and app instances: a revocation or a role
 change commits its event before the command returns, so the very next request, in any process,
 reads the new version and reloads. The price is one indexed statement per request instead of one
@@ -110,9 +112,18 @@ class AuthorizationSource:
         self.teams: VersionedCache[Team] = VersionedCache(ledger.get_team,
                                                           TEAM_CACHE_ENTRIES_MAX)
 
-    def get_token(self, token_id: UUID) -> ApiToken:
-        """The token as stored now; `TokenNotFoundError` if it was never issued."""
-        version = stored_versions(self.pool, [token_id]).get(token_id)
+    def versions(self, ids: Sequence[UUID]) -> dict[UUID, int | None]:
+        """The stored versions of several aggregates in one statement, to pass to `get_token`
+        and `get_team` (a request reads its token's and its team's together)."""
+        return stored_versions(self.pool, ids)
+
+    def get_token(self, token_id: UUID, versions: dict[UUID, int | None] | None = None
+                  ) -> ApiToken:
+        """The token as stored now (or at the version in `versions`, read at the start of this
+        request); `TokenNotFoundError` if it was never issued."""
+        if versions is None or token_id not in versions:
+            versions = stored_versions(self.pool, [token_id])
+        version = versions.get(token_id)
         try:
             token = self.tokens.get(token_id, version)
         except TokenNotFoundError:
@@ -121,9 +132,12 @@ class AuthorizationSource:
             raise TokenNotFoundError(f"token {token_id} does not exist")
         return token
 
-    def get_team(self, team_id: UUID) -> Team:
-        """The team as stored now; `TeamNotFoundError` if there is none."""
-        version = stored_versions(self.pool, [team_id]).get(team_id)
+    def get_team(self, team_id: UUID, versions: dict[UUID, int | None] | None = None) -> Team:
+        """The team as stored now (or at the version in `versions`, read at the start of this
+        request); `TeamNotFoundError` if there is none."""
+        if versions is None or team_id not in versions:
+            versions = stored_versions(self.pool, [team_id])
+        version = versions.get(team_id)
         team = self.teams.get(team_id, version)
         if team is None:
             raise TeamNotFoundError(f"team {team_id} does not exist")
@@ -131,3 +145,22 @@ class AuthorizationSource:
 
     def get_account(self, account_id: UUID) -> Account:
         return self.ledger.get_account(account_id)
+
+
+class RequestAggregates:
+    """`AuthorizationSource` for one request, with the versions read when its token was checked
+    (the token's and the team's of the path, in one statement), so that authorizing a team
+    route costs that one statement."""
+
+    def __init__(self, source: AuthorizationSource, versions: dict[UUID, int | None]) -> None:
+        self.source = source
+        self.versions = versions
+
+    def get_token(self, token_id: UUID) -> ApiToken:
+        return self.source.get_token(token_id, self.versions)
+
+    def get_team(self, team_id: UUID) -> Team:
+        return self.source.get_team(team_id, self.versions)
+
+    def get_account(self, account_id: UUID) -> Account:
+        return self.source.get_account(account_id)

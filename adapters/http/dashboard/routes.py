@@ -37,7 +37,14 @@ from adapters.http.audit_queries import (
     export_rows,
     first_row_after,
 )
-from adapters.http.auth import Principal, TeamAccess, aggregates, team_access
+from adapters.http.auth import (
+    Authenticator,
+    Principal,
+    TeamAccess,
+    aggregates,
+    path_team,
+    team_access,
+)
 from adapters.http.dashboard.admin_actions import ADMIN_ACTIONS, FormError
 from adapters.http.dashboard.admin_page import admin_context
 from adapters.http.dashboard.live_updates import STREAMS_MAX, LiveHub, sse_event
@@ -100,7 +107,10 @@ class LoginRequired(Exception):
 def signed_in(request: Request) -> tuple[Principal, str]:
     """The principal of the session cookie and the cookie's value; else `LoginRequired`."""
     value = request.cookies.get(SESSION_COOKIE_NAME)
-    principal = request.app.state.auth.authenticate_session(value) if value else None
+    principal = None
+    if value:
+        auth: Authenticator = request.app.state.auth
+        principal, request.state.versions = auth.authenticate_session(value, path_team(request))
     if principal is None or principal.is_service:
         raise LoginRequired
     return principal, value or ""
