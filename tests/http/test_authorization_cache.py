@@ -1,16 +1,19 @@
 """Authorization reads tokens and teams from a cache checked against the stored version on
 every request: a revoked token and a removed member are refused on the very next request after
 the command returns, by this app and by another app instance on the same database (which never
-saw the command), and an unchanged token or team is not loaded again."""
+saw the command), and an unchanged token or team is not loaded again. Token last use costs no
+write per request."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from adapters.http.app import create_app
+from adapters.http.sessions import LAST_USE_TABLE
 from adapters.runtime.composition import open_ledger
 from tests.http.conftest import Api
 from tests.http.support import make_team, user_id
@@ -75,3 +78,23 @@ def test_unchanged_tokens_and_teams_are_not_loaded_again(api: Api) -> None:
     for _ in range(5):
         assert api.client.get(balance, headers=headers).status_code == 200
     assert (source.tokens.loads, source.teams.loads) == (token_loads, team_loads)
+
+
+def test_last_use_is_noted_in_memory_and_written_in_one_batch(api: Api) -> None:
+    secrets = [api.token_for("user", f"batch-{n}") for n in range(3)]
+    sessions = api.client.app.state.auth.sessions  # type: ignore[attr-defined]
+    sessions.stop_flushing()  # no timed flush in between; this writes what was noted so far
+
+    def written() -> int:
+        with psycopg.connect(api.database_url) as conn:
+            row = conn.execute(f"SELECT count(*) FROM public.{LAST_USE_TABLE}").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    before = written()
+    for secret in secrets:
+        for _ in range(3):
+            assert api.client.get("/v1/me", headers=api.headers(secret)).status_code == 200
+    assert written() == before  # no request wrote
+    sessions.flush()
+    assert written() == before + len(secrets)
