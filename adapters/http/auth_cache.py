@@ -143,6 +143,13 @@ class AuthorizationSource:
             raise TeamNotFoundError(f"team {team_id} does not exist")
         return team
 
+    def get_teams(self, team_ids: Sequence[UUID]) -> list[Team]:
+        """The teams as stored now (those that exist), their versions read in one statement:
+        listing teams loads only those that changed since they were cached."""
+        versions = stored_versions(self.pool, team_ids)
+        teams = (self.teams.get(team_id, versions.get(team_id)) for team_id in team_ids)
+        return [team for team in teams if team is not None]
+
     def get_account(self, account_id: UUID) -> Account:
         return self.ledger.get_account(account_id)
 
@@ -161,6 +168,9 @@ class RequestAggregates:
 
     def get_team(self, team_id: UUID) -> Team:
         return self.source.get_team(team_id, self.versions)
+
+    def get_teams(self, team_ids: Sequence[UUID]) -> list[Team]:
+        return self.source.get_teams(team_ids)
 
     def get_account(self, account_id: UUID) -> Account:
         return self.source.get_account(account_id)

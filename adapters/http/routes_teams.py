@@ -157,12 +157,11 @@ def list_teams(request: Request, principal: Principal = PrincipalDep) -> Any:
     """Teams this token may see: every team for operators, the caller's teams for users."""
     if principal.is_service:
         raise forbidden("service tokens read no teams; use a user or operator token")
-    ledger = _ledger(request)
     with views(request) as store:
         rows = store.conn.execute(store.q("SELECT team_id FROM {s}.teams ORDER BY name, team_id "
                                           "LIMIT %s"), (TEAMS_LIST_MAX,)).fetchall()
     fresh = _head(request)
-    teams = [ledger.get_team(row[0]) for row in rows]
+    teams = aggregates(request).get_teams([row[0] for row in rows])
     return {"teams": [team_info(t, principal, fresh) for t in teams
                       if team_role(principal, t) is not None]}
 

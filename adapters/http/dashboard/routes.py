@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from adapters.http.auth import aggregates
 from adapters.http.dashboard import routes_admin_pages, routes_audit_pages, routes_team_pages
 from adapters.http.dashboard.live_updates import LiveHub
 from adapters.http.dashboard.page_security import (
@@ -35,12 +36,11 @@ from adapters.http.dashboard.static_files import static_response
 from adapters.http.problems import ProblemError
 from adapters.http.sessions import SESSION_COOKIE_NAME, SESSION_LIFETIME
 from adapters.http.views import views
-from services.ledger import Ledger
 
 LOGIN_CSRF_COOKIE = "ledger_login_csrf"
 TOKEN_LENGTH_MAX = 200
 FORM_FIELDS_MAX = 20
-# The team list after login scans at most this many teams (each is loaded to read its members).
+# The team list after login scans at most this many teams (cached by version, see auth_cache).
 TEAMS_LISTED_MAX = 200
 
 
@@ -138,17 +138,15 @@ def teams_index(request: Request) -> Response:
         principal, session = signed_in(request)
     except LoginRequired:
         return to_login(request)
-    ledger: Ledger = request.app.state.ledger
     teams = []
     with views(request) as store:
         team_ids = [r[0] for r in store.conn.execute(
             store.q("SELECT team_id FROM {s}.teams ORDER BY name LIMIT %s"),
             (TEAMS_LISTED_MAX,)).fetchall()]
-    for team_id in team_ids:
-        team = ledger.get_team(team_id)
+    for team in aggregates(request).get_teams(team_ids):
         role = team.role_of(principal.subject)
         if role is not None or principal.is_operator:
-            teams.append({"id": str(team_id), "name": team.name,
+            teams.append({"id": str(team.id), "name": team.name,
                           "role": role.value if role else "operator (reads as auditor)"})
     if len(teams) == 1:
         return RedirectResponse(f"/dashboard/teams/{teams[0]['id']}", status_code=303)
