@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import threading
 from typing import Any
 
@@ -52,6 +53,10 @@ def _run_in_up(runtime: Runtime, stop: threading.Event) -> None:
     ledger = open_ledger(runtime.database_url)
     try:
         app = create_app(ledger, runtime.database_url, nats_url=runtime.nats_url or None)
+        listening = _listen(host, port)
+        if listening is None:
+            stop.wait()
+            return
         server = uvicorn.Server(_uvicorn_config(app, host, port))
 
         def stop_when_asked() -> None:
@@ -61,9 +66,26 @@ def _run_in_up(runtime: Runtime, stop: threading.Event) -> None:
         threading.Thread(target=stop_when_asked, name="ledger-http-stop", daemon=True).start()
         console.print(f"[bold]HTTP API[/bold]  http://{host}:{port}  (API under /v1, OpenAPI at "
                       f"/openapi.json, dashboard at http://{host}:{port}/login)")
-        server.run()
+        server.run(sockets=[listening])
     finally:
         ledger.close()
+
+
+def _listen(host: str, port: int) -> socket.socket | None:
+    """The listening socket, or None with a message when the address is taken: the rest of
+    `ledger up` (ingest, projections) keeps running, and says how to serve HTTP elsewhere
+    (uvicorn would exit the whole process instead)."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        console.print(f"[red]HTTP API not started: {host}:{port} is not available ({error}).[/red]"
+                      f" Set {PORT_ENV} (or {HOST_ENV}) and start `ledger up` again, or run "
+                      "`ledger serve --port <port>` in another terminal.")
+        return None
+    return listening
 
 
 http_up_runner = thread_runner(_run_in_up)

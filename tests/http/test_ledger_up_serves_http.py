@@ -49,3 +49,21 @@ def test_ledger_up_serves_the_api_and_prints_the_url_and_first_token(
         assert me.status_code == 200 and me.json()["kind"] == "operator", me.text
     finally:
         assert up.interrupt() == 0, up.output()[-3000:]
+
+
+def test_a_taken_http_port_is_reported_and_the_rest_of_ledger_up_keeps_running(
+        ledger_data_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        up = LedgerUp(ledger_data_dir, tmp_path / "up.log", LEDGER_HTTP_PORT=str(port)).start()
+        try:
+            deadline = time.monotonic() + HTTP_READY_TIMEOUT_SECONDS
+            while "HTTP API not started" not in up.output():
+                assert time.monotonic() < deadline, up.output()[-3000:]
+                assert up.process is not None and up.process.poll() is None, up.output()[-3000:]
+                time.sleep(0.3)
+            assert "LEDGER_HTTP_PORT" in up.output()
+        finally:
+            assert up.interrupt() == 0, up.output()[-3000:]
