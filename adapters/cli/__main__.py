@@ -1,4 +1,4 @@
-"""`python -m adapters.cli.main`: the same as the `ledger` command."""
+"""`python -m adapters.cli`: the same as the `ledger` command."""
 
 from adapters.cli.main import main
 
