@@ -92,6 +92,8 @@ http_up_runner = thread_runner(_run_in_up)
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
     from adapters.cli.runtime import configured_runtime
     from adapters.http.app import create_app
     from adapters.runtime.composition import open_ledger
