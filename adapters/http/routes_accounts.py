@@ -13,7 +13,14 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
-from adapters.http.auth import Principal, PrincipalDep, account_access, aggregates, team_access
+from adapters.http.auth import (
+    Principal,
+    PrincipalDep,
+    account_access,
+    aggregates,
+    authenticator,
+    team_access,
+)
 from adapters.http.commands import call, ledger_key, run_idempotent
 from adapters.http.problems import PROBLEM_RESPONSES
 from adapters.http.schemas import (
@@ -167,10 +174,12 @@ def open_account(team_id: UUID, body: OpenAccount, request: Request,
 
 
 def _answer(request: Request, account: Account) -> dict[str, Any]:
-    ledger = _ledger(request)
     now = request.app.state.clock()
     spend, fresh = _spend(request, account.team_id, now)
-    return {**fresh, **account_info(account, ledger.get_team(account.team_id), now, spend)}
+    # The team as stored now, after any command of this request: its version read again (one
+    # statement; loaded only if it changed since cached).
+    team = authenticator(request).source.get_team(account.team_id)
+    return {**fresh, **account_info(account, team, now, spend)}
 
 
 @router.get("/v1/accounts/{account_id}", response_model=AccountAnswer)
