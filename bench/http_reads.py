@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import re
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -60,8 +62,9 @@ def free_port() -> int:
         return port
 
 
-def prepare(database_url: str) -> tuple[str, str]:
-    """A team with a day of usage, projected; returns (team id, operator token)."""
+def prepare(database_url: str) -> tuple[str, str, str, str]:
+    """A team with a day of usage, projected; returns (team id, the owner's token, an account
+    id, a service token with scope authorization:read)."""
     from adapters.runtime.composition import open_ledger
     from adapters.runtime.projection_process import open_runner
     from domain.usage import UsageRecord
@@ -85,11 +88,16 @@ def prepare(database_url: str) -> tuple[str, str]:
         token = Tokens(ledger).issue(kind="user", subject="bench-owner", name="bench",
                                      scopes=[], expires_at=None,
                                      actor=Actor.operator("bench")).secret
+        # The gateway asks "may this account spend?" with a service token.
+        service_token = Tokens(ledger).issue(
+            kind="service", subject="bench-gateway", name="bench gateway",
+            scopes=["authorization:read"], expires_at=None,
+            actor=Actor.operator("bench")).secret
     finally:
         ledger.close()
     with open_runner(database_url) as runner:
         runner.catch_up()
-    return team_id, token
+    return team_id, token, str(accounts[0].account_id), service_token
 
 
 def serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
@@ -170,23 +178,56 @@ WRK_THREADS = 1
 WRK_TIMEOUT_SECONDS = 5
 
 
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU of the processes and of their children (PostgreSQL's backends)."""
+    total = 0.0
+    for process in processes:
+        for one in [process, *process.children(recursive=True)]:
+            try:
+                times = one.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
+
+
+def postmaster(folder: Path) -> psutil.Process:
+    """The bench's own PostgreSQL (other PostgreSQL servers may run on the machine)."""
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline and cmdline[0].endswith("postgres") and str(folder) in " ".join(cmdline):
+            return process
+    raise SystemExit(f"no PostgreSQL of {folder} found")
+
+
 def wrk_routes(base: str, token: str, team_id: str, connections: int,
-               seconds: float) -> list[tuple[str, str]]:
+               seconds: float, account_id: str, service_token: str,
+               measured: list[psutil.Process]) -> list[tuple[str, str]]:
     """Closed-loop load from Debian's `wrk` (C, its own process): each route in turn with the
-    same connections; its latency distribution and requests/s, as wrk prints them."""
+    same connections; its latency distribution and requests/s, as wrk prints them, and the CPU
+    the API server and PostgreSQL spent per request (less sensitive than latency to other work
+    on a shared machine)."""
     if shutil.which("wrk") is None:
         raise SystemExit("--wrk needs Debian's wrk: apt-get install -y wrk")
-    routes = [("healthz (baseline)", "/healthz"),
-              ("balance", f"/v1/teams/{team_id}/balance"),
-              ("usage month", f"/v1/teams/{team_id}/usage?window=month")]
+    routes = [("healthz (baseline)", "/healthz", token),
+              ("balance", f"/v1/teams/{team_id}/balance", token),
+              ("usage month", f"/v1/teams/{team_id}/usage?window=month", token),
+              ("may spend (service token)", f"/v1/accounts/{account_id}/authorization",
+               service_token)]
     printed = []
-    for name, path in routes:
+    for name, path, bearer in routes:
+        cpu_before = cpu_seconds(measured)
         answer = subprocess.run(
             ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds:.0f}s",
              f"--timeout={WRK_TIMEOUT_SECONDS}s", "--latency",
-             "-H", f"Authorization: Bearer {token}", base + path],
+             "-H", f"Authorization: Bearer {bearer}", base + path],
             capture_output=True, text=True, check=True)
-        printed.append((name, answer.stdout))
+        cpu = cpu_seconds(measured) - cpu_before
+        done = re.search(r"(\d+) requests in", answer.stdout)
+        requests = int(done.group(1)) if done else 0
+        per_request = f"{cpu / requests * 1000:.2f} ms" if requests else "n/a"
+        printed.append((name, answer.stdout + f"CPU per request (API server + PostgreSQL): "
+                        f"{per_request}\n"))
     return printed
 
 
@@ -204,15 +245,17 @@ def main() -> None:
     console.print(f"machine: {machine()}")
     with bench_servers() as servers:
         database_url = servers.database("bench_http")
-        team_id, token = prepare(database_url)
+        team_id, token, account_id, service_token = prepare(database_url)
         port = free_port()
         server = serve(database_url, port)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base)
             if args.wrk:
+                measured = [psutil.Process(server.pid), postmaster(servers.folder)]
                 for name, output in wrk_routes(base, token, team_id, args.connections,
-                                               args.seconds):
+                                               args.seconds, account_id, service_token,
+                                               measured):
                     console.print(f"[bold]{name}[/bold] ({args.connections} connections)")
                     console.print(output)
                 return

@@ -5,9 +5,12 @@ are events in the one log, with their actor, and show in the audit trail like ev
 Only operators issue and revoke tokens; the very first operator token is issued by the system
 actor `system:bootstrap` when a data folder is new (see `ensure_first_operator_token`).
 
-The secret is returned once, from `issue`; the application keeps only its digest. An idempotency
-key makes a retried issue safe: the second call does not make a second token, but it cannot show
-the secret again either, so it answers with an error naming the token already issued.
+The secret is returned once, from `issue`; the application keeps only its digest. Issuing runs
+through `services.command_runs.CommandRunner` like every admin command (version conflicts on the
+token directory retried, the idempotency key saved with the events). A retried issue with the
+same key does not make a second token, but it cannot show the secret again either, so it answers
+with an error naming the token already issued; the same key for a different token is an
+`IdempotencyConflictError`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
 
 from domain.errors import (
     InvalidInputError,
@@ -37,17 +39,17 @@ from domain.tokens import (
     token_id_for_digest,
 )
 from services.actor import Actor
-from services.command_runs import command_fingerprint
-from services.keyed_recording import KeyRow
+from services.command_runs import Attempt, Command
 from services.ledger import Ledger
 
-TOKEN_KEY_SCOPE = "token"
+# Every issue adds to the one token directory, so issues share one command scope: inside a
+# process they run one at a time, across processes `CommandRunner` retries the directory's
+# version conflicts. The scope also holds their idempotency keys.
+TOKEN_COMMAND_SCOPE = "token"
 BOOTSTRAP_ACTOR = Actor.system("bootstrap")
 FIRST_OPERATOR_USER_ID = "operator"
 # The key makes the first operator token once, even when two processes start together.
 FIRST_OPERATOR_TOKEN_KEY = "bootstrap:first-operator-token"
-# Two operators issuing at the same moment race on the directory's version; retry that.
-ISSUE_ATTEMPTS_MAX = 5
 
 
 class TokenNotFoundError(NotFoundError):
@@ -75,43 +77,47 @@ class Tokens:
                 f"user {actor.user_id!r} is not an operator; only operators issue tokens")
         principal_kind = _parse_kind(kind)
         parsed_scopes = parse_scopes(scopes)
-        key_row = None
-        if idempotency_key is not None:
-            fingerprint = command_fingerprint("issue_token", {
-                "kind": kind, "subject": subject, "name": name, "scopes": sorted(scopes),
-                "expires_at": expires_at.isoformat() if expires_at else None})
-            self._check_key_unused(idempotency_key, fingerprint)
-        for attempt in range(1, ISSUE_ATTEMPTS_MAX + 1):
+        issued: list[IssuedToken] = []
+
+        def attempt() -> Attempt:
             secret = new_token_secret()
-            digest = token_digest(secret)
-            token = ApiToken.issue(digest=digest, kind=principal_kind, subject=subject,
-                                   name=name, scopes=parsed_scopes, issued_at=self.clock(),
-                                   expires_at=expires_at, actor=actor.user_id)
+            token = ApiToken.issue(digest=token_digest(secret), kind=principal_kind,
+                                   subject=subject, name=name, scopes=parsed_scopes,
+                                   issued_at=self.clock(), expires_at=expires_at,
+                                   actor=actor.user_id)
             directory = self._directory()
             directory.add(token.id)
-            extras: dict[str, list[KeyRow]] = {}
-            if idempotency_key is not None:
-                key_row = KeyRow(TOKEN_KEY_SCOPE, idempotency_key, fingerprint, str(token.id))
-                extras["idempotency_keys"] = [key_row]
-            try:
-                self.ledger.save(token, directory, **extras)
-            except IntegrityError:
-                if idempotency_key is not None:
-                    self._check_key_unused(idempotency_key, fingerprint)
-                if attempt == ISSUE_ATTEMPTS_MAX:
-                    raise
-                continue
-            return IssuedToken(token=token, secret=secret)
-        raise AssertionError("unreachable")
+            return Attempt([token, directory], str(token.id),
+                           after_save=lambda: issued.append(IssuedToken(token, secret)))
+
+        arguments = {"kind": kind, "subject": subject, "name": name, "scopes": sorted(scopes),
+                     "expires_at": expires_at.isoformat() if expires_at else None}
+        token_id = self.ledger.commands.run(
+            Command("issue_token", TOKEN_COMMAND_SCOPE, arguments, actor.user_id,
+                    idempotency_key), attempt)
+        if not issued:
+            # The key was recorded by an earlier issue: its token exists, its secret is gone.
+            raise InvalidStateError(
+                f"token {token_id} was already issued under idempotency key "
+                f"{idempotency_key!r}; its secret was shown once and is not kept. Revoke it and "
+                "issue a new one if the secret was lost")
+        return issued[0]
 
     def revoke(self, token_id: UUID, reason: str, actor: Actor) -> ApiToken:
         if not actor.is_operator:
             raise PermissionDeniedError(
                 f"user {actor.user_id!r} is not an operator; only operators revoke tokens")
-        token = self.get(token_id)
-        token.revoke(reason, self.clock(), actor.user_id)
-        self.ledger.save(token)
-        return token
+        revoked: list[ApiToken] = []
+
+        def attempt() -> Attempt:
+            token = self.get(token_id)
+            token.revoke(reason, self.clock(), actor.user_id)
+            return Attempt([token], str(token.id), after_save=lambda: revoked.append(token))
+
+        self.ledger.commands.run(Command("revoke_token", f"{TOKEN_COMMAND_SCOPE}:{token_id}",
+                                         {"token_id": str(token_id), "reason": reason},
+                                         actor.user_id), attempt)
+        return revoked[0]
 
     # Queries -------------------------------------------------------------------------------
 
@@ -152,20 +158,6 @@ class Tokens:
             return TokenDirectory()
         assert isinstance(aggregate, TokenDirectory)
         return aggregate
-
-    def _check_key_unused(self, idempotency_key: str, fingerprint: str) -> None:
-        row = self.ledger.keyed.select_keys(TOKEN_KEY_SCOPE, [idempotency_key]).get(
-            idempotency_key)
-        if row is None:
-            return
-        if row.fingerprint != fingerprint:
-            raise InvalidStateError(
-                f"idempotency key {idempotency_key!r} was already used for a different token; "
-                "use a new key for a new token")
-        raise InvalidStateError(
-            f"token {row.result} was already issued under idempotency key {idempotency_key!r}; "
-            "its secret was shown once and is not kept. Revoke it and issue a new one if the "
-            "secret was lost")
 
 
 def ensure_first_operator_token(ledger: Ledger, *, user_id: str = FIRST_OPERATOR_USER_ID,

@@ -6,7 +6,8 @@ is present) the dashboard's pages. Everything it needs is passed in (the composi
 
     app.state.ledger        services.ledger.Ledger (commands and aggregates)
     app.state.tokens        services.tokens.Tokens
-    app.state.auth          adapters.http.auth.Authenticator (tokens, sessions)
+    app.state.auth          adapters.http.auth.Authenticator (tokens, sessions, and through
+                            `auth.aggregates(request)` the version-checked tokens and teams)
     app.state.pool          psycopg_pool.ConnectionPool (use adapters.http.views.views(request))
     app.state.database_url  str
     app.state.nats_url      str | None
@@ -27,6 +28,7 @@ from fastapi.routing import APIRoute
 
 from adapters.http import commands, problems
 from adapters.http.auth import Authenticator
+from adapters.http.auth_cache import AuthorizationSource
 from adapters.http.metrics import Metrics
 from adapters.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from adapters.http.sessions import SessionStore
@@ -81,9 +83,11 @@ def create_app(ledger: Ledger, database_url: str, *, nats_url: str | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sessions.start_flushing()
         try:
             yield
         finally:
+            sessions.stop_flushing()
             pool.close()
 
     app = FastAPI(title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION,
@@ -91,7 +95,7 @@ def create_app(ledger: Ledger, database_url: str, *, nats_url: str | None = None
                   redoc_url=None, generate_unique_id_function=operation_id)
     app.state.ledger = ledger
     app.state.tokens = tokens
-    app.state.auth = Authenticator(tokens, sessions, now)
+    app.state.auth = Authenticator(AuthorizationSource(ledger, tokens, pool), sessions, now)
     app.state.pool = pool
     app.state.database_url = database_url
     app.state.nats_url = nats_url

@@ -13,7 +13,14 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
-from adapters.http.auth import Principal, PrincipalDep, account_access, team_access
+from adapters.http.auth import (
+    Principal,
+    PrincipalDep,
+    account_access,
+    aggregates,
+    authenticator,
+    team_access,
+)
 from adapters.http.commands import call, ledger_key, run_idempotent
 from adapters.http.problems import PROBLEM_RESPONSES
 from adapters.http.schemas import (
@@ -139,7 +146,7 @@ def _spend(request: Request, team_id: UUID, now: datetime
 def list_accounts(team_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
     """The account pool (a member: only the accounts they hold)."""
     ledger = _ledger(request)
-    access = team_access(ledger, principal, team_id)
+    access = team_access(aggregates(request), principal, team_id)
     now = request.app.state.clock()
     spend, fresh = _spend(request, team_id, now)
     accounts = [ledger.get_account(a) for a in access.team.account_ids]
@@ -154,7 +161,7 @@ def open_account(team_id: UUID, body: OpenAccount, request: Request,
                  principal: Principal = PrincipalDep) -> JSONResponse:
     """Open an account in the pool (owner/admin)."""
     ledger = _ledger(request)
-    team_access(ledger, principal, team_id, Action.OPEN_ACCOUNT)
+    team_access(aggregates(request), principal, team_id, Action.OPEN_ACCOUNT)
 
     def run() -> tuple[int, Any]:
         account_id = call(ledger.open_account, team_id, account_key=body.account_key,
@@ -167,22 +174,24 @@ def open_account(team_id: UUID, body: OpenAccount, request: Request,
 
 
 def _answer(request: Request, account: Account) -> dict[str, Any]:
-    ledger = _ledger(request)
     now = request.app.state.clock()
     spend, fresh = _spend(request, account.team_id, now)
-    return {**fresh, **account_info(account, ledger.get_team(account.team_id), now, spend)}
+    # The team as stored now, after any command of this request: its version read again (one
+    # statement; loaded only if it changed since cached).
+    team = authenticator(request).source.get_team(account.team_id)
+    return {**fresh, **account_info(account, team, now, spend)}
 
 
 @router.get("/v1/accounts/{account_id}", response_model=AccountAnswer)
 def get_account(account_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
-    account, _access = account_access(_ledger(request), principal, account_id)
+    account, _access = account_access(aggregates(request), principal, account_id)
     return _answer(request, account)
 
 
 def _account_command(request: Request, principal: Principal, account_id: UUID, action: Action,
                      key: str | None, body: BaseModel, command: Any) -> JSONResponse:
     ledger = _ledger(request)
-    account_access(ledger, principal, account_id, action)
+    account_access(aggregates(request), principal, account_id, action)
 
     def run() -> tuple[int, Any]:
         command(ledger)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from adapters.http.auth import Principal, PrincipalDep, require_operator, team_access
+from adapters.http.auth import Principal, PrincipalDep, aggregates, require_operator, team_access
 from adapters.http.commands import run_idempotent
 from adapters.http.problems import PROBLEM_RESPONSES, not_found
 from adapters.http.schemas import IDEMPOTENCY_KEY_DESCRIPTION, NanosString, Text
@@ -133,7 +133,7 @@ def get_package(package_id: UUID, request: Request, principal: Principal = Princ
 def team_packages(team_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
     """The packages the team's accounts are assigned (any member of the team)."""
     ledger = _ledger(request)
-    access = team_access(ledger, principal, team_id)
+    access = team_access(aggregates(request), principal, team_id)
     package_ids: dict[UUID, None] = {}
     for account_id in access.team.account_ids:
         account = ledger.get_account(account_id)

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from adapters.http.auth import Principal, PrincipalDep, require_operator, team_access, team_role
+from adapters.http.auth import (
+    Principal,
+    PrincipalDep,
+    aggregates,
+    require_operator,
+    team_access,
+    team_role,
+)
 from adapters.http.commands import call, ledger_key, money_moved, run_idempotent
 from adapters.http.problems import PROBLEM_RESPONSES, forbidden
 from adapters.http.schemas import (
@@ -150,12 +157,11 @@ def list_teams(request: Request, principal: Principal = PrincipalDep) -> Any:
     """Teams this token may see: every team for operators, the caller's teams for users."""
     if principal.is_service:
         raise forbidden("service tokens read no teams; use a user or operator token")
-    ledger = _ledger(request)
     with views(request) as store:
         rows = store.conn.execute(store.q("SELECT team_id FROM {s}.teams ORDER BY name, team_id "
                                           "LIMIT %s"), (TEAMS_LIST_MAX,)).fetchall()
     fresh = _head(request)
-    teams = [ledger.get_team(row[0]) for row in rows]
+    teams = aggregates(request).get_teams([row[0] for row in rows])
     return {"teams": [team_info(t, principal, fresh) for t in teams
                       if team_role(principal, t) is not None]}
 
@@ -163,20 +169,20 @@ def list_teams(request: Request, principal: Principal = PrincipalDep) -> Any:
 @router.get("/{team_id}", response_model=TeamInfo)
 def get_team(team_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
     """A team's settings and members (any member; operators)."""
-    access = team_access(_ledger(request), principal, team_id)
+    access = team_access(aggregates(request), principal, team_id)
     return team_info(access.team, principal, _head(request))
 
 
 @router.get("/{team_id}/members", response_model=list[Member])
 def list_members(team_id: UUID, request: Request, principal: Principal = PrincipalDep) -> Any:
-    access = team_access(_ledger(request), principal, team_id)
+    access = team_access(aggregates(request), principal, team_id)
     return [{"user_id": u, "role": Role(r).value} for u, r in sorted(access.team.members.items())]
 
 
 def _team_command(request: Request, principal: Principal, team_id: UUID, action: Action,
                   key: str | None, body: BaseModel, command: Any) -> JSONResponse:
     ledger = _ledger(request)
-    team_access(ledger, principal, team_id, action)
+    team_access(aggregates(request), principal, team_id, action)
 
     def run() -> tuple[int, Any]:
         command(ledger, ledger_key(principal, key))
@@ -237,7 +243,7 @@ def reactivate_team(team_id: UUID, request: Request, idempotency_key: Idempotenc
 def _money_command(request: Request, principal: Principal, team_id: UUID, action: Action,
                    key: str | None, body: BaseModel, command: Any) -> JSONResponse:
     ledger = _ledger(request)
-    team_access(ledger, principal, team_id, action)
+    team_access(aggregates(request), principal, team_id, action)
 
     def run() -> tuple[int, Any]:
         moved = money_moved(request, team_id,

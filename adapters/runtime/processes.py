@@ -65,6 +65,7 @@ Runner = Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]]
 UP_RUNNERS: list[str] = [
     "adapters.runtime.usage_runner:run_usage_consumer",
     "adapters.runtime.projection_process:projections_up_runner",
+    "adapters.http.serve:http_up_runner",
 ]
 
 

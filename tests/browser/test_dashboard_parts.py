@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from adapters.http.audit_queries import AuditFilters, FilterError
 from adapters.http.dashboard.admin_actions import FormError, parse_amount
-from adapters.http.dashboard.audit_queries import AuditFilters, FilterError
 from adapters.http.dashboard.daily_chart import Day, days_for_chart, nice_step, render_chart
 from adapters.http.dashboard.live_updates import LiveHub, Notice, parse_view_message
 from adapters.http.dashboard.money_display import (

@@ -1,13 +1,18 @@
-"""The audit page's queries: a team's audit rows with filters, newest first, in pages.
+"""The audit trail's queries, for the API (`routes_audit`) and the dashboard's audit page alike.
 
 The audit trail is the projections' `audit` table (one hash-chained row per event). Filters are
-bounded and passed as parameters; pages go backwards by log position (a cursor, stable while new
-rows arrive). Export streams the same filtered rows through
-`adapters.postgres.audit_queries.export`, the format `ledger audit export` writes.
+bounded and passed as parameters (one `AuditFilters.where` for every reader); the API pages
+forwards by log position with its freshness in the same statement (`api_page`), the dashboard
+backwards, newest first (`audit_page`); both cursors are stable while new rows arrive. Export
+streams the filtered rows in log order (`export_rows`) as CSV or JSON lines (`export_lines`),
+with the columns `ledger audit export` writes and money as decimal strings.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from adapters.http.read_queries import Fresh, fresh_rows
 from adapters.postgres.audit_queries import EXPORT_COLUMNS
 from adapters.postgres.view_schema import LIVE_SCHEMA
 
@@ -28,6 +34,8 @@ FILTER_TEXT_LENGTH_MAX = 200
 ACTORS_LISTED_MAX = 500
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z]{1,40}(\.[A-Za-z]{1,60})?$")
 
+API_COLUMNS = ("position", "recorded_at", "aggregate_id", "aggregate_version", "event_type",
+               "actor", "summary", "balance_before_nanos", "balance_after_nanos", "hash")
 PAGE_COLUMNS = ("position", "recorded_at", "event_type", "actor", "summary",
                 "balance_before_nanos", "balance_after_nanos")
 
@@ -43,6 +51,7 @@ class AuditFilters:
     text: str = ""
     since: datetime | None = None
     until: datetime | None = None
+    aggregate_id: UUID | None = None
 
     @classmethod
     def parse(cls, event_type: str | None, actor: str | None, text: str | None,
@@ -73,6 +82,9 @@ class AuditFilters:
         if self.actor:
             clauses.append(sql.SQL("actor = %s"))
             params.append(self.actor)
+        if self.aggregate_id is not None:
+            clauses.append(sql.SQL("aggregate_id = %s"))
+            params.append(self.aggregate_id)
         if self.text:
             clauses.append(sql.SQL("summary ILIKE %s"))
             params.append("%" + self.text.replace("\\", "\\\\").replace("%", "\\%")
@@ -115,6 +127,18 @@ def audit_page(conn: psycopg.Connection[Any], team_id: UUID, filters: AuditFilte
     page = [dict(zip(PAGE_COLUMNS, row, strict=True)) for row in rows[:AUDIT_PAGE_ROWS]]
     next_cursor = page[-1]["position"] if len(rows) > AUDIT_PAGE_ROWS else None
     return page, next_cursor
+
+
+def api_page(conn: psycopg.Connection[Any], team_id: UUID, filters: AuditFilters,
+             after_position: int, limit: int) -> Fresh:
+    """Up to `limit` + 1 rows after the cursor, in log order (`API_COLUMNS`), with the
+    freshness of the snapshot they were read in (one statement)."""
+    where, params = filters.where(team_id)
+    query = sql.SQL("SELECT {cols} FROM {{s}}.audit WHERE {w} AND position > %s "
+                    "ORDER BY position LIMIT %s").format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, API_COLUMNS)), w=where)
+    return fresh_rows(conn, query.as_string(conn), [*params, after_position, limit + 1],
+                      order_by="q.position")
 
 
 def audit_row(conn: psycopg.Connection[Any], team_id: UUID,
@@ -161,3 +185,32 @@ def export_rows(database_url: str, team_id: UUID,
         cur.execute(query, [*params, EXPORT_ROWS_MAX])
         for row in cur:
             yield dict(zip(EXPORT_COLUMNS, row, strict=True))
+
+
+def _plain(value: Any) -> Any:
+    """A column's value in an export: hex for digests, ISO 8601 for moments, money (numeric)
+    as a decimal string of integer nanos."""
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(int(value)) if hasattr(value, "as_integer_ratio") else str(value)
+
+
+def export_lines(rows: Iterator[dict[str, Any]], fmt: str) -> Iterator[str]:
+    """The rows as CSV (with a header) or JSON lines, one chunk per row, for streaming."""
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(EXPORT_COLUMNS)
+        for row in rows:
+            writer.writerow(["" if v is None else _plain(v) for v in row.values()])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+    else:
+        for row in rows:
+            yield json.dumps({k: _plain(v) for k, v in row.items()}) + "\n"
