@@ -6,11 +6,8 @@ blocking forever; plus the interpreter switch interval used while catching up.
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from projections.views import BatchChanges
@@ -20,22 +17,6 @@ PIPELINE_DEPTH_BATCHES = 2
 PIPELINE_POLL_SECONDS = 0.1
 
 StagedItem = tuple[BatchChanges, Any, list[Any]]
-
-
-@contextlib.contextmanager
-def switch_interval_at_most(seconds: float) -> Iterator[None]:
-    """Shorten the interpreter's thread switch interval for a while (never lengthen it: another
-    part of the process may have shortened it too), and put it back if it is still ours."""
-    previous = sys.getswitchinterval()
-    if previous <= seconds:
-        yield
-        return
-    sys.setswitchinterval(seconds)
-    try:
-        yield
-    finally:
-        if sys.getswitchinterval() == seconds:
-            sys.setswitchinterval(previous)
 
 
 class Pipeline:

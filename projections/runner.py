@@ -32,10 +32,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from projections.decoding import EventDecoder
-from projections.pipeline import Pipeline, switch_interval_at_most
+from projections.pipeline import Pipeline
 from projections.ports import (
     ChangePublisher,
     FailureKind,
@@ -45,6 +46,7 @@ from projections.ports import (
 )
 from projections.view_messages import view_messages
 from services.backoff import Backoff
+from services.thread_switching import switch_interval_at_most
 
 BATCH_SIZE_EVENTS = 10_000
 # When the log has nothing new, wait this long for a notification before polling again.
@@ -59,7 +61,7 @@ TRANSIENT_FAILURES_MAX = 5
 # the lock for a few milliseconds per batch (formatting audit rows) and, with the default 5 ms,
 # waited for the folding thread to give it up (figures: BENCHMARKS.md, "Figures moved from code
 # comments").
-CATCH_UP_SWITCH_INTERVAL_SECONDS = 0.001
+CATCH_UP_SWITCH_INTERVAL = timedelta(milliseconds=1)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class ProjectionRunner:
         after the failed batch is committed, staged batches are rolled back, the folder is
         reloaded from the store and the error is raised.
         """
-        with switch_interval_at_most(CATCH_UP_SWITCH_INTERVAL_SECONDS):
+        with switch_interval_at_most(CATCH_UP_SWITCH_INTERVAL):
             return self._catch_up(stop_position, on_batch, batch_size or self.batch_size,
                                   batches_max)
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,14 +40,18 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import ConcurrentUpdateError, IdempotencyConflictError, InvalidInputError
+from services.backoff import Backoff
 from services.keyed_recording import COMMAND_SCOPE, KeyedRecorder, KeyRow
 
 # Conflicts in a row after which a command gives up. With the waits below that is several
 # seconds of losing to other writers on the same aggregates, far beyond any contention seen.
 COMMAND_ATTEMPTS_MAX = 60
-# Full-jitter backoff: before attempt n+1, wait uniformly in [0, min(MAX, FIRST * 2**n)].
+# Full-jitter backoff (services/backoff.py): before attempt n+1, wait uniformly in
+# [0, min(LONGEST, FIRST * 2**n)].
 COMMAND_RETRY_FIRST_WAIT_SECONDS = 0.002
 COMMAND_RETRY_LONGEST_WAIT_SECONDS = 0.2
+COMMAND_RETRY_BACKOFF = Backoff(first_seconds=2 * COMMAND_RETRY_FIRST_WAIT_SECONDS,
+                                longest_seconds=COMMAND_RETRY_LONGEST_WAIT_SECONDS, jitter=True)
 IDEMPOTENCY_KEY_LENGTH_MAX = 200
 # Locks that serialise commands of one scope inside a process (scopes hash onto the stripes).
 COMMAND_LOCK_STRIPES = 64
@@ -140,9 +143,7 @@ class CommandRunner:
                     self._save(*decided.aggregates, idempotency_keys=keys)
                 except IntegrityError:
                     self.stats.add("conflicts_retried")
-                    time.sleep(random.uniform(0, min(  # jitter, not secrecy
-                        COMMAND_RETRY_LONGEST_WAIT_SECONDS,
-                        COMMAND_RETRY_FIRST_WAIT_SECONDS * 2 ** number)))
+                    time.sleep(COMMAND_RETRY_BACKOFF.delay_seconds(number))
                     continue
                 self.stats.attempted(number)
                 if decided.after_save is not None:

@@ -34,7 +34,7 @@ from eventsourcing.domain import Aggregate
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from adapters.postgres.view_store import EVENTS_TABLE
+from adapters.postgres.view_schema import EVENTS_TABLE
 from domain.account import Account
 from domain.errors import TeamNotFoundError
 from domain.team import Team

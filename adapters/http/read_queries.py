@@ -24,10 +24,9 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from adapters.postgres.view_store import EVENTS_TABLE, LIVE_SCHEMA
-from adapters.postgres.view_writes import TRACKING_NAME
+from adapters.postgres.view_schema import EVENTS_TABLE, LIVE_SCHEMA, TRACKING_NAME
 from projections.authorization import AuthorizationAnswer, Freshness, decide
-from projections.fold import AccountView, TeamView
+from projections.views import AccountView, TeamView
 from projections.windows import BucketKey, UsageTotals, series_range, window_ranges
 
 _TEAM_COLUMNS = ("team_id, name, currency, timezone, credit_limit_nanos, "

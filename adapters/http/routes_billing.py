@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from adapters.http.auth import Principal, PrincipalDep, team_access
+from adapters.http.auth import Principal, PrincipalDep, aggregates, team_access
 from adapters.http.commands import run_idempotent
 from adapters.http.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem, ProblemError
 from adapters.http.schemas import (
@@ -121,8 +121,7 @@ def start_top_up(team_id: UUID, body: StartTopUp, request: Request,
     stands: `processing` until Stripe reports the money received (then `succeeded` and the
     balance credited), or `failed` for a declined card. Send an Idempotency-Key: a retry with
     it resumes the same payment and never charges twice."""
-    ledger: Ledger = request.app.state.ledger
-    team_access(ledger, principal, team_id, TOP_UP_ACTION)
+    team_access(aggregates(request), principal, team_id, TOP_UP_ACTION)
     amount_nanos = parse_nanos(body.amount_nanos, "amount_nanos")
     billing = _billing(request)
 
@@ -145,8 +144,7 @@ def start_top_up(team_id: UUID, body: StartTopUp, request: Request,
 def list_payments(team_id: UUID, request: Request, principal: Principal = PrincipalDep,
                   limit: Annotated[int, Query(ge=1, le=PAYMENTS_LISTED_MAX)] = 50) -> Any:
     """The team's latest payments, newest first, with failed and cancelled ones."""
-    ledger: Ledger = request.app.state.ledger
-    team_access(ledger, principal, team_id, Action.VIEW_BILLING)
+    team_access(aggregates(request), principal, team_id, Action.VIEW_BILLING)
     billing = _billing(request)
     return {"payments": [payment_info(p) for p in billing.top_ups.payments_of(team_id, limit)]}
 
