@@ -1,5 +1,5 @@
 """`python -m adapters.cli.main`: the same as the `ledger` command."""
 
-from adapters.cli.main.main import main
+from adapters.cli.main import main
 
 raise SystemExit(main())

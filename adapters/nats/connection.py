@@ -1,12 +1,8 @@
-"""Connecting to NATS: one URL, or a cluster's URLs separated by commas.
+"""Connecting to NATS through nats-py: one URL, or a cluster's URLs separated by commas.
 
-`LedgerNatsClient` is nats-py's client with a faster parser for message headers (the stock one
-checks each character of each header name in a Python generator). nats-py carries the control
-plane (stream and consumers, rejected-subject publishes, single publishes); the per-message
-paths of usage ingestion run on
-`adapters.nats.wire_client` instead. The replacement parser gives the
-same result for the headers NATS and our producers send (`Name: value` lines, names without
-whitespace).
+Every NATS connection of the ledger (usage consumer and publisher, views, `ledger init`) is a
+nats-py `Client` made here, with no private API: nats-py does the protocol, reconnects (to any
+node of a cluster, including the ones it learns from the server's INFO), and lame-duck mode.
 """
 
 from __future__ import annotations
@@ -30,29 +26,13 @@ class BusUnreachableError(ConnectionError):
     """No NATS server answered (or it refused our credentials); the message says which URL."""
 # The usage stream partitions accounts with a stream subject transform, new in NATS 2.10.
 NATS_SERVER_VERSION_MIN = (2, 10)
-_CRLF = b"\r\n"
-
-
-class LedgerNatsClient(Client):
-    @staticmethod
-    def _parse_header_lines(raw: bytes) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for line in raw.split(_CRLF):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            key = name.strip()
-            if not key or b" " in key or b"\t" in key or not key.isascii():
-                continue
-            out[key.decode("ascii")] = value.strip().decode("utf-8", "replace")
-        return out
 
 
 async def connect_nats(url: str, name: str) -> Client:
     """A connection that reconnects forever (to any node of a cluster) rather than give up,
     once it has connected: the first connection is bounded by FIRST_CONNECT_WAIT_SECONDS."""
     servers = nats_servers(url)
-    client = LedgerNatsClient()
+    client = Client()
     problems: list[Exception] = []
 
     async def on_error(error: Exception) -> None:
