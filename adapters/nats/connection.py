@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
+import nats.errors
 from nats.aio.client import Client
 
+from adapters.nats.auth_settings import NatsAuthSettings
 from adapters.runtime.settings import CONNECT_TIMEOUT_SECONDS, redacted
 from adapters.runtime.settings import nats_servers as nats_servers
 
@@ -26,35 +29,75 @@ class BusUnreachableError(ConnectionError):
     """No NATS server answered (or it refused our credentials); the message says which URL."""
 # The usage stream partitions accounts with a stream subject transform, new in NATS 2.10.
 NATS_SERVER_VERSION_MIN = (2, 10)
+# Words of the server's answers to credentials it does not accept: no retry can cure these.
+AUTH_REFUSALS = ("authorization violation", "authentication", "user authentication expired",
+                 "account authentication expired")
 
 
-async def connect_nats(url: str, name: str) -> Client:
+class BusCredentialsRefused(BusUnreachableError):
+    """The server refused who we said we were (or our TLS certificate): retrying cannot help,
+    so this fails at once, naming the settings to fix."""
+
+
+def _refusal(error: Exception) -> str | None:
+    """What kind of refusal `error` is, if retrying cannot cure it."""
+    if isinstance(error, nats.errors.AuthorizationError):
+        return "authorization violation"
+    text = str(error).lower()
+    for words in AUTH_REFUSALS:
+        if words in text:
+            return words
+    if isinstance(error, ssl.SSLError):
+        return f"TLS refused ({error.reason or error})"
+    return None
+
+
+async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None) -> Client:
     """A connection that reconnects forever (to any node of a cluster) rather than give up,
-    once it has connected: the first connection is bounded by FIRST_CONNECT_WAIT_SECONDS."""
+    once it has connected: the first connection is bounded by FIRST_CONNECT_WAIT_SECONDS, and
+    ends at once if the server refuses our credentials. `auth` defaults to the environment's
+    settings (`adapters.nats.auth_settings`)."""
     servers = nats_servers(url)
+    auth = auth if auth is not None else NatsAuthSettings.from_env()
     client = Client()
     problems: list[Exception] = []
+    refused = asyncio.Event()
 
     async def on_error(error: Exception) -> None:
         problems.append(error)
+        if _refusal(error) is not None and not client.is_connected:
+            refused.set()
         if client.is_connected or client.is_reconnecting:  # before: the caller says it once
             log.warning("NATS %s: %s", name, error)
 
+    connecting = asyncio.create_task(client.connect(
+        servers=servers, name=name, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        max_reconnect_attempts=-1, error_cb=on_error, **auth.connect_options()))
+    waiting = asyncio.create_task(refused.wait())
     try:
-        await asyncio.wait_for(
-            client.connect(servers=servers, name=name, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                           max_reconnect_attempts=-1, error_cb=on_error),
-            FIRST_CONNECT_WAIT_SECONDS)
-    except Exception as error:
-        with contextlib.suppress(Exception):
-            await client.close()
-        cause = problems[-1] if problems else error
-        raise BusUnreachableError(
-            f"cannot connect to NATS at {redacted(url)} within "
-            f"{FIRST_CONNECT_WAIT_SECONDS:.0f}s ({str(cause) or type(cause).__name__}); check "
-            "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
-    await check_server_version(client)
-    return client
+        await asyncio.wait([connecting, waiting], timeout=FIRST_CONNECT_WAIT_SECONDS,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if connecting.done() and connecting.exception() is None and client.is_connected:
+        await check_server_version(client)
+        return client
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    with contextlib.suppress(Exception):
+        await client.close()
+    failure = connecting.exception() if connecting.done() and not connecting.cancelled() else None
+    cause = problems[-1] if problems else failure
+    refusal = next((r for r in map(_refusal, problems) if r), None)
+    if refusal is not None:
+        raise BusCredentialsRefused(
+            f"NATS at {redacted(url)} refused the connection: {refusal} ({cause}); check "
+            f"{auth.described()}") from None
+    raise BusUnreachableError(
+        f"cannot connect to NATS at {redacted(url)} within "
+        f"{FIRST_CONNECT_WAIT_SECONDS:.0f}s ({str(cause) or type(cause).__name__}); check "
+        "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
 
 
 async def close_nats(client: Client) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 
-import nats
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -43,7 +42,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from adapters.nats.connection import check_server_version
+from adapters.nats.connection import connect_nats
 from adapters.nats.ingest_settings import (
     CONSUMER_NAME_PREFIX,
     MESSAGE_BYTES_MAX,
@@ -190,8 +189,7 @@ __all__ = ["NAK_DELAY_SECONDS", "REJECTED_STREAM_NAME", "REJECTED_SUBJECT", "con
 
 async def recreate_stream(nats_url: str, settings: IngestSettings) -> None:
     """Delete and create the usage stream, so a test or benchmark sees only its own messages."""
-    connection = await nats.connect(nats_url)
-    await check_server_version(connection)
+    connection = await connect_nats(nats_url, "ledger-streams")
     try:
         js = connection.jetstream()
         await delete_stream(js)
