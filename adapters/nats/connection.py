@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 class BusUnreachableError(ConnectionError):
     """No NATS server answered (or it refused our credentials); the message says which URL."""
-# The usage stream partitions accounts with a stream subject transform, new in NATS 2.10.
-NATS_SERVER_VERSION_MIN = (2, 10)
+# The usage stream partitions accounts with a stream subject transform (NATS 2.10), and its
+# consumers fail over with priority groups (pinned client, NATS 2.11).
+NATS_SERVER_VERSION_MIN = (2, 11)
 # Words of the server's answers to credentials it does not accept: no retry can cure these.
 AUTH_REFUSALS = ("authorization violation", "authentication", "user authentication expired",
                  "account authentication expired")
@@ -120,5 +121,6 @@ async def check_server_version(client: Client) -> None:
         found = f"{version.major}.{version.minor}.{version.patch}"
         raise RuntimeError(
             f"NATS server {found} is too old: the usage stream partitions accounts with "
-            f"subject transforms, which need NATS {needed} or newer with JetStream"
+            f"subject transforms and fails over with consumer priority groups, which need "
+            f"NATS {needed} or newer with JetStream"
         )

@@ -24,7 +24,7 @@ from adapters.nats.ingest_settings import (
     IngestSettings,
 )
 from adapters.nats.pull_feed import NatsPullFeed
-from adapters.nats.streams import consumer_name, ensure_stream
+from adapters.nats.streams import PRIORITY_GROUP, consumer_name, ensure_stream
 from adapters.nats.usage_port import RejectionRefused
 
 REJECTED_PUBLISH_TIMEOUT_SECONDS = 5.0
@@ -62,7 +62,7 @@ class NatsUsageBus:
 
     async def open_feed(self, partition: int, batch_size: int) -> NatsPullFeed:
         return await NatsPullFeed(self.client, STREAM_NAME, consumer_name(partition),
-                                  batch_size).start()
+                                  batch_size, group=PRIORITY_GROUP).start()
 
     async def publish_rejection(self, headers: dict[str, str], body: bytes) -> None:
         try:
