@@ -13,7 +13,9 @@ storage, the publisher in this process, one consumer process at a time). In one 
                published by us, `Msg.ack()/nak()/term()`), as `ledger consume` runs it.
 3. faststream: the same `UsageConsumer` logic through the same port, on a faststream 0.7 batch
                pull subscriber per partition (`PullSub(batch=True)`, `AckPolicy.MANUAL`, each
-               raw message settled on its own), as `FaststreamUsageBus` below.
+               raw message settled on its own), as `FaststreamUsageBus` below. Its consumers
+               have no priority group: faststream cannot pull from one (see
+               `consumers_without_priority_group`), so it could not do failover at all.
 
 For 2 and 3: publish --records records as fast as the publisher can, and measure the rate at
 which the ledger commits them (first publish to `usage_recorded` = --records), and the consumer
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -41,9 +45,11 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from ingest_common import REPO_ROOT, bench_servers, machine, priced_accounts
 from ingest_sustained import bench_service, make_records
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 from rich.console import Console
 from rich.table import Table
 
+from adapters.nats.connection import connect_nats
 from adapters.nats.ingest_settings import (
     REJECTED_STREAM_NAME,
     REJECTED_SUBJECT,
@@ -51,7 +57,12 @@ from adapters.nats.ingest_settings import (
     IngestSettings,
 )
 from adapters.nats.pull_feed import stream_sequence
-from adapters.nats.streams import consumer_name, partition_filter, recreate_stream
+from adapters.nats.streams import (
+    consumer_config,
+    consumer_name,
+    partition_filter,
+    recreate_stream,
+)
 from adapters.nats.usage_consumer import UsageConsumer
 from adapters.nats.usage_port import Delivery, RejectionRefused, UsageBus
 from adapters.nats.usage_publisher import UsagePublisher
@@ -114,7 +125,8 @@ class FaststreamUsageBus:
     """The usage consumer's bus on faststream (a `UsageBus`): one subscriber per partition."""
 
     def __init__(self, nats_url: str, settings: IngestSettings) -> None:
-        self.broker = NatsBroker(nats_url.split(","))
+        # One log line per batch would cost the handler more than its work.
+        self.broker = NatsBroker(nats_url.split(","), log_level=logging.WARNING)
         self.feeds = {p: FaststreamFeed(self.broker, p, settings)
                       for p in range(settings.partitions)}
         self.stream_epoch = "faststream-bench"
@@ -162,10 +174,29 @@ async def serve(client: str, ready_file: Path) -> None:
     ledger.close()
 
 
+async def consumers_without_priority_group(nats_url: str, settings: IngestSettings) -> None:
+    """faststream pulls through nats-py's `fetch()`, which cannot name a priority group, and
+    the server refuses a pull without one on a consumer that has groups ("400 Bad Request -
+    Priority Group missing"): for the faststream round the consumers are plain ones."""
+    client = await connect_nats(nats_url, "bench-consumers")
+    js = client.jetstream()
+    try:
+        for partition in range(settings.partitions):
+            pinned = consumer_config(partition, settings)
+            plain = ConsumerConfig(**{field.name: getattr(pinned, field.name)
+                                      for field in dataclasses.fields(ConsumerConfig)})
+            await js.delete_consumer(STREAM_NAME, consumer_name(partition))
+            await js.add_consumer(STREAM_NAME, plain)
+    finally:
+        await client.close()
+
+
 def bench_client(client: str, database_url: str, nats_url: str, args: argparse.Namespace,
                  folder: Path) -> dict[str, float]:
     settings = IngestSettings.from_env()
     asyncio.run(recreate_stream(nats_url, settings))
+    if client == "faststream":
+        asyncio.run(consumers_without_priority_group(nats_url, settings))
     ledger = open_ledger(database_url)
     accounts = priced_accounts(ledger, args.accounts)
     records = make_records(accounts, args.records, f"{client}-{time.time_ns()}")

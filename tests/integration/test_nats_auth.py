@@ -9,6 +9,8 @@ first-connect bound), with a message naming the setting to fix.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import time
@@ -32,6 +34,7 @@ from adapters.nats.connection import (
     close_nats,
     connect_nats,
 )
+from adapters.nats.views_publisher import NatsViewsPublisher
 from adapters.runtime.embedded_servers import free_port, nats_server_binary, wait_for_port
 from adapters.runtime.settings import ConfigurationError
 
@@ -100,6 +103,22 @@ async def test_an_nkey_seed_file_authenticates_and_a_wrong_one_is_refused_at_onc
     await assert_refused_fast(url, NatsAuthSettings(nkey_seed_file=stranger),
                               ENV_NKEY_SEED_FILE)
     await assert_refused_fast(url, NatsAuthSettings(), "LEDGER_NATS_URL")
+
+
+async def test_the_views_publisher_uses_the_same_auth_settings(
+        nkey_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, seed = nkey_server
+    monkeypatch.setenv(ENV_NKEY_SEED_FILE, str(seed))
+    listener = await connect_nats(url, "auth-test")
+    subscription = await listener.subscribe("ledger.views.balance.t1")
+    publisher = await asyncio.to_thread(NatsViewsPublisher, url)
+    try:
+        await asyncio.to_thread(publisher.publish, [("ledger.views.balance.t1", {"at": 1})])
+        assert publisher.published == 1 and publisher.failures == 0
+        assert json.loads((await subscription.next_msg(timeout=5)).data) == {"at": 1}
+    finally:
+        await asyncio.to_thread(publisher.close)
+        await close_nats(listener)
 
 
 async def test_a_token_and_a_user_password_authenticate(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 
 from adapters.nats.ingest_settings import STREAM_NAME, IngestSettings
@@ -49,6 +50,7 @@ STREAMING_BEFORE_KILL_SECONDS = 3.0
 CLUSTER_READY_SECONDS = 60.0
 WAIT_SECONDS = 180.0
 POLL_SECONDS = 0.2
+INFO_TIMEOUT_SECONDS = 2.0
 # A new stream leader, then the pin TTL, then a pull cycle: a loaded 2-core machine adds more.
 RESUME_BOUND_SECONDS = 30.0
 
@@ -103,8 +105,12 @@ async def cluster_ready(url: str, settings: IngestSettings) -> None:
 async def pinned_and_delivered(client: nats.NATS) -> dict[int, tuple[str, int]]:
     result = {}
     for partition in range(PARTITIONS):
-        reply = await client.request(
-            f"$JS.API.CONSUMER.INFO.{STREAM_NAME}.{consumer_name(partition)}", b"", timeout=5)
+        try:
+            reply = await client.request(
+                f"$JS.API.CONSUMER.INFO.{STREAM_NAME}.{consumer_name(partition)}", b"",
+                timeout=INFO_TIMEOUT_SECONDS)
+        except nats.errors.Error:
+            continue  # no answer while the cluster elects new leaders: look again later
         info = json.loads(reply.data)
         if "error" in info:
             continue  # no consumer leader yet
