@@ -51,6 +51,8 @@ CLUSTER_READY_SECONDS = 60.0
 WAIT_SECONDS = 180.0
 POLL_SECONDS = 0.2
 INFO_TIMEOUT_SECONDS = 2.0
+CHUNK_ATTEMPTS_MAX = 5
+CHUNK_RETRY_PAUSE_SECONDS = 2.0
 # A new stream leader, then the pin TTL, then a pull cycle: a loaded 2-core machine adds more.
 RESUME_BOUND_SECONDS = 30.0
 
@@ -143,7 +145,16 @@ async def test_a_node_and_a_consumer_killed_mid_stream_lose_and_double_nothing(
 
     async def publish_paced(publisher: UsagePublisher) -> None:
         for start in range(0, len(stream), CHUNK_RECORDS):
-            await publisher.publish_many(stream[start:start + CHUNK_RECORDS])
+            # A producer whose publish gave up (no stream leader yet after the node loss)
+            # publishes the chunk again: the same ids make the second copy harmless.
+            for attempt in range(1, CHUNK_ATTEMPTS_MAX + 1):
+                try:
+                    await publisher.publish_many(stream[start:start + CHUNK_RECORDS])
+                    break
+                except (nats.errors.Error, TimeoutError):
+                    if attempt == CHUNK_ATTEMPTS_MAX:
+                        raise
+                    await asyncio.sleep(CHUNK_RETRY_PAUSE_SECONDS)
             await asyncio.sleep(CHUNK_PAUSE_SECONDS)
 
     try:

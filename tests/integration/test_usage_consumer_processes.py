@@ -37,7 +37,8 @@ STORM_COPIES = 3
 STORM_ACCOUNTS = 300
 KILL_RECORDS = 30_000
 KILLS_MIN = 20
-KILL_PROGRESS_WAIT_SECONDS = 5.0
+# A restarted process needs its start-up (seconds on a loaded machine) plus the pin TTL.
+KILL_PROGRESS_WAIT_SECONDS = 12.0
 KILL_DELAY_SECONDS = (0.0, 0.3)  # a kill lands this long after charges were seen flowing
 # The records are published in chunks, one chunk before each kill, so that charges flow at every
 # kill however fast or slow the machine is (a consumer that keeps up finishes a single burst long
