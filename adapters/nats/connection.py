@@ -1,12 +1,8 @@
-"""Connecting to NATS: one URL, or a cluster's URLs separated by commas.
+"""Connecting to NATS through nats-py: one URL, or a cluster's URLs separated by commas.
 
-`LedgerNatsClient` is nats-py's client with a faster parser for message headers (the stock one
-checks each character of each header name in a Python generator). nats-py carries the control
-plane (stream and consumers, rejected-subject publishes, single publishes); the per-message
-paths of usage ingestion run on
-`adapters.nats.wire_client` instead. The replacement parser gives the
-same result for the headers NATS and our producers send (`Name: value` lines, names without
-whitespace).
+Every NATS connection of the ledger (usage consumer and publisher, views, `ledger init`) is a
+nats-py `Client` made here, with no private API: nats-py does the protocol, reconnects (to any
+node of a cluster, including the ones it learns from the server's INFO), and lame-duck mode.
 """
 
 from __future__ import annotations
@@ -14,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
+import nats.errors
 from nats.aio.client import Client
 
+from adapters.nats.auth_settings import NatsAuthSettings
 from adapters.runtime.settings import CONNECT_TIMEOUT_SECONDS, redacted
 from adapters.runtime.settings import nats_servers as nats_servers
 
@@ -28,53 +27,78 @@ log = logging.getLogger(__name__)
 
 class BusUnreachableError(ConnectionError):
     """No NATS server answered (or it refused our credentials); the message says which URL."""
-# The usage stream partitions accounts with a stream subject transform, new in NATS 2.10.
-NATS_SERVER_VERSION_MIN = (2, 10)
-_CRLF = b"\r\n"
+# The usage stream partitions accounts with a stream subject transform (NATS 2.10), and its
+# consumers fail over with priority groups (pinned client, NATS 2.11).
+NATS_SERVER_VERSION_MIN = (2, 11)
+# Words of the server's answers to credentials it does not accept: no retry can cure these.
+AUTH_REFUSALS = ("authorization violation", "authentication", "user authentication expired",
+                 "account authentication expired")
 
 
-class LedgerNatsClient(Client):
-    @staticmethod
-    def _parse_header_lines(raw: bytes) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for line in raw.split(_CRLF):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            key = name.strip()
-            if not key or b" " in key or b"\t" in key or not key.isascii():
-                continue
-            out[key.decode("ascii")] = value.strip().decode("utf-8", "replace")
-        return out
+class BusCredentialsRefused(BusUnreachableError):
+    """The server refused who we said we were (or our TLS certificate): retrying cannot help,
+    so this fails at once, naming the settings to fix."""
 
 
-async def connect_nats(url: str, name: str) -> Client:
+def _refusal(error: Exception) -> str | None:
+    """What kind of refusal `error` is, if retrying cannot cure it."""
+    if isinstance(error, nats.errors.AuthorizationError):
+        return "authorization violation"
+    text = str(error).lower()
+    for words in AUTH_REFUSALS:
+        if words in text:
+            return words
+    if isinstance(error, ssl.SSLError):
+        return f"TLS refused ({error.reason or error})"
+    return None
+
+
+async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None) -> Client:
     """A connection that reconnects forever (to any node of a cluster) rather than give up,
-    once it has connected: the first connection is bounded by FIRST_CONNECT_WAIT_SECONDS."""
+    once it has connected: the first connection is bounded by FIRST_CONNECT_WAIT_SECONDS, and
+    ends at once if the server refuses our credentials. `auth` defaults to the environment's
+    settings (`adapters.nats.auth_settings`)."""
     servers = nats_servers(url)
-    client = LedgerNatsClient()
+    auth = auth if auth is not None else NatsAuthSettings.from_env()
+    client = Client()
     problems: list[Exception] = []
+    refused = asyncio.Event()
 
     async def on_error(error: Exception) -> None:
         problems.append(error)
+        if _refusal(error) is not None and not client.is_connected:
+            refused.set()
         if client.is_connected or client.is_reconnecting:  # before: the caller says it once
             log.warning("NATS %s: %s", name, error)
 
+    connecting = asyncio.create_task(client.connect(
+        servers=servers, name=name, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        max_reconnect_attempts=-1, error_cb=on_error, **auth.connect_options()))
+    waiting = asyncio.create_task(refused.wait())
     try:
-        await asyncio.wait_for(
-            client.connect(servers=servers, name=name, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                           max_reconnect_attempts=-1, error_cb=on_error),
-            FIRST_CONNECT_WAIT_SECONDS)
-    except Exception as error:
-        with contextlib.suppress(Exception):
-            await client.close()
-        cause = problems[-1] if problems else error
-        raise BusUnreachableError(
-            f"cannot connect to NATS at {redacted(url)} within "
-            f"{FIRST_CONNECT_WAIT_SECONDS:.0f}s ({str(cause) or type(cause).__name__}); check "
-            "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
-    await check_server_version(client)
-    return client
+        await asyncio.wait([connecting, waiting], timeout=FIRST_CONNECT_WAIT_SECONDS,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if connecting.done() and connecting.exception() is None and client.is_connected:
+        await check_server_version(client)
+        return client
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    with contextlib.suppress(Exception):
+        await client.close()
+    failure = connecting.exception() if connecting.done() and not connecting.cancelled() else None
+    cause = problems[-1] if problems else failure
+    refusal = next((r for r in map(_refusal, problems) if r), None)
+    if refusal is not None:
+        raise BusCredentialsRefused(
+            f"NATS at {redacted(url)} refused the connection: {refusal} ({cause}); check "
+            f"{auth.described()}") from None
+    raise BusUnreachableError(
+        f"cannot connect to NATS at {redacted(url)} within "
+        f"{FIRST_CONNECT_WAIT_SECONDS:.0f}s ({str(cause) or type(cause).__name__}); check "
+        "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
 
 
 async def close_nats(client: Client) -> None:
@@ -97,5 +121,6 @@ async def check_server_version(client: Client) -> None:
         found = f"{version.major}.{version.minor}.{version.patch}"
         raise RuntimeError(
             f"NATS server {found} is too old: the usage stream partitions accounts with "
-            f"subject transforms, which need NATS {needed} or newer with JetStream"
+            f"subject transforms and fails over with consumer priority groups, which need "
+            f"NATS {needed} or newer with JetStream"
         )

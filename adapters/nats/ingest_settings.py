@@ -17,6 +17,9 @@ LEDGER_USAGE_MAX_BYTES            backlog the usage stream holds (default 8 GiB)
                                   producers are refused (discard new), nothing is dropped
 LEDGER_REJECTED_MAX_BYTES         rejections kept (default 1 GiB), oldest dropped first
 LEDGER_REJECTED_MAX_AGE_SECONDS   rejections kept at most this long (default 30 days)
+LEDGER_USAGE_PIN_TTL_SECONDS      failover: a partition's pinned consumer process that has not
+                                  pulled for this long loses the partition to another one
+                                  (default 15 s; JetStream priority group, pinned client)
 LEDGER_HEALTH_FILE                a consumer touches this file while it is connected and its
                                   partition loops run; `ledger health` checks its age
 """
@@ -49,6 +52,12 @@ PARTITIONS_DEFAULT = 8
 PARTITIONS_MAX = 256
 DUPLICATE_WINDOW_SECONDS_DEFAULT = 120.0
 ACK_WAIT_SECONDS_DEFAULT = 30.0
+# Long enough that a live process busy committing (it pulls at least every IDLE_FETCH_SECONDS
+# while idle, and right after each batch) is not unpinned on a loaded machine; short enough
+# that a dead one's partitions wait seconds, not minutes.
+PIN_TTL_SECONDS_DEFAULT = 15.0
+PIN_TTL_SECONDS_MIN = 2.0
+PIN_TTL_SECONDS_MAX = 3600.0
 REPLICAS_DEFAULT = 1
 REPLICAS_MAX = 5  # JetStream's own limit
 # One usage record is a few hundred bytes of JSON; anything far bigger is not one record.
@@ -93,6 +102,14 @@ def _seconds_setting(env: Mapping[str, str], name: str, default: float) -> float
     return value
 
 
+def _bounded_seconds(env: Mapping[str, str], name: str, default: float, low: float,
+                     high: float) -> float:
+    value = _seconds_setting(env, name, default)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {low:g} to {high:g} seconds, got {value:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     batch_size: int = BATCH_SIZE_DEFAULT
@@ -106,6 +123,7 @@ class IngestSettings:
     rejected_max_bytes: int = REJECTED_MAX_BYTES_DEFAULT
     rejected_max_age_seconds: float = REJECTED_MAX_AGE_SECONDS_DEFAULT
     health_file: str | None = None
+    pin_ttl_seconds: float = PIN_TTL_SECONDS_DEFAULT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
@@ -132,6 +150,9 @@ class IngestSettings:
             rejected_max_age_seconds=_seconds_setting(env, "LEDGER_REJECTED_MAX_AGE_SECONDS",
                                                       REJECTED_MAX_AGE_SECONDS_DEFAULT),
             health_file=env.get("LEDGER_HEALTH_FILE") or None,
+            pin_ttl_seconds=_bounded_seconds(env, "LEDGER_USAGE_PIN_TTL_SECONDS",
+                                             PIN_TTL_SECONDS_DEFAULT, PIN_TTL_SECONDS_MIN,
+                                             PIN_TTL_SECONDS_MAX),
         )
 
     @property

@@ -28,8 +28,8 @@ Starting with a different number is refused with a message that says how to chan
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
-import nats
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -43,7 +43,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from adapters.nats.connection import check_server_version
+from adapters.nats.connection import connect_nats
 from adapters.nats.ingest_settings import (
     CONSUMER_NAME_PREFIX,
     MESSAGE_BYTES_MAX,
@@ -165,8 +165,30 @@ def _check_usage_stream(existing: StreamConfig, wanted: StreamConfig,
             f"delete it (`nats stream rm {STREAM_NAME}`) and start again: it is created anew")
 
 
-def consumer_config(partition: int, settings: IngestSettings) -> ConsumerConfig:
-    return ConsumerConfig(
+# Every consumer process asks for every partition it may serve in this priority group; the
+# server serves one pinned client per partition at a time (ADR-42, NATS 2.11+).
+PRIORITY_GROUP = "ledger"
+PRIORITY_POLICY_PINNED = "pinned_client"
+
+
+@dataclass
+class PinnedConsumerConfig(ConsumerConfig):
+    """nats-py 2.16's ConsumerConfig with the priority-group fields it does not name yet; they
+    are plain JetStream API fields (`priority_timeout` in nanoseconds on the wire)."""
+
+    priority_groups: list[str] | None = None
+    priority_policy: str | None = None
+    priority_timeout: float | None = None  # seconds
+
+    def as_dict(self) -> dict[str, object]:
+        result = super().as_dict()
+        if self.priority_timeout is not None:
+            result["priority_timeout"] = self._to_nanoseconds(self.priority_timeout)
+        return result
+
+
+def consumer_config(partition: int, settings: IngestSettings) -> PinnedConsumerConfig:
+    return PinnedConsumerConfig(
         durable_name=consumer_name(partition),
         filter_subject=partition_filter(partition),
         ack_policy=AckPolicy.EXPLICIT,
@@ -174,6 +196,9 @@ def consumer_config(partition: int, settings: IngestSettings) -> ConsumerConfig:
         ack_wait=settings.ack_wait_seconds,
         max_deliver=-1,
         max_ack_pending=settings.max_ack_pending,
+        priority_groups=[PRIORITY_GROUP],
+        priority_policy=PRIORITY_POLICY_PINNED,
+        priority_timeout=settings.pin_ttl_seconds,
     )
 
 
@@ -190,8 +215,7 @@ __all__ = ["NAK_DELAY_SECONDS", "REJECTED_STREAM_NAME", "REJECTED_SUBJECT", "con
 
 async def recreate_stream(nats_url: str, settings: IngestSettings) -> None:
     """Delete and create the usage stream, so a test or benchmark sees only its own messages."""
-    connection = await nats.connect(nats_url)
-    await check_server_version(connection)
+    connection = await connect_nats(nats_url, "ledger-streams")
     try:
         js = connection.jetstream()
         await delete_stream(js)

@@ -4,8 +4,8 @@ For each partition this process serves, a loop fetches up to `batch_size` messag
 most `wait_ms` for a batch to fill once the first message is there), decodes each with the
 pydantic bus contract, and hands the batch to the process's one writer thread
 (`adapters.nats.usage_writer`: group commit, pipelined through `Ledger.record_usage_batches`). Only
-after the batch's transaction committed are the messages acknowledged, each explicitly, all of a
-batch in one socket write (`adapters.nats.wire_client`):
+after the batch's transaction committed are the messages settled, each explicitly, through the
+bus port (`adapters.nats.usage_port`; on NATS, `adapters.nats.usage_bus`):
 
 - recorded and duplicate records: `ack`;
 - rejected ones (bad JSON, bad fields, unknown or closed account, conflict, no package): their
@@ -35,28 +35,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import nats
 from eventsourcing.persistence import IntegrityError
-from nats.aio.client import Client
 
-from adapters.nats.connection import close_nats, connect_nats
-from adapters.nats.ingest_settings import (
-    REJECTED_STREAM_NAME,
-    REJECTED_SUBJECT,
-    STREAM_NAME,
-    IngestSettings,
-)
-from adapters.nats.pull_feed import PullFeed
-from adapters.nats.streams import NAK_DELAY_SECONDS, consumer_name, ensure_stream
+from adapters.nats.ingest_settings import STREAM_NAME, IngestSettings
+from adapters.nats.streams import NAK_DELAY_SECONDS
+from adapters.nats.usage_bus import NatsUsageBus
 from adapters.nats.usage_contract import BusRejection, decode_usage, rejection_message
+from adapters.nats.usage_port import (
+    BusSessionLost,
+    Delivery,
+    DeliveryFeed,
+    RejectionRefused,
+    UsageBus,
+)
 from adapters.nats.usage_writer import Rejected, UsageWriter
-from adapters.nats.wire_client import WireConnection, WireConnectionLost
-from adapters.nats.wire_frames import WireMsg, ack_frame, nak_frame, stream_sequence, term_frame
 from domain.usage import UsageRecord
 from services.keyed_recording import KeyRow
 from services.ledger import Ledger
@@ -66,21 +63,14 @@ log = logging.getLogger(__name__)
 
 # A fetch with nothing to deliver returns after this long, so a stop request is seen promptly.
 IDLE_FETCH_SECONDS = 1.0
-REJECTED_PUBLISH_TIMEOUT_SECONDS = 5.0
 # A rejection the broker refused is offered again after this long (the original is nak'ed).
 REJECTED_RETRY_DELAY_SECONDS = 5.0
 # PostgreSQL's lasting record of the rejections published (idempotency-key table).
 REJECTION_PUBLISHED_SCOPE = "rejection_published"
-# Why a rejection's publish can fail; each is an error of that message, not of the session.
-REJECTED_PUBLISH_FAILURES = (nats.errors.Error, TimeoutError)
-# After a lost bus connection, connect again after this long, doubling up to the maximum.
-RECONNECT_DELAY_SECONDS_FIRST = 0.2
-RECONNECT_DELAY_SECONDS_MAX = 5.0
-# Failures that end a session on the bus but not the consumer: it connects again. Whatever was
-# taken and not acknowledged is delivered again by the broker after `ack_wait` (and answered
-# "duplicate" by the ledger if it was committed).
-SESSION_FAILURES = (WireConnectionLost, nats.errors.Error, TimeoutError)
-WIRE_CLIENT_NAME = "ledger-usage-consumer"
+# After the bus failed a partition loop (connection lost), it tries again after this long,
+# doubling up to the maximum. What was taken and not settled comes again after `ack_wait`.
+RETRY_DELAY_SECONDS_FIRST = 0.2
+RETRY_DELAY_SECONDS_MAX = 5.0
 
 
 @dataclass
@@ -91,7 +81,8 @@ class IngestStats:
     rejected: int = 0
     batches: int = 0
     commit_failures: int = 0
-    sessions: int = 0  # bus sessions opened; more than one means the connection was lost
+    sessions: int = 0  # bus connections opened (one per run)
+    bus_interruptions: int = 0  # partition loops the bus failed (a lost connection)
     rejection_publish_failures: int = 0  # refused by the broker; the original comes again
     rejections_published_before: int = 0  # redelivered originals whose rejection was stored
     rejected_by_code: dict[str, int] = field(default_factory=dict)
@@ -107,27 +98,14 @@ def _subject_account(subject: str) -> str | None:
     return parts[4] if len(parts) == 5 else None
 
 
-_MSG_ID_HEADER = b"\r\nNats-Msg-Id:"
-
-
-def message_id(headers: bytes | None) -> str | None:
-    """The `Nats-Msg-Id` header of a raw NATS header block (the exact name the broker reads)."""
-    if headers is None:
-        return None
-    start = headers.find(_MSG_ID_HEADER)
-    if start < 0:
-        return None
-    start += len(_MSG_ID_HEADER)
-    end = headers.find(b"\r\n", start)
-    return headers[start:end if end >= 0 else None].strip().decode("utf-8", "replace")
-
-
 class UsageConsumer:
     def __init__(self, ledger: Ledger, nats_url: str, *, partitions: Sequence[int],
                  settings: IngestSettings | None = None, create_stream: bool = True,
                  on_commit: CommitHook | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
-        """`clock` bounds `occurred_at` (default: the ledger's own clock)."""
+                 clock: Callable[[], datetime] | None = None,
+                 open_bus: Callable[[], Awaitable[UsageBus]] | None = None) -> None:
+        """`clock` bounds `occurred_at` (default: the ledger's own clock). `open_bus` connects
+        the bus (default: NATS JetStream at `nats_url` through nats-py)."""
         self.ledger = ledger
         self.clock = clock or ledger.clock
         self.nats_url = nats_url
@@ -140,16 +118,18 @@ class UsageConsumer:
         self.create_stream = create_stream
         self.on_commit = on_commit
         self.stats = IngestStats()
+        self._open_bus = open_bus or self._open_nats_bus
         self._stopping = asyncio.Event()
-        self._stream_epoch = ""
-        self._connection: Client | None = None
-        self._wire: WireConnection | None = None
+        self._bus: UsageBus | None = None
         self._loops: list[asyncio.Task[None]] = []
 
+    async def _open_nats_bus(self) -> UsageBus:
+        return await NatsUsageBus.open(self.nats_url, self.settings,
+                                       create_stream=self.create_stream)
+
     def is_healthy(self) -> bool:
-        """Connected to NATS (both connections), and every partition loop still running."""
-        return (self._connection is not None and self._connection.is_connected
-                and self._wire is not None and not self._wire.is_closed
+        """Connected to the bus, and every partition loop still running."""
+        return (self._bus is not None and self._bus.is_connected()
                 and bool(self._loops) and not any(loop.done() for loop in self._loops))
 
     def stop(self) -> None:
@@ -157,47 +137,33 @@ class UsageConsumer:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until `stop` is set (or `stop()` is called); then finish the batches in hand,
-        acknowledge them and return.
+        settle them and return.
 
-        Two connections: nats-py for the control plane (the stream, the rejected subject), and
-        the wire client for the messages themselves. A lost wire connection ends a session:
-        each partition loop finishes the batch it holds as far as it can, and the consumer
-        connects again with backoff, for as long as it runs."""
-        connection = await connect_nats(self.nats_url, "ledger-usage-consumer")
-        self._connection = connection
-        js = connection.jetstream()
+        One bus connection (nats-py reconnects by itself). A partition loop that loses the bus
+        while taking or settling tries again with backoff; what it had not settled comes again
+        after `ack_wait`. Any other failure of a loop is a bug: it stops the consumer."""
+        bus = await self._open_bus()
+        self._bus = bus
+        self.stats.sessions += 1
         writer = UsageWriter(self.ledger, self._rejection_key)
         helpers: list[asyncio.Task[Any]] = []
         try:
-            if self.create_stream:
-                await ensure_stream(js, self.settings)
-            info = await js.stream_info(STREAM_NAME)
-            created = info.created or datetime.fromtimestamp(0, UTC)
-            self._stream_epoch = created.isoformat()
             in_flight = asyncio.Semaphore(self.settings.in_flight_max)
             writer.start()
             if stop is not None:
                 helpers.append(asyncio.create_task(self._relay_stop(stop)))
-            delay = RECONNECT_DELAY_SECONDS_FIRST
-            sessions = 0
-            while not self._stopping.is_set():
-                try:
-                    wire = await WireConnection.connect(self.nats_url, WIRE_CLIENT_NAME,
-                                                        first_server=sessions)
-                except WireConnectionLost as error:
-                    log.warning("%s; trying again in %.1fs", error, delay)
-                else:
-                    self.stats.sessions += 1
-                    lost = await self._session(wire, js, writer, in_flight)
-                    if lost is None:
-                        break
-                    log.warning("usage consumer lost its bus session (%s); messages not "
-                                "acknowledged come again after ack_wait; connecting again in "
-                                "%.1fs", lost, delay)
-                sessions += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, RECONNECT_DELAY_SECONDS_MAX)
+            loops = [asyncio.create_task(self._serve(bus, p, writer, in_flight),
+                                         name=f"usage-partition-{p}")
+                     for p in self.partitions]
+            self._loops = loops
+            stopping = asyncio.create_task(self._stopping.wait())
+            helpers.append(stopping)
+            await asyncio.wait([stopping, *loops], return_when=asyncio.FIRST_COMPLETED)
+            self._stopping.set()
+            results = await asyncio.gather(*loops, return_exceptions=True)
+            bugs = [r for r in results if isinstance(r, BaseException)]
+            if bugs:
+                raise bugs[0]
         finally:
             # Every loop awaited its own submission, so the writer holds nothing now.
             await writer.stop()
@@ -205,119 +171,85 @@ class UsageConsumer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await close_nats(connection)
+            await bus.close()
 
     async def _relay_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._stopping.set()
 
-    async def _session(self, wire: WireConnection, js: nats.js.JetStreamContext,
-                       writer: UsageWriter, in_flight: asyncio.Semaphore) -> BaseException | None:
-        """Serve every partition on one wire connection until a stop (returns None) or a lost
-        connection (returns why). Any other failure of a loop is a bug: it stops the consumer."""
-        self._wire = wire
-        loops = [asyncio.create_task(self._serve(wire, js, p, writer, in_flight),
-                                     name=f"usage-partition-{p}")
-                 for p in self.partitions]
-        self._loops = loops
-        watchers = [asyncio.create_task(self._stopping.wait()),
-                    asyncio.create_task(wire.wait_closed())]
-        try:
-            await asyncio.wait([*watchers, *loops], return_when=asyncio.FIRST_COMPLETED)
-            failed = [loop.exception() for loop in loops
-                      if loop.done() and not loop.cancelled() and loop.exception() is not None]
-            if any(not isinstance(error, SESSION_FAILURES) for error in failed):
-                self._stopping.set()
-            elif not self._stopping.is_set():
-                # The session is over: closing the connection makes every loop end (a loop
-                # waiting for its commit ends once it tried to acknowledge).
-                await wire.close()
-            results = await asyncio.gather(*loops, return_exceptions=True)
-        finally:
-            for watcher in watchers:
-                watcher.cancel()
-            await wire.close()
-            self._wire = None
-        errors = [r for r in results if isinstance(r, BaseException)]
-        bugs = [e for e in errors if not isinstance(e, SESSION_FAILURES)]
-        if bugs:
-            raise bugs[0]
-        if errors:
-            return errors[0]
-        if self._stopping.is_set():
-            return None
-        return WireConnectionLost("the wire connection closed")
-
-    async def _serve(self, wire: WireConnection, js: nats.js.JetStreamContext, partition: int,
-                     writer: UsageWriter, in_flight: asyncio.Semaphore) -> None:
-        feed = PullFeed(wire, STREAM_NAME, consumer_name(partition),
-                        self.settings.batch_size).start()
+    async def _serve(self, bus: UsageBus, partition: int, writer: UsageWriter,
+                     in_flight: asyncio.Semaphore) -> None:
+        feed = await bus.open_feed(partition, self.settings.batch_size)
         wait_seconds = self.settings.wait_ms / 1000
+        delay = RETRY_DELAY_SECONDS_FIRST
         try:
             while not self._stopping.is_set():
-                # Waiting for messages holds no in-flight slot: an idle partition must not
-                # keep a busy one waiting.
-                msgs = await feed.take(wait_seconds, IDLE_FETCH_SECONDS)
-                if msgs:
-                    # Decoding holds no slot either: it overlaps with the commit in progress.
-                    valid, rejected = self._decode(msgs)
-                    async with in_flight:
-                        await self._handle(wire, js, msgs, valid, rejected, writer)
+                try:
+                    # Waiting for messages holds no in-flight slot: an idle partition must
+                    # not keep a busy one waiting.
+                    deliveries = await feed.take(wait_seconds, IDLE_FETCH_SECONDS)
+                    if deliveries:
+                        # Decoding holds no slot either: it overlaps with the commit.
+                        valid, rejected = self._decode(deliveries)
+                        async with in_flight:
+                            await self._handle(bus, feed, deliveries, valid, rejected, writer)
+                    delay = RETRY_DELAY_SECONDS_FIRST
+                except BusSessionLost as error:
+                    self.stats.bus_interruptions += 1
+                    log.warning("partition %d: %s; what was not settled comes again after "
+                                "ack_wait; trying again in %.1fs", partition, error, delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                    delay = min(delay * 2, RETRY_DELAY_SECONDS_MAX)
         finally:
             await feed.close()
 
-    def _decode(self, msgs: list[WireMsg]
-                ) -> tuple[list[tuple[WireMsg, UsageRecord]], list[Rejected]]:
-        valid: list[tuple[WireMsg, UsageRecord]] = []
+    def _decode(self, deliveries: list[Delivery]
+                ) -> tuple[list[tuple[Delivery, UsageRecord]], list[Rejected]]:
+        valid: list[tuple[Delivery, UsageRecord]] = []
         rejected: list[Rejected] = []
         now = self.clock()
-        for msg in msgs:
-            decoded = decode_usage(msg.data, _subject_account(msg.subject),
-                                   msg_id=message_id(msg.headers), now=now)
+        for delivery in deliveries:
+            decoded = decode_usage(delivery.data, _subject_account(delivery.subject),
+                                   msg_id=delivery.msg_id, now=now)
             if isinstance(decoded, BusRejection):
-                rejected.append(Rejected(msg, decoded.code, decoded.message))
+                rejected.append(Rejected(delivery, decoded.code, decoded.message))
             else:
-                valid.append((msg, decoded))
+                valid.append((delivery, decoded))
         return valid, rejected
 
-    async def _handle(self, wire: WireConnection, js: nats.js.JetStreamContext,
-                      msgs: list[WireMsg], valid: list[tuple[WireMsg, UsageRecord]],
-                      rejected: list[Rejected], writer: UsageWriter) -> None:
+    async def _handle(self, bus: UsageBus, feed: DeliveryFeed, deliveries: list[Delivery],
+                      valid: list[tuple[Delivery, UsageRecord]], rejected: list[Rejected],
+                      writer: UsageWriter) -> None:
         try:
             verdicts = await writer.submit(valid, list(rejected))
         except Exception:
             self.stats.commit_failures += 1
             log.exception("could not commit a batch of %d usage messages; they will be "
-                          "delivered again in %.0fs", len(msgs), NAK_DELAY_SECONDS)
-            wire.write(b"".join([nak_frame(msg.reply, NAK_DELAY_SECONDS) for msg in msgs]))
-            await wire.drain()
+                          "delivered again in %.0fs", len(deliveries), NAK_DELAY_SECONDS)
+            await feed.settle([], [], [(d, NAK_DELAY_SECONDS) for d in deliveries])
             return
         committed: list[UsageRecord] = []
-        to_ack: list[WireMsg] = []
-        for msg, record in valid:
-            verdict = verdicts[id(msg)]
+        to_ack: list[Delivery] = []
+        for delivery, record in valid:
+            verdict = verdicts[id(delivery)]
             if isinstance(verdict, UsageRejection):
-                rejected.append(Rejected(msg, verdict.code, verdict.message))
+                rejected.append(Rejected(delivery, verdict.code, verdict.message))
                 continue
             if verdict:
                 committed.append(record)
                 self.stats.recorded += 1
             else:
                 self.stats.duplicates += 1
-            to_ack.append(msg)
+            to_ack.append(delivery)
         # Rejections are stored on the rejected subject before their message is let go, so a
-        # crash in between repeats the publish (never stored twice: see _store_rejections),
+        # crash in between repeats the publish (never stored twice: see RejectionStore),
         # never loses it. One the broker refused is nak'ed and comes again later.
-        unstored = await self._store_rejections(js, rejected) if rejected else set()
+        unstored = await self._store_rejections(bus, rejected) if rejected else set()
         let_go = [item for item in rejected if id(item) not in unstored]
-        # Then every answer of the batch in one write: each message still gets its own
-        # explicit answer, but the cost is one system call, not one per message.
-        frames = [ack_frame(msg.reply) for msg in to_ack]
-        frames += [term_frame(item.msg.reply) for item in let_go]
-        frames += [nak_frame(item.msg.reply, REJECTED_RETRY_DELAY_SECONDS)
-                   for item in rejected if id(item) in unstored]
-        wire.write(b"".join(frames))
-        await wire.drain()
+        await feed.settle(to_ack, [item.msg for item in let_go],
+                          [(item.msg, REJECTED_RETRY_DELAY_SECONDS)
+                           for item in rejected if id(item) in unstored])
         self.stats.messages += len(to_ack) + len(let_go)
         self.stats.rejected += len(let_go)
         self.stats.batches += 1
@@ -327,12 +259,12 @@ class UsageConsumer:
         if self.on_commit is not None and committed:
             self.on_commit(committed)
 
-    def _rejection_key(self, msg: WireMsg) -> str:
-        return f"{STREAM_NAME}@{self._stream_epoch}:{stream_sequence(msg.reply)}"
+    def _rejection_key(self, delivery: Delivery) -> str:
+        epoch = self._bus.stream_epoch if self._bus is not None else ""
+        return f"{STREAM_NAME}@{epoch}:{delivery.stream_sequence}"
 
-    async def _store_rejections(self, js: nats.js.JetStreamContext,
-                                rejected: list[Rejected]) -> set[int]:
-        store = RejectionStore(self.ledger, js, self._stream_epoch, self.stats)
+    async def _store_rejections(self, bus: UsageBus, rejected: list[Rejected]) -> set[int]:
+        store = RejectionStore(self.ledger, bus, self.stats)
         return await store.store(rejected)
 
 
@@ -347,15 +279,13 @@ class RejectionStore:
     a crash between the broker's acknowledgement and that write, with the redelivery coming
     after the window: then the rejection is stored twice (counted once all the same)."""
 
-    def __init__(self, ledger: Ledger, js: nats.js.JetStreamContext, stream_epoch: str,
-                 stats: IngestStats) -> None:
+    def __init__(self, ledger: Ledger, bus: UsageBus, stats: IngestStats) -> None:
         self.ledger = ledger
-        self.js = js
-        self.stream_epoch = stream_epoch
+        self.bus = bus
         self.stats = stats
 
-    def key(self, msg: WireMsg) -> str:
-        return f"{self.stream_epoch}:{stream_sequence(msg.reply)}"
+    def key(self, delivery: Delivery) -> str:
+        return f"{self.bus.stream_epoch}:{delivery.stream_sequence}"
 
     async def store(self, rejected: list[Rejected]) -> set[int]:
         """Publish each rejection not published before; return the ids of the items that
@@ -406,21 +336,19 @@ class RejectionStore:
     async def _publish(self, key: str, item: Rejected) -> bool:
         """Store one rejection; False (counted, logged) if the broker refused even its
         smallest form."""
-        sequence = stream_sequence(item.msg.reply)
+        sequence = item.msg.stream_sequence
         for keep_payload in (True, False):
             headers, body = rejection_message(
                 item.code, item.message, payload=item.msg.data,
                 original_subject=item.msg.subject, original_sequence=sequence,
-                original_msg_id=message_id(item.msg.headers), rejection_id=f"rejected:{key}",
+                original_msg_id=item.msg.msg_id, rejection_id=f"rejected:{key}",
                 keep_payload=keep_payload)
             try:
-                await self.js.publish(REJECTED_SUBJECT, body, headers=headers,
-                                      stream=REJECTED_STREAM_NAME,
-                                      timeout=REJECTED_PUBLISH_TIMEOUT_SECONDS)
+                await self.bus.publish_rejection(headers, body)
                 return True
-            except REJECTED_PUBLISH_FAILURES as error:
+            except RejectionRefused as error:
                 self.stats.rejection_publish_failures += 1
-                log.warning("the rejection of stream sequence %d (%s) was refused (%r)%s",
+                log.warning("the rejection of stream sequence %d (%s) was refused (%s)%s",
                             sequence, item.code, error,
                             "; trying without its payload" if keep_payload else
                             f"; the original comes again in {REJECTED_RETRY_DELAY_SECONDS:.0f}s")

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from eventsourcing.persistence import IntegrityError
 
-from adapters.nats.wire_frames import WireMsg
+from adapters.nats.usage_port import Delivery
 from domain.usage import UsageRecord
 from services.keyed_recording import KeyRow, RejectionRow
 from services.ledger import Ledger
@@ -53,7 +53,7 @@ LOOP_GONE_SECONDS = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    msg: WireMsg
+    msg: Delivery
     code: str
     message: str
 
@@ -67,7 +67,7 @@ Verdicts = dict[int, Verdict]  # by id() of the message
 class Submission:
     """One partition's decoded batch, waiting for the writer."""
 
-    items: list[tuple[WireMsg, UsageRecord]]
+    items: list[tuple[Delivery, UsageRecord]]
     bus_rejected: list[Rejected]
     done: asyncio.Future[Verdicts]
 
@@ -77,20 +77,20 @@ class _Job:
     """The submissions recorded together, and their answers as they come."""
 
     taken: list[Submission]
-    groups: list[list[tuple[WireMsg, UsageRecord]]]
+    groups: list[list[tuple[Delivery, UsageRecord]]]
     bus_rejected: list[Rejected]
     outcomes: list[UsageBatchOutcome] = field(default_factory=list)
 
 
-def split_by_repeats(items: Sequence[tuple[WireMsg, UsageRecord]]
-                     ) -> list[list[tuple[WireMsg, UsageRecord]]]:
+def split_by_repeats(items: Sequence[tuple[Delivery, UsageRecord]]
+                     ) -> list[list[tuple[Delivery, UsageRecord]]]:
     """Groups in which each usage_id appears once: the n-th copy of an id goes to group n.
 
     The service answers per usage_id; with one copy per group its answer maps back to exactly
     one message. Groups commit in order, so later copies meet the earlier ones as stored keys.
     """
     seen: dict[str, int] = {}
-    groups: list[list[tuple[WireMsg, UsageRecord]]] = []
+    groups: list[list[tuple[Delivery, UsageRecord]]] = []
     for msg, record in items:
         index = seen.get(record.usage_id, 0)
         seen[record.usage_id] = index + 1
@@ -101,7 +101,7 @@ def split_by_repeats(items: Sequence[tuple[WireMsg, UsageRecord]]
 
 
 class UsageWriter:
-    def __init__(self, ledger: Ledger, rejection_key: Callable[[WireMsg], str]) -> None:
+    def __init__(self, ledger: Ledger, rejection_key: Callable[[Delivery], str]) -> None:
         self.ledger = ledger
         self.rejection_key = rejection_key
         self._submissions: asyncio.Queue[Submission] = asyncio.Queue()
@@ -127,7 +127,7 @@ class UsageWriter:
                 log.exception("the usage writer thread failed")
         self._executor.shutdown(wait=False)
 
-    async def submit(self, items: list[tuple[WireMsg, UsageRecord]],
+    async def submit(self, items: list[tuple[Delivery, UsageRecord]],
                      bus_rejected: list[Rejected]) -> Verdicts:
         """Record a decoded batch; return each message's verdict once committed (or raise)."""
         assert self._loop is not None and self._thread_done is not None, "start() first"

@@ -6,7 +6,8 @@ and waits until they are flushed to the server (a PING/PONG on the broker's conn
 by `PUBLISH_TIMEOUT_SECONDS`), so a message leaves only after its batch committed and before the
 next batch is read. A NATS outage does not stop the projections: the failure is logged and
 counted, and the next change supersedes it (each message carries the log position and the full
-current balance). The usage hot path does not use faststream: see docs/ingestion.md.
+current balance). The usage hot path does not use faststream: see docs/ingestion.md. The
+broker gets the same auth settings as every other connection (`adapters.nats.auth_settings`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,38 @@ import threading
 from typing import Any
 
 from faststream.nats import NatsBroker
+from faststream.nats.security import (
+    NatsCredentials,
+    NatsNKey,
+    NatsSecurity,
+    NatsToken,
+    NatsUserPassword,
+)
 from nats.aio.client import Client
 
+from adapters.nats.auth_settings import NatsAuthSettings
 from adapters.nats.connection import nats_servers
 
 PUBLISH_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 10
 
 log = logging.getLogger(__name__)
+
+
+def broker_security(auth: NatsAuthSettings) -> NatsSecurity | None:
+    """The ledger's NATS auth settings in faststream's terms (its `security=` objects)."""
+    context = auth.tls_context()
+    if auth.user is not None and auth.password is not None:
+        return NatsUserPassword(auth.user, auth.password, ssl_context=context)
+    if auth.token is not None:
+        return NatsToken(auth.token, ssl_context=context)
+    if auth.nkey_seed_file is not None:
+        return NatsNKey(auth.nkey_seed_file, ssl_context=context)
+    if auth.creds_file is not None:
+        return NatsCredentials(str(auth.creds_file), ssl_context=context)
+    if context is not None:
+        return NatsSecurity(ssl_context=context)
+    return None
 
 
 class NatsViewsPublisher:
@@ -39,7 +64,8 @@ class NatsViewsPublisher:
         self._thread.start()
         self._broker = NatsBroker(servers=nats_servers(nats_url), name="ledger-projections",
                                   connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                  max_reconnect_attempts=-1)
+                                  max_reconnect_attempts=-1,
+                                  security=broker_security(NatsAuthSettings.from_env()))
         self._client: Client = self._run(self._broker.connect(), CONNECT_TIMEOUT_SECONDS)
 
     def _run(self, coroutine: Any, timeout: float) -> Any:

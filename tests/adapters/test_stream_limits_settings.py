@@ -14,7 +14,6 @@ from adapters.nats.ingest_settings import (
 )
 from adapters.nats.streams import USAGE_MAX_AGE_SECONDS, rejected_stream_config, stream_config
 from adapters.nats.usage_contract import OCCURRED_AT_PAST_HORIZON, rejection_message
-from adapters.nats.wire_frames import header_block
 
 
 def test_retention_limits_have_defaults_and_can_be_set_from_the_environment() -> None:
@@ -47,4 +46,7 @@ def test_the_largest_rejection_fits_its_stream() -> None:
         "occurred_at_out_of_range", "r\u202e" * 10_000, payload=b"\xff" * (MESSAGE_BYTES_MAX * 2),
         original_subject="ledger.usage.v1.255." + "s" * 10_000, original_sequence=2**63,
         original_msg_id="\U0001f680" * 10_000, rejection_id="rejected:" + "e" * 64 + ":1")
-    assert len(header_block(headers)) + len(body) <= REJECTED_MESSAGE_BYTES_MAX
+    # As NATS frames them: a version line, one `Name: value` line each, an empty line.
+    header_bytes = len("NATS/1.0\r\n") + sum(len(f"{name}: {value}\r\n".encode())
+                                              for name, value in headers.items()) + 2
+    assert header_bytes + len(body) <= REJECTED_MESSAGE_BYTES_MAX

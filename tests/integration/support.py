@@ -91,6 +91,8 @@ class ConsumerProcess:
             "LEDGER_INGEST_BATCH_SIZE": str(settings.batch_size),
             "LEDGER_INGEST_ACK_WAIT_SECONDS": str(settings.ack_wait_seconds),
             "LEDGER_USAGE_DUPLICATE_WINDOW_SECONDS": str(settings.duplicate_window_seconds),
+            "LEDGER_USAGE_PIN_TTL_SECONDS": str(settings.pin_ttl_seconds),
+            "LEDGER_USAGE_REPLICAS": str(settings.replicas),
         }
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None

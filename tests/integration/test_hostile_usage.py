@@ -32,6 +32,7 @@ from adapters.nats.ingest_settings import (
     IngestSettings,
 )
 from adapters.nats.streams import ensure_stream, recreate_stream, rejected_stream_config
+from adapters.nats.usage_bus import NatsUsageBus
 from adapters.nats.usage_consumer import IngestStats, RejectionStore, UsageConsumer
 from adapters.nats.usage_contract import (
     OCCURRED_AT_FUTURE_SKEW,
@@ -39,9 +40,9 @@ from adapters.nats.usage_contract import (
     usage_message_id,
     usage_subject,
 )
+from adapters.nats.usage_port import Delivery
 from adapters.nats.usage_publisher import UsagePublisher
 from adapters.nats.usage_writer import Rejected
-from adapters.nats.wire_frames import WireMsg
 from adapters.postgres.view_store import PostgresViewStore
 from adapters.runtime.composition import open_ledger
 from domain.usage import UsageRecord
@@ -155,11 +156,11 @@ async def test_a_rejection_is_stored_once_even_when_its_original_comes_after_the
     forgetful = open_ledger(other_url)
     try:
         js = connection.jetstream()
-        original = WireMsg("ledger.usage.v1.0.x", b"$JS.ACK.LEDGER_USAGE.ledger-usage-p0.1.7.7.1.0",
-                           None, b"not json")
+        original = Delivery("ledger.usage.v1.0.x", b"not json", None, 7, None)
         item = Rejected(original, "invalid_json", "not JSON")
         stats = IngestStats()
-        store = RejectionStore(ledger, js, "epoch-1", stats)
+        bus = NatsUsageBus(connection, js, "epoch-1", settings)
+        store = RejectionStore(ledger, bus, stats)
         assert await store.store([item]) == set()
         await asyncio.sleep(settings.duplicate_window_seconds * 2.5)  # the broker forgot it
         assert await store.store([item]) == set()  # redelivered: PostgreSQL remembers
@@ -167,7 +168,7 @@ async def test_a_rejection_is_stored_once_even_when_its_original_comes_after_the
         assert len(await stored_rejections(nats_server_url)) == 1
         # Without PostgreSQL's record (another database), the broker alone would store it
         # again: the lasting dedupe is PostgreSQL's, not the window's.
-        await RejectionStore(forgetful, js, "epoch-1", IngestStats()).store([item])
+        await RejectionStore(forgetful, bus, IngestStats()).store([item])
         assert len(await stored_rejections(nats_server_url)) == 2
     finally:
         forgetful.close()

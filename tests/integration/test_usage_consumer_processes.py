@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from adapters.nats.ingest_settings import PIN_TTL_SECONDS_MIN as PIN_TTL_MIN_SECONDS
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.streams import recreate_stream
-from adapters.nats.usage_publisher import UsagePublisher
+from adapters.nats.usage_publisher import PublishReport, UsagePublisher
 from adapters.runtime.composition import open_ledger
+from domain.usage import UsageRecord
 from tests.integration.support import (
     ConsumerProcess,
     accounts,
@@ -35,13 +37,23 @@ STORM_COPIES = 3
 STORM_ACCOUNTS = 300
 KILL_RECORDS = 30_000
 KILLS_MIN = 20
-KILL_PROGRESS_WAIT_SECONDS = 5.0
+# A restarted process needs its start-up (seconds on a loaded machine) plus the pin TTL.
+KILL_PROGRESS_WAIT_SECONDS = 12.0
 KILL_DELAY_SECONDS = (0.0, 0.3)  # a kill lands this long after charges were seen flowing
 # The records are published in chunks, one chunk before each kill, so that charges flow at every
 # kill however fast or slow the machine is (a consumer that keeps up finishes a single burst long
 # before 20 kills; paced by the clock, a loaded machine killed after the last chunk was charged).
 KILL_CHUNK_RECORDS = KILL_RECORDS // KILLS_MIN
 DRAIN_TIMEOUT_SECONDS = 180.0
+FEED_STEP_RECORDS = 50
+FEED_STEP_PAUSE_SECONDS = 0.02
+
+
+async def feed(publisher: UsagePublisher, records: list[UsageRecord]) -> PublishReport:
+    for start in range(0, len(records), FEED_STEP_RECORDS):
+        await publisher.publish_many(records[start:start + FEED_STEP_RECORDS], window=500)
+        await asyncio.sleep(FEED_STEP_PAUSE_SECONDS)
+    return publisher.report
 
 
 async def test_duplicate_storm_charges_each_record_once(database_url: str, nats_server_url: str,
@@ -85,8 +97,11 @@ async def test_duplicate_storm_charges_each_record_once(database_url: str, nats_
 
 async def test_consumers_killed_at_random_moments_lose_nothing_and_charge_nothing_twice(
         database_url: str, nats_server_url: str, tmp_path: Path) -> None:
-    # A short ack wait brings a killed process's unacknowledged messages back quickly.
-    settings = IngestSettings(partitions=4, batch_size=500, ack_wait_seconds=2.0)
+    # A short ack wait brings a killed process's unacknowledged messages back quickly, and a
+    # short pin TTL lets the restarted process take its partitions back from its dead self soon
+    # (until the TTL runs out, the server keeps them pinned to the dead connection).
+    settings = IngestSettings(partitions=4, batch_size=500, ack_wait_seconds=2.0,
+                              pin_ttl_seconds=PIN_TTL_MIN_SECONDS)
     await recreate_stream(nats_server_url, settings)
     ledger = open_ledger(database_url)
     priced = accounts(ledger, 100)
@@ -108,8 +123,10 @@ async def test_consumers_killed_at_random_moments_lose_nothing_and_charge_nothin
                 # Publish the next chunk, then kill the consumers in turn, each a random moment
                 # after charges were seen flowing again (or after a bound, if they do not).
                 chunk = records[published:published + KILL_CHUNK_RECORDS]
-                # The publisher's report counts every chunk so far.
-                published = (await publisher.publish_many(chunk, window=500)).published
+                target = published + len(chunk)
+                # Fed in small steps, so that charges flow for a while (one burst would be
+                # committed by one group commit, leaving no moment "mid-work" to kill in).
+                feeding = asyncio.create_task(feed(publisher, chunk))
                 victim = consumers[kills % len(consumers)]
                 before = recorded()
                 deadline = time.monotonic() + KILL_PROGRESS_WAIT_SECONDS
@@ -119,8 +136,10 @@ async def test_consumers_killed_at_random_moments_lose_nothing_and_charge_nothin
                 at_kill = recorded()
                 victim.kill()
                 kills += 1
-                kills_mid_work += before < at_kill < published
+                kills_mid_work += before < at_kill < target
                 victim.start()
+                # The publisher's report counts every chunk so far.
+                published = (await feeding).published
         assert published == KILL_RECORDS
         await wait_until(lambda: recorded() >= KILL_RECORDS, DRAIN_TIMEOUT_SECONDS,
                          "every record charged after the kills")

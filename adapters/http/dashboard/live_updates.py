@@ -30,7 +30,6 @@ from nats.aio.msg import Msg
 from psycopg import sql
 
 from adapters.nats.connection import (
-    LedgerNatsClient,
     check_server_version,
     close_nats,
     nats_servers,
@@ -103,7 +102,7 @@ class LiveHub:
     async def _connect_nats(self, url: str) -> Client:
         """A connection that reconnects forever once up; the first connect is bounded (nats-py
         would otherwise retry a server that is not there forever)."""
-        client = LedgerNatsClient()
+        client = Client()
         try:
             await asyncio.wait_for(
                 client.connect(servers=nats_servers(url), name="ledger-dashboard",

