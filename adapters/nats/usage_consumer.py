@@ -55,6 +55,7 @@ from adapters.nats.usage_port import (
 )
 from adapters.nats.usage_writer import Rejected, UsageWriter
 from domain.usage import UsageRecord
+from services.backoff import Backoff
 from services.keyed_recording import KeyRow
 from services.ledger import Ledger
 from services.usage.outcomes import UsageRejection
@@ -71,6 +72,7 @@ REJECTION_PUBLISHED_SCOPE = "rejection_published"
 # doubling up to the maximum. What was taken and not settled comes again after `ack_wait`.
 RETRY_DELAY_SECONDS_FIRST = 0.2
 RETRY_DELAY_SECONDS_MAX = 5.0
+RETRY_BACKOFF = Backoff(RETRY_DELAY_SECONDS_FIRST, RETRY_DELAY_SECONDS_MAX)
 
 
 @dataclass
@@ -181,7 +183,7 @@ class UsageConsumer:
                      in_flight: asyncio.Semaphore) -> None:
         feed = await bus.open_feed(partition, self.settings.batch_size)
         wait_seconds = self.settings.wait_ms / 1000
-        delay = RETRY_DELAY_SECONDS_FIRST
+        failures = 0
         try:
             while not self._stopping.is_set():
                 try:
@@ -193,14 +195,15 @@ class UsageConsumer:
                         valid, rejected = self._decode(deliveries)
                         async with in_flight:
                             await self._handle(bus, feed, deliveries, valid, rejected, writer)
-                    delay = RETRY_DELAY_SECONDS_FIRST
+                    failures = 0
                 except BusSessionLost as error:
                     self.stats.bus_interruptions += 1
+                    failures += 1
+                    delay = RETRY_BACKOFF.delay_seconds(failures)
                     log.warning("partition %d: %s; what was not settled comes again after "
                                 "ack_wait; trying again in %.1fs", partition, error, delay)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), delay)
-                    delay = min(delay * 2, RETRY_DELAY_SECONDS_MAX)
         finally:
             await feed.close()
 

@@ -41,11 +41,13 @@ from adapters.nats.connection import close_nats, connect_nats
 from adapters.nats.ingest_settings import STREAM_NAME
 from adapters.nats.usage_contract import UsageMessage, usage_message_id, usage_subject
 from domain.usage import UsageRecord
+from services.backoff import Backoff
 
 PUBLISH_ATTEMPTS_MAX = 8
 PUBLISH_TIMEOUT_SECONDS = 5.0
 RETRY_DELAY_SECONDS_FIRST = 0.1
 RETRY_DELAY_SECONDS_MAX = 2.0
+PUBLISH_BACKOFF = Backoff(RETRY_DELAY_SECONDS_FIRST, RETRY_DELAY_SECONDS_MAX)
 PUBLISH_WINDOW_DEFAULT = 2000
 PUBLISH_WINDOW_MAX = 20_000
 CLIENT_NAME = "ledger-usage-publisher"
@@ -97,7 +99,6 @@ class UsagePublisher:
     async def publish_raw(self, subject: str, payload: bytes, *,
                           msg_id: str | None = None) -> PubAck:
         """Publish bytes as they are (tests use it for bad input), with the same retries."""
-        delay = RETRY_DELAY_SECONDS_FIRST
         for attempt in range(1, PUBLISH_ATTEMPTS_MAX + 1):
             try:
                 ack = await self.js.publish(subject, payload,
@@ -107,8 +108,7 @@ class UsagePublisher:
                 if attempt == PUBLISH_ATTEMPTS_MAX:
                     raise
                 self.report.retries += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_DELAY_SECONDS_MAX)
+                await asyncio.sleep(PUBLISH_BACKOFF.delay_seconds(attempt))
                 continue
             self._count(ack)
             return ack

@@ -35,7 +35,9 @@ from adapters.nats.connection import (
     connect_nats,
 )
 from adapters.nats.views_publisher import NatsViewsPublisher
-from adapters.runtime.embedded_servers import free_port, nats_server_binary, wait_for_port
+from adapters.runtime.embedded_nats import nats_server_binary
+from adapters.runtime.server_files import free_port
+from adapters.runtime.server_processes import wait_for_port
 from adapters.runtime.settings import ConfigurationError
 
 SERVER_START_SECONDS = 30.0

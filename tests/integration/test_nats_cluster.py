@@ -26,7 +26,9 @@ from adapters.nats.ingest_settings import STREAM_NAME, IngestSettings
 from adapters.nats.streams import consumer_name, recreate_stream
 from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.composition import open_ledger
-from adapters.runtime.embedded_servers import free_port, nats_server_binary, wait_for_port
+from adapters.runtime.embedded_nats import nats_server_binary
+from adapters.runtime.server_files import free_port
+from adapters.runtime.server_processes import wait_for_port
 from tests.integration.support import (
     ConsumerProcess,
     accounts,

@@ -18,7 +18,7 @@ from adapters.nats.streams import recreate_stream
 from adapters.nats.usage_consumer import UsageConsumer
 from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.composition import open_ledger
-from adapters.runtime.embedded_servers import EmbeddedNats
+from adapters.runtime.embedded_nats import EmbeddedNats
 from tests.integration.support import (
     accounts,
     expected_spent,
