@@ -79,8 +79,8 @@ def run_up(args: argparse.Namespace) -> int:
             sys.stdout.write(
                 "\nFirst operator token (shown once, keep it safe):\n"
                 f"  {first_token}\n"
-                "Log in: run `ledger serve` in another terminal, open "
-                "http://127.0.0.1:8080/login and paste it; or call the API with "
+                "Log in: open /login on the HTTP API address printed below and paste it; "
+                "or call the API with "
                 "`Authorization: Bearer <token>`. More tokens: `ledger token create`.\n\n")
             sys.stdout.flush()
 
