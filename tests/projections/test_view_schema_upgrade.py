@@ -1,6 +1,6 @@
-"""Read models built by the previous schema version are brought up to this one in place when the
-change only adds tables (version 3 adds `payments`, version 4 the views `outbox`), and refused with the way to rebuild
-them when it does not."""
+"""Read models built by an older schema version are brought up to this one in place when the
+change only adds tables (version 3 adds `payments`, version 4 the views `outbox`), and refused
+with the way to rebuild them when it does not."""
 
 from __future__ import annotations
 
