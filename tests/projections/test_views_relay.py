@@ -3,7 +3,8 @@
 NATS is stopped while the projections commit, then started: a consumer created afterwards, asking
 for the last message of every subject, gets every team's latest balance view. A relay killed
 (SIGKILL) between publishing and marking its rows publishes them again and the stream keeps one
-copy of each.
+copy of each. The dashboard's live updates (a core subscription on `ledger.views.>`) hear what
+the relay publishes to the stream.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import psycopg
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from adapters.http.dashboard.live_updates import LiveHub, Notice
 from adapters.nats.views_relay import VIEWS_STREAM_NAME, NatsViewsRelay
 from adapters.postgres.view_outbox import PostgresViewOutbox
 from adapters.postgres.view_store import PostgresViewStore
 from adapters.runtime.embedded_nats import EmbeddedNats
-from adapters.runtime.projection_process import run_projections
+from adapters.runtime.projection_process import open_runner, run_projections
 from tests.projections.history import OWNER, ledger_at, make_team, project
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -163,3 +165,30 @@ def test_a_relay_killed_between_publish_and_mark_publishes_again_without_a_dupli
     finally:
         relay.close()
     assert asyncio.run(_stream_messages(nats_server.url)) == rows, "and the stream kept one"
+
+
+def test_the_dashboards_core_subscription_hears_the_relayed_views(
+        database_url: str, nats_server: EmbeddedNats) -> None:
+    asyncio.run(_hear_relayed_views(database_url, nats_server.url))
+
+
+async def _hear_relayed_views(database_url: str, nats_url: str) -> None:
+    with ledger_at(database_url) as ledger:
+        team = make_team(ledger, "live", accounts=1)
+        hub = LiveHub(nats_url=nats_url, database_url=database_url)
+        await hub.start()
+        outbox = PostgresViewOutbox(database_url)
+        relay = None
+        try:
+            assert hub.source == "nats"
+            async with hub.stream(team.team_id) as queue:
+                with open_runner(database_url) as runner:  # creates the outbox table
+                    relay = NatsViewsRelay(nats_url, outbox, on_close=outbox.close)
+                    runner.publisher = relay
+                    await asyncio.to_thread(runner.catch_up)
+                    notice = await asyncio.wait_for(queue.get(), FETCH_WAIT_SECONDS)
+        finally:
+            if relay is not None:
+                await asyncio.to_thread(relay.close)
+            await hub.stop()
+    assert isinstance(notice, Notice) and notice.position > 0
