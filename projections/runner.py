@@ -7,9 +7,11 @@ in step: each batch of up to `BATCH_SIZE_EVENTS` notifications is decoded once, 
 the committed one, so two runners on one database, or a runner restarted after a crash, can never
 count a notification twice; a batch that did not commit is simply read again.
 
-Publishing happens after the commit returns, so a message never announces a change that could
-still roll back; a message lost in a crash is superseded by the next one (each carries the full
-balance and the log position), and readers can always ask the read models directly.
+Each batch's view messages are written by the store into its outbox in the batch's own
+transaction (projections/view_messages.py); after the commit returns, the runner only tells the
+publisher that there is something new, and the publisher (a relay of the outbox to NATS
+JetStream) delivers it, so a message never announces a change that could still roll back and is
+not lost when NATS is down.
 
 The runner depends on three small interfaces (the log, the store, the publisher); the PostgreSQL
 and NATS implementations are in `adapters/`.
@@ -44,7 +46,6 @@ from projections.ports import (
     ProjectionFailure,
     ViewStore,
 )
-from projections.view_messages import view_messages
 from services.backoff import Backoff
 from services.thread_switching import switch_interval_at_most
 
@@ -120,8 +121,7 @@ class ProjectionRunner:
                 position = entries[-1].position
                 changes = fold(entries, decoder)
                 staged = stage(changes)
-                messages = view_messages(changes, self.folder) if self.publisher else []
-                if not pipeline.put((changes, staged, messages)):
+                if not pipeline.put((changes, staged, [])):
                     break
                 staged = None
                 processed += len(entries)
@@ -144,10 +144,11 @@ class ProjectionRunner:
                         on_batch: Callable[[int], None] | None) -> None:
         try:
             while not pipeline.errors and (item := pipeline.get()) is not None:
-                changes, staged, messages = item
+                changes, staged, _ = item
                 self.store.finish(staged)
                 if self.publisher is not None:
-                    self.publisher.publish(messages)
+                    # The messages are in the store's outbox now: this only wakes the relay.
+                    self.publisher.publish([])
                 if on_batch is not None:
                     on_batch(changes.events)
         except BaseException as error:

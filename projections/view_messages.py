@@ -1,15 +1,54 @@
-"""The messages that announce a committed batch on `ledger.views.*`, one per view and team."""
+"""The messages that announce a committed batch on `ledger.views.*`, one per view and team, and
+the outbox they wait in until a relay has put them on the bus.
+
+The store writes a batch's messages into its outbox in the batch's own transaction (so a message
+exists exactly when its change committed); a relay (adapters/nats/views_relay.py) reads the
+outbox in order, publishes each row and then marks it relayed. `ViewOutbox` is that relay's side
+of the outbox, kept by the PostgreSQL and the in-memory store alike.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
 from uuid import UUID
 
-from projections.fold import ViewFolder
 from projections.views import BatchChanges
 
+# Unrelayed outbox rows kept at most (NATS down for a long time, or no relay running). Past it,
+# rows superseded by a newer one on the same subject are dropped first (the stream keeps the last
+# value per subject, so a late consumer still gets every team's current state), then the oldest.
+OUTBOX_ROWS_MAX = 100_000
 
-def view_messages(changes: BatchChanges, folder: ViewFolder) -> list[tuple[str, dict[str, Any]]]:
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One view message waiting to be relayed: `seq` orders the outbox (commit order)."""
+
+    seq: int
+    position: int
+    subject: str
+    payload: bytes
+
+    @property
+    def message_id(self) -> str:
+        """The bus's deduplication id: a row relayed twice (a crash between publish and mark)
+        carries the same id both times, and the subject holds one message per position."""
+        return f"{self.subject}:{self.position}"
+
+
+class ViewOutbox(Protocol):
+    def pending(self, limit: int) -> list[OutboxRow]:
+        """The oldest unrelayed rows, in `seq` order, at most `limit`."""
+        ...
+
+    def mark_relayed(self, up_to_seq: int) -> None:
+        """Every row with `seq <= up_to_seq` was relayed: prune them."""
+        ...
+
+
+def view_messages(changes: BatchChanges) -> list[tuple[str, dict[str, Any]]]:
     """The messages announcing a committed batch, one per view and team it changed."""
     position = changes.last_position
     days: dict[UUID, set[str]] = {}
@@ -29,9 +68,17 @@ def view_messages(changes: BatchChanges, folder: ViewFolder) -> list[tuple[str, 
         messages.append((f"ledger.views.usage.{team_id}",
                          {"position": position, "team_id": str(team_id),
                           "dates": sorted(team_days)}))
+    # A batch with audit rows has a chain head: the hash of its last row.
+    chain_head = changes.audit_head.hex() if changes.audit_head else None
     for team_id, (rows, last_row_position) in audit.items():
         messages.append((f"ledger.views.audit.{team_id}", {
             "position": position, "team_id": str(team_id), "new_rows": rows,
-            "last_row_position": last_row_position, "chain_head": folder.audit_head.hex(),
+            "last_row_position": last_row_position, "chain_head": chain_head,
         }))
     return messages
+
+
+def encoded_view_messages(changes: BatchChanges) -> list[tuple[str, bytes]]:
+    """`view_messages` as they go on the bus: JSON bytes (money as the views give it)."""
+    return [(subject, json.dumps(payload, default=str).encode())
+            for subject, payload in view_messages(changes)]

@@ -4,7 +4,9 @@ It keeps what it committed apart from the runner's folder, as the database does:
 applied only if it starts at the tracking position (else `TrackingConflictError`, nothing
 changed), and `load_folder` hands out copies. `ledger balance --as-of` folds history into one;
 the auditor's tools and the contract tests (`tests/projections/test_view_store_contract.py`) run
-on it. Staging does nothing: there is no second connection to overlap with.
+on it. Staging does nothing: there is no second connection to overlap with. Like the PostgreSQL
+store it keeps an outbox of the committed batches' view messages (`pending`, `mark_relayed`),
+bounded by the same `OUTBOX_ROWS_MAX` and pruned the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from projections.audit_chain import GENESIS_HASH, AuditRow
 from projections.authorization import AuthorizationAnswer
 from projections.fold import ViewFolder
 from projections.ports import FailureKind, ProjectionFailure, TrackingConflictError
+from projections.view_messages import OUTBOX_ROWS_MAX, OutboxRow, encoded_view_messages
 from projections.views import (
     AccountView,
     BatchChanges,
@@ -36,7 +39,8 @@ from projections.windows import BucketKey, UsageTotals
 class MemoryViewStore:
     """Committed read models in dicts, with the tracking position and the chain head."""
 
-    def __init__(self, head_position: Callable[[], int] | None = None) -> None:
+    def __init__(self, head_position: Callable[[], int] | None = None,
+                 outbox: bool = True) -> None:
         self.position = 0
         self.audit_head = GENESIS_HASH
         self.teams: dict[UUID, TeamView] = {}
@@ -49,6 +53,10 @@ class MemoryViewStore:
         self.recorded_failure: ProjectionFailure | None = None
         # Where the head of the log is read for freshness (none: the store's own position).
         self._head_position = head_position
+        self.outbox_enabled = outbox
+        self.outbox: list[OutboxRow] = []
+        self._outbox_seq = 0
+        self.outbox_rows_dropped = 0
 
     def close(self) -> None:
         """Nothing to close."""
@@ -89,6 +97,28 @@ class MemoryViewStore:
         self.audit.extend(changes.audit)
         self.audit_head = changes.audit_head or self.audit_head
         self.position = changes.last_position
+        if self.outbox_enabled:
+            self._append_outbox(changes)
+
+    def _append_outbox(self, changes: BatchChanges) -> None:
+        for subject, payload in encoded_view_messages(changes):
+            self._outbox_seq += 1
+            self.outbox.append(OutboxRow(self._outbox_seq, changes.last_position, subject,
+                                         payload))
+        if len(self.outbox) <= OUTBOX_ROWS_MAX:
+            return
+        latest = {row.subject: row.seq for row in self.outbox}
+        kept = [row for row in self.outbox if latest[row.subject] == row.seq][-OUTBOX_ROWS_MAX:]
+        self.outbox_rows_dropped += len(self.outbox) - len(kept)
+        self.outbox = kept
+
+    # The outbox, the relay's side -----------------------------------------------------------
+
+    def pending(self, limit: int) -> list[OutboxRow]:
+        return self.outbox[:limit]
+
+    def mark_relayed(self, up_to_seq: int) -> None:
+        self.outbox = [row for row in self.outbox if row.seq > up_to_seq]
 
     # Status --------------------------------------------------------------------------------
 

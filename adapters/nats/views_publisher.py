@@ -1,4 +1,10 @@
-"""Publishing read-model changes on NATS after they commit, through a faststream broker.
+"""Publishing read-model changes on core NATS through a faststream broker, and the broker's auth.
+
+The projections no longer use `NatsViewsPublisher`: since issue 10 their view messages go through
+an outbox and a relay to the JetStream stream `LEDGER_VIEWS` (adapters/nats/views_relay.py,
+docs/projections.md), which uses `broker_security` from here. `NatsViewsPublisher` is kept for
+callers that want a fire-and-forget core publish (its auth is tested in
+tests/integration/test_nats_auth.py); what follows describes it.
 
 The projection runner is synchronous (psycopg); faststream is asyncio. The publisher owns one
 event loop in a daemon thread with one `NatsBroker`, and `publish()` hands it a batch of messages

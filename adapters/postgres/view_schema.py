@@ -12,6 +12,8 @@ into `ledger_replay` and compares), one table per model:
     audit        one row per event, hash-chained
     invoices, top_ups   the lists per team
     payments     the Stripe payments the ledger started, failed and canceled ones too
+    outbox       the `ledger.views.*` messages of committed batches, until the relay has
+                 published them (written in the batch's transaction; docs/projections.md)
 
 Money columns are `numeric` (sums can outgrow bigint); Python sees `int`.
 """
@@ -31,7 +33,10 @@ REPLAY_SCHEMA = "ledger_replay"
 # Version 2: the audit chain hashes every column, and the status table records failures.
 # Version 3: the payments table. Version 2 tables are brought up to 3 by creating it (nothing
 # before version 3 could start a payment, so no folded event is missing from it).
-VIEWS_SCHEMA_VERSION = 3
+# Version 4: the outbox of view messages. Older tables gain it empty: the messages of batches
+# committed before it were published (or lost) on core NATS; the next change of each view
+# goes through the outbox.
+VIEWS_SCHEMA_VERSION = 4
 EVENTS_TABLE = "ledger_events"
 TRACKING_NAME = "ledger_views"
 CONNECT_TIMEOUT_SECONDS = 10
@@ -94,9 +99,15 @@ _PAYMENTS_DDL = [
     "credited_nanos numeric NOT NULL, reversed_nanos numeric NOT NULL, position bigint NOT NULL)",
     "CREATE INDEX IF NOT EXISTS payments_by_team ON {s}.payments (team_id, started_at)",
 ]
-_DDL += _PAYMENTS_DDL
+# `seq` is the order of commits (batches finish one at a time); the relay deletes what it
+# published, so the table holds only what is waiting (bounded: view_messages.OUTBOX_ROWS_MAX).
+_OUTBOX_DDL = [
+    "CREATE TABLE IF NOT EXISTS {s}.outbox (seq bigserial PRIMARY KEY, "
+    "position bigint NOT NULL, subject text NOT NULL, payload bytea NOT NULL)",
+]
+_DDL += _PAYMENTS_DDL + _OUTBOX_DDL
 # From an older version, the statements that bring its tables up to this one.
-ADDITIVE_UPGRADES: dict[int, list[str]] = {2: _PAYMENTS_DDL}
+ADDITIVE_UPGRADES: dict[int, list[str]] = {2: _PAYMENTS_DDL + _OUTBOX_DDL, 3: _OUTBOX_DDL}
 
 
 

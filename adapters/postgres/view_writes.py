@@ -5,7 +5,9 @@ A batch is written in two steps, each in the same transaction on the same connec
 1. `stage` (the folding thread): BEGIN, then binary COPY of the batch's usage sums into the
    lane's temporary table. It runs while the previous batch commits on the other lane.
 2. `finish` (the committer thread): the tracking compare-and-set, binary COPY of the audit rows,
-   the team/account/invoice/top-up upserts, adding the usage sums to `usage_daily`, COMMIT.
+   the team/account/invoice/top-up upserts, adding the usage sums to `usage_daily`, the batch's
+   `ledger.views.*` messages into the outbox (live schema only; `adapters/postgres/view_outbox`),
+   COMMIT.
 
 With `WRITE_LANES` connections, batch N+1 is staged on one lane while batch N finishes on the
 other. Measured on 2 cores, this overlap did what reader/committer threads around one connection
@@ -34,9 +36,11 @@ from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.copy import LibpqWriter
 
-from adapters.postgres.view_schema import TRACKING_NAME
+from adapters.postgres.view_outbox import append_outbox
+from adapters.postgres.view_schema import LIVE_SCHEMA, TRACKING_NAME
 from projections.audit_chain import GENESIS_HASH
 from projections.ports import TrackingConflictError
+from projections.view_messages import encoded_view_messages
 from projections.views import BatchChanges
 
 # Connections writing batches: one batch commits while the next is staged.
@@ -156,13 +160,19 @@ class StagedBatch:
 
     changes: BatchChanges
     lane: WriteLane
+    # The batch's view messages for the outbox (none when the writer keeps no outbox).
+    messages: list[tuple[str, bytes]]
 
 
 class BatchWriter:
-    """Writes batches through `WRITE_LANES` lanes, in turn."""
+    """Writes batches through `WRITE_LANES` lanes, in turn. The live read models keep an outbox
+    of view messages; a replay's (`outbox=False` by default for other schemas) does not."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], schema: str) -> None:
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], schema: str,
+                 outbox: bool | None = None) -> None:
         self.schema = schema
+        self.outbox = schema == LIVE_SCHEMA if outbox is None else outbox
+        self.outbox_rows_dropped = 0  # dropped past OUTBOX_ROWS_MAX (a counter for logs)
         self.lanes = [WriteLane(connect(), schema) for _ in range(WRITE_LANES)]
         self._turn = 0
 
@@ -192,16 +202,20 @@ class BatchWriter:
                         write = copy.write_row
                         for (team_id, account_id, model, day), sums in changes.usage.items():
                             write((team_id, day, account_id, model, *sums))
+            messages = encoded_view_messages(changes) if self.outbox else []
         except BaseException:
             lane.release(rollback=True)
             raise
-        return StagedBatch(changes, lane)
+        return StagedBatch(changes, lane, messages)
 
     def finish(self, staged: StagedBatch) -> None:
         changes, lane = staged.changes, staged.lane
         try:
             with lane.conn.cursor() as cur:
                 _write_rows(cur, lane, changes)
+                if staged.messages:
+                    self.outbox_rows_dropped += append_outbox(
+                        cur, lane.schema, changes.last_position, staged.messages)
             lane.conn.commit()
         except BaseException:
             lane.release(rollback=True)

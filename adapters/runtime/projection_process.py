@@ -2,8 +2,10 @@
 
 `run_projections(database_url, nats_url, stop_event)` is what `ledger project` and `ledger up`
 run: it catches up with the log, then follows it (LISTEN/NOTIFY, with a polling fallback) until
-`stop_event` is set, publishing each committed change on `ledger.views.*`. `ledger up` starts it
-through `projections_up_runner`, listed in `adapters.runtime.processes.UP_RUNNERS`.
+`stop_event` is set. Each committed batch leaves its `ledger.views.*` messages in the read
+models' outbox, and a relay in a thread of this process (adapters/nats/views_relay.py) puts them
+on the JetStream stream `LEDGER_VIEWS`, woken by the runner after each commit. `ledger up` starts
+it through `projections_up_runner`, listed in `adapters.runtime.processes.UP_RUNNERS`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 
 import psycopg
 
-from adapters.nats.views_publisher import NatsViewsPublisher
+from adapters.nats.views_relay import NatsViewsRelay
 from adapters.postgres.notification_log import PostgresNotificationLog
+from adapters.postgres.view_outbox import PostgresViewOutbox
 from adapters.postgres.view_schema import LIVE_SCHEMA
 from adapters.postgres.view_store import PostgresViewStore
 from adapters.runtime.processes import Runtime, thread_runner
@@ -85,10 +88,13 @@ def run_projections(database_url: str, nats_url: str | None,
     """Run the projections until `stop_event` is set (blocking; call it in a thread if needed).
     Raises ProjectionConnectionLostError if the database connection breaks: `ledger up`
     starts the projections again (adapters.runtime.processes), `ledger project` exits."""
-    publisher = NatsViewsPublisher(nats_url) if nats_url else None
+    relay: NatsViewsRelay | None = None
     try:
         with _opened(database_url, LIVE_SCHEMA) as (log_source, store, decoder):
-            runner = ProjectionRunner(log_source, store, decoder, publisher)
+            if nats_url:  # after the store: it creates the outbox table
+                outbox = PostgresViewOutbox(database_url)
+                relay = NatsViewsRelay(nats_url, outbox, on_close=outbox.close)
+            runner = ProjectionRunner(log_source, store, decoder, relay)
             log.info("projections start at log position %d", runner.position)
             inner, lost = threading.Event(), list[bool]()
             watcher = threading.Thread(target=_watch_connections, name="projections-watch",
@@ -105,8 +111,8 @@ def run_projections(database_url: str, nats_url: str | None,
                     f"the projections lost their database connection at log position "
                     f"{runner.position}")
     finally:
-        if publisher is not None:
-            publisher.close()
+        if relay is not None:
+            relay.close()
 
 
 def _run_in_up(runtime: Runtime, stop_event: threading.Event) -> None:
