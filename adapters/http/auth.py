@@ -8,11 +8,14 @@ Tokens and session values are never logged or echoed.
 `team_access` answers "may this principal do `action` in this team?" from the team aggregate at
 this moment (so a role change applies to the next request). Tokens and teams come from
 `auth_cache.AuthorizationSource`, which keeps them in memory but checks their stored version on
-every request, so this costs one indexed statement, not an aggregate load: a principal outside
-the team gets
-404, the same answer as for a team that does not exist, so ids of other teams cannot be probed;
-a member whose role does not allow the action gets 403. Operators read every team as an auditor
-would, and change a team only where they are members (the domain checks the same matrix).
+every request, so this costs one indexed statement, not an aggregate load: a principal outside the
+team gets 404, the same answer as for a team that does not exist, so ids of other teams cannot be
+probed; a member whose role does not allow the action gets 403. Operators read every team as an
+auditor would, and change a team only where they are members (the domain checks the same matrix).
+
+One module of ~320 lines on purpose: who the caller is and what they may do are read together
+by every route, and splitting the principal from its access check would put the role matrix's
+HTTP half in two places.
 """
 
 from __future__ import annotations
