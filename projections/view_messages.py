@@ -48,6 +48,13 @@ class ViewOutbox(Protocol):
         ...
 
 
+def _money_as_text(fields: dict[str, Any]) -> dict[str, Any]:
+    """Nanos as decimal strings, as everywhere our JSON leaves the process: they exceed 2**53,
+    which a JavaScript number (the dashboard, most consumers) cannot hold exactly."""
+    return {key: str(value) if key.endswith("_nanos") and isinstance(value, int) else value
+            for key, value in fields.items()}
+
+
 def view_messages(changes: BatchChanges) -> list[tuple[str, dict[str, Any]]]:
     """The messages announcing a committed batch, one per view and team it changed."""
     position = changes.last_position
@@ -63,7 +70,7 @@ def view_messages(changes: BatchChanges) -> list[tuple[str, dict[str, Any]]]:
     messages: list[tuple[str, dict[str, Any]]] = []
     for team_id, team in changes.teams.items():
         messages.append((f"ledger.views.balance.{team_id}",
-                         {"position": position, **team.as_dict()}))
+                         {"position": position, **_money_as_text(team.as_dict())}))
     for team_id, team_days in days.items():
         messages.append((f"ledger.views.usage.{team_id}",
                          {"position": position, "team_id": str(team_id),

@@ -143,5 +143,5 @@ def test_view_changes_are_published_on_nats_after_commit(database_url: str,
     assert subjects == {"ledger.views.balance", "ledger.views.usage", "ledger.views.audit"}
     balance = [payload for subject, payload in received if "balance" in subject][-1]
     assert stored is not None
-    assert balance["position"] == position and balance["balance_nanos"] == stored.balance_nanos
+    assert balance["position"] == position and balance["balance_nanos"] == str(stored.balance_nanos)
     assert all(isinstance(payload["position"], int) for _, payload in received)
