@@ -106,6 +106,15 @@ class ConsumerProcesses:
                 total += psutil.Process(process.pid).memory_info().rss
         return total
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the consumer processes so far."""
+        total = 0.0
+        for process in self.processes:
+            with suppress(psutil.NoSuchProcess):
+                times = psutil.Process(process.pid).cpu_times()
+                total += times.user + times.system
+        return total
+
     def stop(self) -> None:
         for process in self.processes:
             process.terminate()

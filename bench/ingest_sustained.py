@@ -97,6 +97,7 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
                     time.sleep(POLL_INTERVAL_SECONDS)
             done.set()
 
+        cpu_before = consumers.cpu_seconds()
         async with await UsagePublisher.connect(nats_url) as publisher:
             started = time.perf_counter()
             watcher = threading.Thread(target=watch, args=(started,), daemon=True)
@@ -104,6 +105,7 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
             report = await publisher.publish_many(records)
             published = time.perf_counter()
         await asyncio.to_thread(done.wait)
+        cpu_seconds = consumers.cpu_seconds() - cpu_before
         if "committed" not in finished:
             raise RuntimeError(f"not every record was committed in {INGEST_TIMEOUT_SECONDS}s")
         assert report.published == args.records
@@ -111,7 +113,8 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
         return {"publish_rate": args.records / (published - started),
                 "commit_rate": args.records / (finished["committed"] - started),
                 "seconds": finished["committed"] - started,
-                "rss_peak_mib": rss_peak / 2**20}
+                "rss_peak_mib": rss_peak / 2**20,
+                "cpu_us_per_record": cpu_seconds / args.records * 1e6}
     finally:
         consumers.stop()
         ledger.close()
@@ -144,6 +147,8 @@ def main() -> None:
     table.add_row("end to end (publish -> committed)", f"{ingest['commit_rate']:,.0f}",
                   f"{ingest['seconds']:.1f}s; ratio to service layer "
                   f"{ingest['commit_rate'] / service_rate:.2f}")
+    table.add_row("consumer CPU", f"{ingest['cpu_us_per_record']:.0f} us/record",
+                  "user + system, all consumer processes")
     table.add_row("consumer RSS peak", f"{ingest['rss_peak_mib']:.0f} MiB", "all processes")
     console.print(table)
 

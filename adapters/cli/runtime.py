@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import uvloop
 from rich.console import Console
 
 from adapters.nats.connection import connect_nats
@@ -155,7 +156,8 @@ def run_consume(args: argparse.Namespace) -> int:
         stop_on_signals(stop)
         await consume(runtime, stop, partitions, console)
 
-    asyncio.run(main())
+    # uvloop: nats-py's per-message path (parsing, tasks, socket writes) costs less on it.
+    uvloop.run(main())
     return 0
 
 
