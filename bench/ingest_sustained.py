@@ -145,8 +145,10 @@ def main() -> None:
             compared = asyncio.run(bench_ingest(servers.database("bench_compared"),
                                                 servers.nats_url, args, servers.folder,
                                                 args.compare_checkout.resolve()))
+            console.print(f"{args.compare_checkout.name}: {compared}", markup=False)
         ingest = asyncio.run(bench_ingest(servers.database("bench_ingest"), servers.nats_url,
                                           args, servers.folder))
+        console.print(f"this checkout: {ingest}", markup=False)
     table = Table(title=f"sustained ingest, {args.records:,} records, "
                         f"{args.consumers} consumer process(es)")
     for column in ("path", "records/s", "note"):
@@ -155,7 +157,7 @@ def main() -> None:
                   f"{args.baseline_records:,} records, batches of {SERVICE_BATCH_RECORDS}")
     rounds = [("", ingest)]
     if compared is not None:
-        rounds.insert(0, (f"[{args.compare_checkout}] ", compared))
+        rounds.insert(0, (f"{args.compare_checkout.name}: ", compared))
     for label, result in rounds:
         table.add_row(f"{label}publisher (stream acknowledged)",
                       f"{result['publish_rate']:,.0f}", "")

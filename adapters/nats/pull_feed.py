@@ -104,6 +104,7 @@ class NatsPullFeed:
         self._open_reply = ""  # the reply subject of the open request
         self._subscription: Subscription | None = None
         self._trouble = ""  # the last status that ended a request with a problem
+        self._first_arrival = 0.0  # when the oldest delivery in the buffer came
 
     async def start(self) -> NatsPullFeed:
         self._subscription = await self.client.subscribe(f"{self._inbox}.*", cb=self._on_message)
@@ -140,6 +141,8 @@ class NatsPullFeed:
             headers = msg.headers
             if self.group is not None and headers and PIN_ID_HEADER in headers:
                 self.pin_id = headers[PIN_ID_HEADER]
+            if not self._buffer:
+                self._first_arrival = time.monotonic()
             self._buffer.append(Delivery(msg.subject, msg.data, headers,
                                          stream_sequence(msg.reply), msg))
             if self._expected > 0:
@@ -206,7 +209,9 @@ class NatsPullFeed:
                     # ask again at once, in a tight loop.
                     await asyncio.sleep(max(0.0, idle_seconds - (time.monotonic() - started)))
                 return []
-        deadline = time.monotonic() + wait_seconds
+        # Counted from the oldest delivery's arrival, not from now: what came while the last
+        # batch was being committed has waited already (issue 10: latency at a steady rate).
+        deadline = self._first_arrival + wait_seconds
         while len(self._buffer) < self.batch_size and self._request_open():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -214,6 +219,8 @@ class NatsPullFeed:
             await self._wait_arrival(remaining)
         count = min(len(self._buffer), self.batch_size)
         batch = [self._buffer.popleft() for _ in range(count)]
+        if self._buffer:
+            self._first_arrival = time.monotonic()  # the rest start their wait now
         if not self._request_open():
             # Read ahead: the next batch travels while this one is committed.
             await self._request(idle_seconds)
