@@ -74,7 +74,11 @@ class ConsumerProcesses:
     """`ledger consume` processes sharing the partitions, ready once each wrote a heartbeat."""
 
     def __init__(self, database_url: str, nats_url: str, settings: IngestSettings,
-                 count: int, folder: Path) -> None:
+                 count: int, folder: Path, checkout: Path = REPO_ROOT) -> None:
+        """`checkout`: the source tree (with its own `.venv`) the processes run from; another
+        checkout compares two versions of the consumer in one run."""
+        python = (sys.executable if checkout == REPO_ROOT
+                  else str(checkout / ".venv" / "bin" / "python"))
         self.processes: list[subprocess.Popen[bytes]] = []
         self.heartbeats = [folder / f"consumer-{m}.heartbeat" for m in range(count)]
         for member, heartbeat in enumerate(self.heartbeats):
@@ -87,8 +91,8 @@ class ConsumerProcesses:
                    "LEDGER_INGEST_IN_FLIGHT_MAX": str(settings.in_flight_max)}
             log = (folder / f"consumer-{member}.log").open("wb")
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "adapters.cli", "consume", "--member", str(member),
-                 "--members", str(count)], env=env, cwd=REPO_ROOT, stdout=log,
+                [python, "-m", "adapters.cli", "consume", "--member", str(member),
+                 "--members", str(count)], env=env, cwd=checkout, stdout=log,
                 stderr=subprocess.STDOUT))
 
     def wait_ready(self) -> None:
@@ -104,6 +108,15 @@ class ConsumerProcesses:
         for process in self.processes:
             with suppress(psutil.NoSuchProcess):
                 total += psutil.Process(process.pid).memory_info().rss
+        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the consumer processes so far."""
+        total = 0.0
+        for process in self.processes:
+            with suppress(psutil.NoSuchProcess):
+                times = psutil.Process(process.pid).cpu_times()
+                total += times.user + times.system
         return total
 
     def stop(self) -> None:

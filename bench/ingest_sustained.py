@@ -23,8 +23,9 @@ import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from ingest_common import ConsumerProcesses, bench_servers, machine, priced_accounts
+from ingest_common import REPO_ROOT, ConsumerProcesses, bench_servers, machine, priced_accounts
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -68,14 +69,14 @@ def bench_service(database_url: str, accounts_count: int, count: int) -> float:
 
 
 async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespace,
-                       folder: object) -> dict[str, float]:
+                       folder: Path, checkout: Path = REPO_ROOT) -> dict[str, float]:
     settings = IngestSettings.from_env()
     await recreate_stream(nats_url, settings)
     ledger = open_ledger(database_url)
     accounts = priced_accounts(ledger, args.accounts)
     records = make_records(accounts, args.records, "ingest")
-    consumers = ConsumerProcesses(database_url, nats_url, settings, args.consumers,
-                                  folder)  # type: ignore[arg-type]
+    consumers = ConsumerProcesses(database_url, nats_url, settings, args.consumers, folder,
+                                  checkout)
     try:
         consumers.wait_ready()
         rss_peak = 0
@@ -97,6 +98,7 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
                     time.sleep(POLL_INTERVAL_SECONDS)
             done.set()
 
+        cpu_before = consumers.cpu_seconds()
         async with await UsagePublisher.connect(nats_url) as publisher:
             started = time.perf_counter()
             watcher = threading.Thread(target=watch, args=(started,), daemon=True)
@@ -104,6 +106,7 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
             report = await publisher.publish_many(records)
             published = time.perf_counter()
         await asyncio.to_thread(done.wait)
+        cpu_seconds = consumers.cpu_seconds() - cpu_before
         if "committed" not in finished:
             raise RuntimeError(f"not every record was committed in {INGEST_TIMEOUT_SECONDS}s")
         assert report.published == args.records
@@ -111,7 +114,8 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
         return {"publish_rate": args.records / (published - started),
                 "commit_rate": args.records / (finished["committed"] - started),
                 "seconds": finished["committed"] - started,
-                "rss_peak_mib": rss_peak / 2**20}
+                "rss_peak_mib": rss_peak / 2**20,
+                "cpu_us_per_record": cpu_seconds / args.records * 1e6}
     finally:
         consumers.stop()
         ledger.close()
@@ -124,6 +128,10 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--consumers", type=int, default=1,
                         help="`ledger consume` processes sharing the partitions")
+    parser.add_argument("--compare-checkout", type=Path, default=None,
+                        help="another source tree with its own .venv (say, `git archive` of an "
+                             "older commit, then `uv sync` in it): its consumer is measured "
+                             "first, in the same run, against the same service-layer baseline")
     args = parser.parse_args()
     console.print(f"machine: {machine()}")
     settings = IngestSettings.from_env()
@@ -132,19 +140,35 @@ def main() -> None:
         service_rate = bench_service(servers.database("bench_service"), args.accounts,
                                      args.baseline_records)
         console.print(f"service layer: {service_rate:,.0f} records/s")
+        compared = None
+        if args.compare_checkout is not None:
+            compared = asyncio.run(bench_ingest(servers.database("bench_compared"),
+                                                servers.nats_url, args, servers.folder,
+                                                args.compare_checkout.resolve()))
+            console.print(f"{args.compare_checkout.name}: {compared}", markup=False)
         ingest = asyncio.run(bench_ingest(servers.database("bench_ingest"), servers.nats_url,
                                           args, servers.folder))
+        console.print(f"this checkout: {ingest}", markup=False)
     table = Table(title=f"sustained ingest, {args.records:,} records, "
                         f"{args.consumers} consumer process(es)")
     for column in ("path", "records/s", "note"):
         table.add_column(column)
     table.add_row("service layer (record_usage_batch)", f"{service_rate:,.0f}",
                   f"{args.baseline_records:,} records, batches of {SERVICE_BATCH_RECORDS}")
-    table.add_row("publisher (stream acknowledged)", f"{ingest['publish_rate']:,.0f}", "")
-    table.add_row("end to end (publish -> committed)", f"{ingest['commit_rate']:,.0f}",
-                  f"{ingest['seconds']:.1f}s; ratio to service layer "
-                  f"{ingest['commit_rate'] / service_rate:.2f}")
-    table.add_row("consumer RSS peak", f"{ingest['rss_peak_mib']:.0f} MiB", "all processes")
+    rounds = [("", ingest)]
+    if compared is not None:
+        rounds.insert(0, (f"{args.compare_checkout.name}: ", compared))
+    for label, result in rounds:
+        table.add_row(f"{label}publisher (stream acknowledged)",
+                      f"{result['publish_rate']:,.0f}", "")
+        table.add_row(f"{label}end to end (publish -> committed)",
+                      f"{result['commit_rate']:,.0f}",
+                      f"{result['seconds']:.1f}s; ratio to service layer "
+                      f"{result['commit_rate'] / service_rate:.2f}")
+        table.add_row(f"{label}consumer CPU", f"{result['cpu_us_per_record']:.0f} us/record",
+                      "user + system, all consumer processes")
+        table.add_row(f"{label}consumer RSS peak", f"{result['rss_peak_mib']:.0f} MiB",
+                      "all processes")
     console.print(table)
 
 

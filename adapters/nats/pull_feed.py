@@ -6,9 +6,11 @@ opens a fresh request (and inbox) per call; measured at ~26 us of client CPU per
 delivered messages are appended to a buffer by its callback, and a pull request
 (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`, published with `Client.publish(reply=...)`)
 for the next batch is open while the current batch is being committed, so the broker's delivery
-overlaps with our database work. Messages are settled with nats-py's own `Msg.ack()`,
-`Msg.nak(delay)` and `Msg.term()`. The JSON of the pull request and the `$JS.ACK...` reply
-subject are the public JetStream protocol (ADR-13, ADR-15).
+overlaps with our database work. Messages are acknowledged by publishing `+ACK` to their reply
+subject with `Client.publish` (what `Msg.ack()` sends, minus its per-message checks: the hot
+path), and settled otherwise with nats-py's own `Msg.nak(delay)` and `Msg.term()`. The JSON of
+the pull request, the `$JS.ACK...` reply subject and `+ACK` are the public JetStream protocol
+(ADR-13, ADR-15).
 
 Each request gets its own reply subject (`<inbox>.<n>`, all under one subscription): the broker
 ends a request with a status message sent to that subject (404 nothing to deliver, 408 expired,
@@ -52,6 +54,8 @@ STATUSES_REQUEST_OVER = ("404", "408")
 # The pin went to another client of the priority group: ask to be pinned again.
 STATUS_PIN_LOST = "423"
 PIN_ID_HEADER = "Nats-Pin-Id"
+# The body of a JetStream acknowledgement, published to a delivery's reply subject (ADR-13).
+ACK_PAYLOAD = b"+ACK"
 STATUS_HEADER = "Status"
 DESCRIPTION_HEADER = "Description"
 # A request whose closing status never came is taken as over this long after it expired.
@@ -100,6 +104,7 @@ class NatsPullFeed:
         self._open_reply = ""  # the reply subject of the open request
         self._subscription: Subscription | None = None
         self._trouble = ""  # the last status that ended a request with a problem
+        self._first_arrival = 0.0  # when the oldest delivery in the buffer came
 
     async def start(self) -> NatsPullFeed:
         self._subscription = await self.client.subscribe(f"{self._inbox}.*", cb=self._on_message)
@@ -118,8 +123,11 @@ class NatsPullFeed:
     async def settle(self, ack: Sequence[Delivery], term: Sequence[Delivery],
                      nak: Sequence[tuple[Delivery, float]]) -> None:
         try:
+            publish = self.client.publish
             for delivery in ack:
-                await _msg(delivery).ack()
+                # The JetStream ack, published as is (what `Msg.ack()` sends, without its
+                # per-message checks): the hot path, one per record.
+                await publish(_msg(delivery).reply, ACK_PAYLOAD)
             for delivery in term:
                 await _msg(delivery).term()
             for delivery, delay in nak:
@@ -133,6 +141,8 @@ class NatsPullFeed:
             headers = msg.headers
             if self.group is not None and headers and PIN_ID_HEADER in headers:
                 self.pin_id = headers[PIN_ID_HEADER]
+            if not self._buffer:
+                self._first_arrival = time.monotonic()
             self._buffer.append(Delivery(msg.subject, msg.data, headers,
                                          stream_sequence(msg.reply), msg))
             if self._expected > 0:
@@ -199,7 +209,9 @@ class NatsPullFeed:
                     # ask again at once, in a tight loop.
                     await asyncio.sleep(max(0.0, idle_seconds - (time.monotonic() - started)))
                 return []
-        deadline = time.monotonic() + wait_seconds
+        # Counted from the oldest delivery's arrival, not from now: what came while the last
+        # batch was being committed has waited already (issue 10: latency at a steady rate).
+        deadline = self._first_arrival + wait_seconds
         while len(self._buffer) < self.batch_size and self._request_open():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -207,6 +219,8 @@ class NatsPullFeed:
             await self._wait_arrival(remaining)
         count = min(len(self._buffer), self.batch_size)
         batch = [self._buffer.popleft() for _ in range(count)]
+        if self._buffer:
+            self._first_arrival = time.monotonic()  # the rest start their wait now
         if not self._request_open():
             # Read ahead: the next batch travels while this one is committed.
             await self._request(idle_seconds)

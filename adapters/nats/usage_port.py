@@ -15,7 +15,6 @@ after its ack wait, and the ledger answers "duplicate".
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -29,16 +28,26 @@ class RejectionRefused(Exception):
     nak'ed and offered again later."""
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class Delivery:
     """One message as the ledger sees it. `handle` is the bus client's own message, opaque here:
-    only the bus that made the delivery reads it, to settle it."""
+    only the bus that made the delivery reads it, to settle it.
 
-    subject: str
-    data: bytes
-    headers: Mapping[str, str] | None
-    stream_sequence: int
-    handle: object
+    A plain class with slots, not a frozen dataclass: one is made per message on the hot path,
+    and a frozen dataclass's `__init__` (one `object.__setattr__` per field) measured 1.7 us
+    against 0.2 us here (issue 10). Treat it as read-only all the same."""
+
+    __slots__ = ("data", "handle", "headers", "stream_sequence", "subject")
+
+    def __init__(self, subject: str, data: bytes, headers: Mapping[str, str] | None,
+                 stream_sequence: int, handle: object) -> None:
+        self.subject = subject
+        self.data = data
+        self.headers = headers
+        self.stream_sequence = stream_sequence
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.subject!r}, stream_sequence={self.stream_sequence})"
 
     @property
     def msg_id(self) -> str | None:
