@@ -31,9 +31,10 @@ from adapters.nats.ingest_settings import (
     USAGE_MAX_BYTES_MIN,
     IngestSettings,
 )
+from adapters.nats.rejection_store import RejectionStore
 from adapters.nats.streams import ensure_stream, recreate_stream, rejected_stream_config
 from adapters.nats.usage_bus import NatsUsageBus
-from adapters.nats.usage_consumer import IngestStats, RejectionStore, UsageConsumer
+from adapters.nats.usage_consumer import IngestStats, UsageConsumer
 from adapters.nats.usage_contract import (
     OCCURRED_AT_FUTURE_SKEW,
     UsageMessage,
