@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import uvloop
 from rich.console import Console
 
 from adapters.nats.connection import connect_nats
@@ -160,8 +159,7 @@ def run_consume(args: argparse.Namespace) -> int:
     # Start-up's objects (modules, settings, the CLI) live as long as the process: kept out of
     # the collector's full scans, which a record stream triggers often (issue 10's profile).
     gc.freeze()
-    # uvloop: nats-py's per-message path (parsing, tasks, socket writes) costs less on it.
-    uvloop.run(main())
+    asyncio.run(main())
     return 0
 
 
