@@ -95,6 +95,9 @@ class ConsumerProcess:
             "LEDGER_USAGE_REPLICAS": str(settings.replicas),
         }
         self.log_path = log_path
+        # Touched by the consumer while it is connected and every partition loop runs.
+        self.health_file = log_path.with_suffix(".health")
+        self.env["LEDGER_HEALTH_FILE"] = str(self.health_file)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -125,3 +128,7 @@ class ConsumerProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def serving(self) -> bool:
+        """Set up and pulling: its health file exists (see LEDGER_HEALTH_FILE)."""
+        return self.alive() and self.health_file.exists()

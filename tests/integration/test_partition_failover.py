@@ -12,17 +12,17 @@ checks every record is charged exactly once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 import nats
 import pytest
 
-from adapters.nats.ingest_settings import STREAM_NAME, IngestSettings
-from adapters.nats.streams import consumer_name, recreate_stream
+from adapters.nats.ingest_settings import IngestSettings
+from adapters.nats.streams import recreate_stream
 from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.composition import open_ledger
+from tests.integration.pins import pinned_and_delivered, wait_for_resumption
 from tests.integration.support import (
     ConsumerProcess,
     accounts,
@@ -49,24 +49,10 @@ SURVIVOR_IDLE_SECONDS = 6.0
 RESUME_SLACK_SECONDS = 6.0
 WAIT_SECONDS = 120.0
 DEAD_CONNECTION_SECONDS = 0.5
-POLL_SECONDS = 0.1
 
 
-async def pins(js_client: nats.NATS) -> dict[int, str]:
-    """The pinned client id of each partition's consumer (JetStream API, CONSUMER.INFO)."""
-    result = {}
-    for partition in range(PARTITIONS):
-        reply = await js_client.request(
-            f"$JS.API.CONSUMER.INFO.{STREAM_NAME}.{consumer_name(partition)}", b"", timeout=5)
-        groups = json.loads(reply.data).get("priority_groups") or [{}]
-        result[partition] = groups[0].get("pinned_client_id", "")
-    return result
-
-
-async def delivered(js_client: nats.NATS) -> dict[int, int]:
-    js = js_client.jetstream()
-    return {p: (await js.consumer_info(STREAM_NAME, consumer_name(p))).delivered.stream_seq
-            for p in range(PARTITIONS)}
+async def pins(client: nats.NATS) -> dict[int, str]:
+    return {p: pin for p, (pin, _) in (await pinned_and_delivered(client, PARTITIONS)).items()}
 
 
 async def publish_paced(publisher: UsagePublisher, records: list) -> None:  # type: ignore[type-arg]
@@ -99,8 +85,10 @@ async def test_a_killed_consumers_partitions_resume_on_the_other_within_the_pin_
             await publisher.publish_many(warmup)
             await wait_until(lambda: recorded() >= WARMUP_RECORDS, WAIT_SECONDS, "warm-up")
             pinned_before = await pins(control)
-            assert all(pinned_before.values()), pinned_before
+            assert len(pinned_before) == PARTITIONS and all(pinned_before.values()), (
+                pinned_before)
             survivor.start()
+            await wait_until(survivor.serving, WAIT_SECONDS, "the survivor serving")
             streaming = asyncio.create_task(publish_paced(publisher, stream))
             await asyncio.sleep(SURVIVOR_IDLE_SECONDS)
             assert await pins(control) == pinned_before, "a pin moved while its client lived"
@@ -112,15 +100,11 @@ async def test_a_killed_consumers_partitions_resume_on_the_other_within_the_pin_
             # What the server delivered to the dead process's open requests until it saw the
             # connection close does not count as resuming.
             await asyncio.sleep(DEAD_CONNECTION_SECONDS)
-            at_kill = await delivered(control)
-            resumed: dict[int, float] = {}
-            while len(resumed) < PARTITIONS and time.monotonic() - killed < WAIT_SECONDS:
-                now, pinned = await delivered(control), await pins(control)
-                for partition, sequence in now.items():
-                    if (partition not in resumed and sequence > at_kill[partition]
-                            and pinned[partition] not in ("", pinned_before[partition])):
-                        resumed[partition] = time.monotonic() - killed
-                await asyncio.sleep(POLL_SECONDS)
+            at_kill = {p: (pinned_before[p], sequence) for p, (_, sequence)
+                       in (await pinned_and_delivered(control, PARTITIONS)).items()}
+            assert len(at_kill) == PARTITIONS, at_kill
+            resumed = await wait_for_resumption(control, PARTITIONS, at_kill, killed,
+                                                WAIT_SECONDS)
             await streaming
         assert len(resumed) == PARTITIONS, f"partitions never resumed: {resumed}"
         gap = max(resumed.values())
