@@ -11,8 +11,8 @@ LEDGER_USAGE_DUPLICATE_WINDOW_SECONDS  the broker's Nats-Msg-Id window (default 
                                   ledger's own idempotency keys cover everything after it
 LEDGER_INGEST_ACK_WAIT_SECONDS    how long the broker waits for an ack before redelivering
                                   (default 30 s)
-LEDGER_USAGE_REPLICAS             copies of the stream in a NATS cluster (default 1; 3 in
-                                  compose.yaml)
+LEDGER_USAGE_REPLICAS             copies of the ledger's streams (usage, rejections, views)
+                                  in a NATS cluster (default 1; 3 in compose.yaml)
 LEDGER_USAGE_MAX_BYTES            backlog the usage stream holds (default 8 GiB); when full,
                                   producers are refused (discard new), nothing is dropped
 LEDGER_REJECTED_MAX_BYTES         rejections kept (default 1 GiB), oldest dropped first

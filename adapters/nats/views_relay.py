@@ -42,6 +42,7 @@ from nats.js.errors import BadRequestError
 
 from adapters.nats.auth_settings import NatsAuthSettings
 from adapters.nats.connection import nats_servers
+from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.views_publisher import broker_security
 from projections.view_messages import OutboxRow, ViewOutbox
 from services.backoff import Backoff
@@ -70,17 +71,18 @@ CLOSE_WAIT_SECONDS = 15.0
 log = logging.getLogger(__name__)
 
 
-def views_stream_config() -> StreamConfig:
+def views_stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=VIEWS_STREAM_NAME, subjects=VIEWS_STREAM_SUBJECTS,
-        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, num_replicas=replicas,
         max_msgs_per_subject=VIEWS_HISTORY_PER_SUBJECT, discard=DiscardPolicy.OLD,
         duplicate_window=VIEWS_DUPLICATE_WINDOW_SECONDS, max_msg_size=VIEWS_MESSAGE_BYTES_MAX)
 
 
-async def ensure_views_stream(js: JetStreamContext) -> None:
-    """Create `LEDGER_VIEWS`, or bring an existing one to these settings."""
-    config = views_stream_config()
+async def ensure_views_stream(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create `LEDGER_VIEWS`, or bring an existing one to these settings (a replica count
+    changed on a live stream is applied by JetStream in place)."""
+    config = views_stream_config(replicas)
     try:
         await js.add_stream(config)
     except BadRequestError:  # it exists with other settings (an older ledger's)
@@ -92,8 +94,11 @@ class NatsViewsRelay:
 
     def __init__(self, nats_url: str, outbox: ViewOutbox, *,
                  on_close: Callable[[], None] | None = None,
-                 backoff: Backoff = RELAY_BACKOFF) -> None:
+                 backoff: Backoff = RELAY_BACKOFF, replicas: int | None = None) -> None:
+        """`replicas`: copies of `LEDGER_VIEWS` in a cluster; default LEDGER_USAGE_REPLICAS,
+        so the views are as durable as the usage they come from."""
         self.nats_url = nats_url
+        self.replicas = replicas if replicas is not None else IngestSettings.from_env().replicas
         self.outbox = outbox
         self.backoff = backoff
         self.relayed = 0   # rows published and marked (counters for logs and tests)
@@ -162,7 +167,7 @@ class NatsViewsRelay:
                             security=broker_security(NatsAuthSettings.from_env()))
         try:
             client: Client = await broker.connect()
-            await ensure_views_stream(client.jetstream())
+            await ensure_views_stream(client.jetstream(), self.replicas)
         except BaseException:
             await self._drop(broker)
             raise
