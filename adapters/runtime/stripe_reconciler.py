@@ -1,0 +1,154 @@
+"""The periodic Stripe reconciliation `ledger up` runs when Stripe is configured (issue 12).
+
+Every `LEDGER_STRIPE_RECONCILE_INTERVAL_SECONDS` (default one hour), for every team that has
+started a payment through the ledger (the payments read model; at most
+`RECONCILE_TEAMS_PER_PASS_MAX` per pass):
+
+1. the team's unfinished payments are read from Stripe and recorded as Stripe reports them (the
+   same path as their webhooks), so a webhook that never came is healed within one interval;
+2. the team's top-ups, refunds and lost disputes are compared with Stripe's
+   (`services.payments.reconciliation`), and every difference is logged with both sides.
+
+The last pass is written to `<data folder>/stripe-reconcile.json` (when it ran, teams compared,
+each difference with both sides, teams that failed and why) for operators and monitoring; a pass
+with any difference or failure logs a warning. Stripe
+being unreachable fails that team's comparison, not the pass: the next interval tries again.
+Differences are never "fixed" by this job: a difference is for a person to look at
+(`ledger reconcile --team T` shows the same with exit status 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from adapters.postgres.view_schema import LIVE_SCHEMA, connect, q
+from adapters.runtime.composition import open_ledger
+from adapters.runtime.processes import Runtime
+from adapters.runtime.settings import ConfigurationError
+from adapters.stripe.gateway import StripeGateway, make_client
+from adapters.stripe.settings import StripeSettings
+from domain.errors import LedgerError
+from services.payments.port import PaymentProviderError
+from services.payments.reconciliation import reconcile_team
+from services.payments.top_ups import TopUps
+
+ENV_INTERVAL = "LEDGER_STRIPE_RECONCILE_INTERVAL_SECONDS"
+INTERVAL_SECONDS_DEFAULT = 3600.0
+INTERVAL_SECONDS_MIN = 10.0
+INTERVAL_SECONDS_MAX = 7 * 86400.0
+RECONCILE_TEAMS_PER_PASS_MAX = 10_000
+STATUS_FILE_NAME = "stripe-reconcile.json"
+FAILURE_TEXT_LENGTH_MAX = 500
+
+log = logging.getLogger(__name__)
+
+
+def interval_seconds(env: dict[str, str] | None = None) -> float:
+    raw = (env if env is not None else os.environ).get(ENV_INTERVAL)
+    if raw is None or raw == "":
+        return INTERVAL_SECONDS_DEFAULT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{ENV_INTERVAL} must be a number of seconds, got "
+                                 f"{raw[:50]!r}") from None
+    if not INTERVAL_SECONDS_MIN <= value <= INTERVAL_SECONDS_MAX:
+        raise ConfigurationError(f"{ENV_INTERVAL} must be {INTERVAL_SECONDS_MIN:.0f} to "
+                                 f"{INTERVAL_SECONDS_MAX:.0f} seconds, got {raw[:50]!r}")
+    return value
+
+
+def teams_with_payments(database_url: str, limit: int = RECONCILE_TEAMS_PER_PASS_MAX,
+                        schema: str = LIVE_SCHEMA) -> list[UUID]:
+    """Teams that started a payment through the ledger, from the payments read model."""
+    with connect(database_url) as conn:
+        rows = conn.execute(q("SELECT DISTINCT team_id FROM {s}.payments ORDER BY team_id "
+                              "LIMIT %s", schema), (limit,)).fetchall()
+    return [row[0] for row in rows]
+
+
+@dataclass
+class PassReport:
+    started_at: str
+    teams: int = 0
+    refreshed_payments: int = 0
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not self.differences and not self.failures
+
+
+def reconcile_all(database_url: str, settings: StripeSettings,
+                  gateway: StripeGateway | None = None) -> PassReport:
+    """One pass over every team with payments (see the module docstring)."""
+    started = time.monotonic()
+    report = PassReport(started_at=datetime.now(UTC).isoformat())
+    gateway = gateway or StripeGateway(make_client(settings))
+    ledger = open_ledger(database_url)
+    try:
+        top_ups = TopUps(ledger, gateway, settings.top_up_limits)
+        for team_id in teams_with_payments(database_url):
+            report.teams += 1
+            try:
+                report.refreshed_payments += top_ups.refresh_open_payments(team_id)
+                result = reconcile_team(ledger, gateway, team_id)
+            except (PaymentProviderError, LedgerError) as error:
+                text = str(getattr(error, "message", error))[:FAILURE_TEXT_LENGTH_MAX]
+                report.failures.append({"team_id": str(team_id), "error": text})
+                log.warning("reconciling team %s with Stripe failed: %s", team_id, text)
+                continue
+            for difference in result.differences:
+                entry = {"team_id": str(team_id), "currency": result.currency,
+                         **asdict(difference)}
+                # Nanos as decimal strings, like every amount the ledger writes out.
+                for side in ("ledger_nanos", "stripe_nanos"):
+                    if entry[side] is not None:
+                        entry[side] = str(entry[side])
+                report.differences.append(entry)
+                log.warning("Stripe reconciliation: team %s %s %s: ledger %s, Stripe %s "
+                            "nanos %s", team_id, difference.kind, difference.stripe_object_id,
+                            difference.ledger_nanos, difference.stripe_nanos, result.currency)
+    finally:
+        ledger.close()
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def write_status(data_dir: Path, report: PassReport) -> Path:
+    path = data_dir / STATUS_FILE_NAME
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({**asdict(report), "clean": report.clean}, indent=2))
+    temporary.replace(path)  # readers never see half a file
+    return path
+
+
+async def run_stripe_reconciler(runtime: Runtime, stop: asyncio.Event) -> None:
+    """A `ledger up` runner: a pass at start, then every interval, until `stop`."""
+    settings = StripeSettings.from_env()
+    if settings is None:
+        log.info("Stripe is not configured: no periodic reconciliation")
+        await stop.wait()
+        return
+    interval = interval_seconds()
+    while not stop.is_set():
+        report = await asyncio.to_thread(reconcile_all, runtime.database_url, settings)
+        write_status(runtime.data_dir, report)
+        (log.info if report.clean else log.warning)(
+            "Stripe reconciliation: %d team(s), %d payment(s) refreshed, %d difference(s), "
+            "%d failure(s) in %.1fs", report.teams, report.refreshed_payments,
+            len(report.differences), len(report.failures), report.seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
