@@ -8,7 +8,9 @@ record of each account loads it from PostgreSQL), the publisher sends --rate rec
 paced in 10 ms ticks, for --seconds, each publish awaited until the stream stored it. The
 consumer runs in this process (all partitions), and reports each committed batch through its
 `on_commit` hook; latency of a record = commit returned - publish started, on one monotonic
-clock. Prints p50, p90, p99, max.
+clock. Prints p50, p90, p99, max. The baseline, measured in the same run on the same records:
+publish -> stored (the stream's acknowledgement of each publish): the part of the latency that
+is NATS and the machine, not the ledger; the ledger's own share is the difference.
 
 Phase 2 (memory): a `ledger consume` process (the real thing, not this one) takes a steady
 --rate, then --burst-factor times that for --burst-seconds, then the steady rate again; its RSS
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import threading
@@ -55,7 +58,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def paced_publish(publisher: UsagePublisher, accounts: list[PricedAccount], prefix: str,
-                        rate: int, seconds: float, sent_at: dict[str, float] | None) -> int:
+                        rate: int, seconds: float, sent_at: dict[str, float] | None,
+                        stored_at: dict[str, float] | None = None) -> int:
     """Publish `rate` records/s in TICK_SECONDS ticks (each tick's records concurrently)."""
     rng = random.Random(prefix)
     per_tick = rate * TICK_SECONDS
@@ -76,7 +80,13 @@ async def paced_publish(publisher: UsagePublisher, accounts: list[PricedAccount]
         if sent_at is not None:
             for record in records:
                 sent_at[record.usage_id] = now
-        await asyncio.gather(*(publisher.publish_usage(r) for r in records))
+
+        async def publish(record: UsageRecord) -> None:
+            await publisher.publish_usage(record)
+            if stored_at is not None:
+                stored_at[record.usage_id] = time.monotonic()
+
+        await asyncio.gather(*(publish(r) for r in records))
         tick += 1
         await asyncio.sleep(max(0.0, started + tick * TICK_SECONDS - time.monotonic()))
     return sent
@@ -100,6 +110,7 @@ async def measure_latency(database_url: str, nats_url: str, rate: int, seconds: 
                              settings=settings, on_commit=on_commit)
     task = asyncio.create_task(consumer.run())
     sent_at: dict[str, float] = {}
+    stored_at: dict[str, float] = {}
     try:
         await asyncio.sleep(1.0)  # connected and pulling
         async with await UsagePublisher.connect(nats_url) as publisher:
@@ -114,7 +125,7 @@ async def measure_latency(database_url: str, nats_url: str, rate: int, seconds: 
                 cold = [(committed_at[k] - warm_sent_at[k]) * 1000 for k in warm_sent_at]
             with console.status(f"steady {rate} records/s for {seconds:.0f}s"):
                 sent = await paced_publish(publisher, accounts, "latency", rate, seconds,
-                                           sent_at)
+                                           sent_at, stored_at)
         deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
         while len(committed_at) < warm + sent and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -125,7 +136,9 @@ async def measure_latency(database_url: str, nats_url: str, rate: int, seconds: 
         ledger.close()
     latencies = [(committed_at[k] - sent_at[k]) * 1000 for k in sent_at if k in committed_at]
     assert len(latencies) == sent, f"only {len(latencies)} of {sent} committed"
+    stored = [(stored_at[k] - sent_at[k]) * 1000 for k in sent_at]
     return {"records": sent, "achieved_rate": sent / seconds,
+            "stored_p50": percentile(stored, 0.50), "stored_p99": percentile(stored, 0.99),
             "p50": percentile(latencies, 0.50), "p90": percentile(latencies, 0.90),
             "p99": percentile(latencies, 0.99), "max": max(latencies),
             "mean": statistics.fmean(latencies), "cold_p99": percentile(cold, 0.99),
@@ -202,6 +215,7 @@ def main() -> None:
     args = parser.parse_args()
     console.print(f"machine: {machine()}")
     console.print(f"settings: {IngestSettings.from_env()}")
+    console.print(f"load average at start: {os.getloadavg()[0]:.1f}")
     with bench_servers() as servers:
         latency = asyncio.run(measure_latency(servers.database("bench_latency"),
                                               servers.nats_url, args.rate, args.seconds,
@@ -216,6 +230,8 @@ def main() -> None:
                   f"({latency['records']:,.0f} records)")
     for name in ("p50", "p90", "p99", "max", "mean"):
         table.add_row(f"publish -> committed {name}", f"{latency[name]:.1f} ms")
+    table.add_row("baseline: publish -> stored p50 / p99",
+                  f"{latency['stored_p50']:.1f} / {latency['stored_p99']:.1f} ms")
     table.add_row("warm-up (cold consumer cache) p99 / max",
                   f"{latency['cold_p99']:.1f} / {latency['cold_max']:.1f} ms")
     table.add_row("burst publish rate", f"{memory['burst_rate']:,.0f} records/s "
