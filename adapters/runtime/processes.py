@@ -66,6 +66,7 @@ UP_RUNNERS: list[str] = [
     "adapters.runtime.usage_runner:run_usage_consumer",
     "adapters.runtime.projection_process:projections_up_runner",
     "adapters.http.serve:http_up_runner",
+    "adapters.runtime.auto_recharge_runner:auto_recharge_up_runner",
 ]
 
 
