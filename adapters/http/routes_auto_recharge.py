@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from adapters.http.auth import Principal, PrincipalDep, aggregates, team_access
-from adapters.http.problems import PROBLEM_RESPONSES
+from adapters.http.problems import PROBLEM_RESPONSES, ProblemError
 from adapters.http.routes_billing import PAYMENT_METHOD_PATTERN, _billing
 from adapters.http.schemas import Money, NanosString, money, parse_nanos
 from adapters.http.schemas import Request as Body
@@ -26,7 +26,12 @@ from domain.auto_recharge import (
     AutoRechargeState,
     RechargeSettings,
 )
-from services.payments.auto_recharge import AUTO_RECHARGE_ACTION, VIEW_ACTION, AutoRecharges
+from services.payments.auto_recharge import (
+    AUTO_RECHARGE_ACTION,
+    VIEW_ACTION,
+    AutoRechargeNotFoundError,
+    AutoRecharges,
+)
 
 router = APIRouter(tags=["billing"], responses=PROBLEM_RESPONSES)
 
@@ -97,7 +102,11 @@ def get_auto_recharge(team_id: UUID, request: Request,
     """The team's auto-recharge and the state of its trigger (404 when none was set)."""
     team_access(aggregates(request), principal, team_id, VIEW_ACTION)
     recharges = _recharges(request)
-    return _answer(recharges, recharges.get(team_id, principal.actor()))
+    try:
+        policy = recharges.get(team_id, principal.actor())
+    except AutoRechargeNotFoundError as error:  # the caller sees the team: say what is missing
+        raise ProblemError(404, error.code, "Not found", error.message) from None
+    return _answer(recharges, policy)
 
 
 @router.put("/v1/teams/{team_id}/auto-recharge", response_model=AutoRechargeInfo)
