@@ -12,7 +12,8 @@ the state of the trigger, so that every process that watches the balance agrees 
   and falling again. After a failure it stays armed, but not before `retry_not_before` (the
   service's backoff), and after `FAILURES_IN_A_ROW_MAX` failures in a row it stops until an
   owner or billing member resumes it;
-- the amounts started per day (in the team's timezone) bound the charges by the daily cap.
+- the amounts started per day (in the team's timezone) bound the charges by the daily cap; a
+  charge that failed gives its amount back (it took no money).
 
 Every change is an event naming its actor; the trigger's events name the system actor.
 """
@@ -103,6 +104,7 @@ class AutoRechargePolicy(Aggregate):
         self.open_payment_id: UUID | None = None
         self.open_amount_nanos = 0  # what the open crossing charges (the settings may change)
         self.open_payment_method_id = ""
+        self.open_day = ""
         self.opened_at: datetime | None = None
         self.failures_in_row = 0
         self.retry_not_before: datetime | None = None
@@ -226,6 +228,7 @@ class AutoRechargePolicy(Aggregate):
         self.open_payment_id = payment_id
         self.open_amount_nanos = amount_nanos
         self.open_payment_method_id = payment_method_id
+        self.open_day = day
         self.opened_at = opened_at
         recent = sorted(self.started_by_day)[-(DAYS_KEPT - 1):]
         self.started_by_day = {d: self.started_by_day[d] for d in recent}
@@ -266,6 +269,9 @@ class AutoRechargePolicy(Aggregate):
     def _crossing_closed(self, number: int, payment_id: UUID, outcome: str,
                          failures_in_row: int, retry_not_before: datetime | None,
                          credited_seen_nanos: int, failure: str | None, actor: str) -> None:
+        if outcome != "succeeded" and self.open_day in self.started_by_day:
+            # Nothing was charged: the day's cap is given back.
+            self.started_by_day[self.open_day] -= self.open_amount_nanos
         self.open_payment_id = None
         self.opened_at = None
         self.failures_in_row = failures_in_row

@@ -162,7 +162,10 @@ class AutoRecharges:
                               else "armed already")
         if not policy.may_open(now):
             return policy.state(now).value
-        day = now.astimezone(ZoneInfo(self.ledger.get_team(team_id).timezone)).date()
+        team = self.ledger.get_team(team_id)
+        if team.suspended:  # a top-up would be refused: open no crossing it cannot charge
+            return "team suspended"
+        day = now.astimezone(ZoneInfo(team.timezone)).date()
         if policy.started_on(day) + policy.amount_nanos > policy.daily_cap_nanos:
             return self._step(team_id, "note_auto_recharge_cap", lambda p: "daily cap reached"
                               if p.note_cap_reached(day, seen.available_nanos,
