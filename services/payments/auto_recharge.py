@@ -74,13 +74,13 @@ def recharge_request_key(policy_id: UUID, crossing: int) -> str:
 
 class AutoRecharges:
     def __init__(self, ledger: Ledger, top_ups: TopUps, backoff: Backoff = RECHARGE_BACKOFF,
-                 resume_after: timedelta = RESUME_AFTER,
-                 read_after: timedelta = READ_AFTER) -> None:
+                 resume_after: timedelta | None = None,
+                 read_after: timedelta | None = None) -> None:
         self.ledger = ledger
         self.top_ups = top_ups
         self.backoff = backoff
-        self.resume_after = resume_after
-        self.read_after = read_after
+        self.resume_after = RESUME_AFTER if resume_after is None else resume_after
+        self.read_after = READ_AFTER if read_after is None else read_after
 
     # Reading -------------------------------------------------------------------------------
 

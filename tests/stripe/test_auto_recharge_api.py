@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -11,9 +13,17 @@ from domain.auto_recharge import FAILURES_IN_A_ROW_MAX
 from domain.money import NANOS_PER_UNIT
 from services.payments.auto_recharge import AutoRecharges
 from tests.http.support import make_team
-from tests.stripe.conftest import LiveApp
+from tests.stripe.auto_recharge_support import (
+    catch_up,
+    open_trigger,
+    priced_team,
+    set_policy,
+    spend,
+)
+from tests.stripe.conftest import LiveApp, settings_for
 
 DOLLAR = NANOS_PER_UNIT
+WAIT_SECONDS_MAX = 30
 POLICY = {"threshold_nanos": str(20 * DOLLAR), "amount_nanos": str(25 * DOLLAR),
           "daily_cap_nanos": str(100 * DOLLAR), "payment_method_id": "pm_card_visa"}
 
@@ -72,3 +82,30 @@ def test_bad_settings_say_what_to_fix_and_resume_needs_a_stop(
     resumed = call(live_app, "POST", f"{path}/resume", owner)
     assert resumed.status_code == 409 and "not stopped" in resumed.json()["detail"]
     assert call(live_app, "POST", f"{path}/resume", team.tokens["auditor"]).status_code == 403
+
+
+def test_the_recharge_is_credited_once_by_localstripes_webhook_then_closes(
+        live_app: LiveApp, localstripe: httpx.Client, localstripe_url: str) -> None:
+    """No read of the PaymentIntent (read_after of an hour): the webhook credits it; a later
+    read of the same PaymentIntent changes nothing."""
+    live_app.register_webhook(localstripe)
+    database_url = live_app.api.database_url
+    catch_up(database_url)
+    trigger = open_trigger(database_url, settings_for(localstripe_url))
+    trigger.recharges.read_after = timedelta(hours=1)
+    try:
+        team_id, account_id = priced_team(trigger.ledger, "hooked", balance_dollars=25)
+        set_policy(trigger.recharges, team_id, threshold=20, amount=20, cap=100)
+        spend(trigger.ledger, account_id, 10)
+        catch_up(database_url)
+        assert trigger.watcher.run_pass()[team_id] == "charged: payment processing"
+        deadline = time.monotonic() + WAIT_SECONDS_MAX
+        while not trigger.ledger.get_team(team_id).top_ups:
+            assert time.monotonic() < deadline, "localstripe's payment_intent.succeeded webhook"
+            time.sleep(0.05)
+        assert trigger.watcher.run_pass()[team_id] == "closed succeeded"
+        [payment] = trigger.recharges.top_ups.payments_of(team_id)
+        trigger.recharges.top_ups.refresh_payment(payment.id)
+        assert list(trigger.ledger.get_team(team_id).top_ups.values()) == [20 * DOLLAR]
+    finally:
+        trigger.close()

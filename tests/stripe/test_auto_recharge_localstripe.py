@@ -8,13 +8,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
 from uuid import UUID
 
 import httpx
 import pytest
 from psycopg import connect
 
+from adapters.nats.ingest_settings import IngestSettings
 from adapters.postgres.view_schema import LIVE_SCHEMA
+from adapters.runtime.auto_recharge_runner import run_watcher
+from adapters.runtime.processes import Runtime
 from domain.auto_recharge import FAILURES_IN_A_ROW_MAX, AutoRechargeState
 from domain.errors import InvalidStateError
 from domain.payment import PaymentStatus
@@ -31,7 +36,7 @@ from tests.stripe.auto_recharge_support import (
     set_policy,
     spend,
 )
-from tests.stripe.conftest import settings_for
+from tests.stripe.conftest import API_KEY, WEBHOOK_SECRET, settings_for
 
 WAIT_SECONDS_MAX = 30
 PASSES_WHILE_QUIET = 10
@@ -201,3 +206,37 @@ def test_a_declined_card_backs_off_then_stops_and_resume_charges_again(
     assert settle(database_url, trigger)[team_id] == "closed succeeded"
     assert credits(trigger, team_id) == [20 * DOLLAR]
     assert policy_of(trigger.ledger, team_id).failures_in_row == 0
+
+
+def test_the_ledger_up_runner_charges_with_stripe_from_the_environment(
+        database_url: str, localstripe: httpx.Client, localstripe_url: str,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`run_watcher` as `ledger up` runs it: settings from the environment, the read model's
+    balances, a credit read from Stripe; it returns when stopped."""
+    catch_up(database_url)
+    owner_side = open_trigger(database_url, settings_for(localstripe_url))
+    try:
+        team_id, account_id = priced_team(owner_side.ledger, "upped", balance_dollars=25)
+        set_policy(owner_side.recharges, team_id, threshold=20, amount=20, cap=100)
+        for name, value in (("LEDGER_STRIPE_API_KEY", API_KEY),
+                            ("LEDGER_STRIPE_WEBHOOK_SECRETS", WEBHOOK_SECRET),
+                            ("LEDGER_STRIPE_API_BASE", localstripe_url),
+                            ("LEDGER_AUTO_RECHARGE_POLL_SECONDS", "0.05")):
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr("services.payments.auto_recharge.READ_AFTER", timedelta(0))
+        stop = threading.Event()
+        runtime = Runtime(database_url, "", tmp_path, IngestSettings())
+        runner = threading.Thread(target=run_watcher, args=(runtime, stop))
+        with projecting(database_url):
+            runner.start()
+            try:
+                spend(owner_side.ledger, account_id, 10)
+                wait_until(lambda: credits(owner_side, team_id) == [20 * DOLLAR],
+                           "the recharge by the ledger up runner")
+            finally:
+                stop.set()
+                runner.join(timeout=WAIT_SECONDS_MAX)
+        assert not runner.is_alive()
+        assert len(charges(owner_side, team_id)) == 1
+    finally:
+        owner_side.close()
