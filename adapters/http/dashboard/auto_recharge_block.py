@@ -22,6 +22,10 @@ STATE_LABELS = {
     "stopped": "Stopped after failed charges: an owner or billing member resumes it",
 }
 
+# The stylesheet's badge colours: ok (green), low (amber), exhausted (red); "off" has none.
+STATE_BADGES = {"armed": "ok", "charging": "low", "backing_off": "low",
+                "waiting_for_recovery": "low", "stopped": "exhausted", "disabled": "off"}
+
 
 def _money(amount_nanos: int, currency: str) -> dict[str, str]:
     return {"text": format_money(amount_nanos, currency),
@@ -40,6 +44,7 @@ def auto_recharge_context(ledger: Ledger, team: Team, viewer: Viewer,
     today = now.astimezone(ZoneInfo(team.timezone)).date()
     return {"auto_recharge": {
         "state": state, "state_label": STATE_LABELS.get(state, state),
+        "badge": STATE_BADGES.get(state, "off"),
         "threshold": _money(policy.threshold_nanos, c), "amount": _money(policy.amount_nanos, c),
         "daily_cap": _money(policy.daily_cap_nanos, c),
         "started_today": _money(policy.started_on(today), c),
