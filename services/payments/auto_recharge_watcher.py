@@ -40,6 +40,8 @@ POLL_MAX = timedelta(hours=1)
 DISCOVERIES_PER_PASS = 1_000
 # Teams a watcher follows at most; beyond this, raise it (memory: one pair of UUIDs a team).
 WATCHED_TEAMS_MAX = 1_000_000
+# Results worth a log line (a step that changed something); the others repeat every pass.
+LOGGED_RESULTS = ("charged", "closed", "rearmed")
 CREATED_TOPIC = get_topic(AutoRechargePolicy.Created)
 
 
@@ -102,7 +104,9 @@ class AutoRechargeWatcher:
                 # One team's problem (suspended, Stripe down...) never stops the others.
                 results[team_id] = f"error: {error}"
                 log.warning("auto-recharge of team %s: %s", team_id, error)
-            if results[team_id] not in ("above threshold", "armed", "waiting_for_recovery"):
+                continue
+            if results[team_id].startswith(LOGGED_RESULTS) or \
+                    results[team_id] == "daily cap reached":
                 log.info("auto-recharge of team %s: %s", team_id, results[team_id])
         return results
 
