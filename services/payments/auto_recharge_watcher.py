@@ -60,6 +60,7 @@ class AutoRechargeWatcher:
         self.balances = balances
         self.teams_per_pass = teams_per_pass
         self.team_ids: list[UUID] = []
+        self.known: set[UUID] = set()
         self.position = 0  # the last log position searched for new policies
         self.cursor = 0  # where the next pass starts in `team_ids`
 
@@ -72,13 +73,18 @@ class AutoRechargeWatcher:
         found = recorder.select_notifications(
             self.position, DISCOVERIES_PER_PASS, stop=head, topics=[CREATED_TOPIC],
             inclusive_of_start=False)
-        known = set(self.team_ids)
         for notification in found:
             policy: AutoRechargePolicy = self.recharges.ledger.repository.get(
                 UUID(str(notification.originator_id)))
-            if policy.team_id not in known and len(self.team_ids) < WATCHED_TEAMS_MAX:
-                self.team_ids.append(policy.team_id)
-                known.add(policy.team_id)
+            if policy.team_id in self.known:
+                continue
+            if len(self.team_ids) >= WATCHED_TEAMS_MAX:
+                log.error("auto-recharge watches %d teams, its most (WATCHED_TEAMS_MAX); team "
+                          "%s is not watched: raise the limit", WATCHED_TEAMS_MAX,
+                          policy.team_id)
+                continue
+            self.team_ids.append(policy.team_id)
+            self.known.add(policy.team_id)
         full = len(found) == DISCOVERIES_PER_PASS
         self.position = found[-1].id if full else head
         return len(found)
