@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.account import Account as _Account
+from domain.auto_recharge import AutoRechargePolicy as _AutoRechargePolicy
 from domain.invoice import Invoice as _Invoice
 from domain.package import Package as _Package
 from domain.payment import Payment as _Payment
@@ -22,3 +23,4 @@ Invoice: Any = _Invoice
 Package: Any = _Package
 Payment: Any = _Payment
 PaymentBook: Any = _PaymentBook
+AutoRechargePolicy: Any = _AutoRechargePolicy

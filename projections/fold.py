@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
+from domain.auto_recharge import auto_recharge_id_for
 from domain.payment import payment_book_id_for
 from projections.audit_chain import GENESIS_HASH, audit_row, event_digest, event_type_of
 from projections.decoding import USAGE_RECORDED_TOPIC, EventDecoder, LogEntry
@@ -234,13 +235,14 @@ class ViewFolder:
         if kind == "Payment":
             payment = self.payments.get(entry.originator_id)
             return payment.team_id if payment is not None else getattr(event, "team_id", None)
-        if kind == "PaymentBook":
+        if kind in ("PaymentBook", "AutoRechargePolicy"):  # ids derived from the team's
             return self._team_of_book(entry.originator_id)
         return None
 
     def _team_of_book(self, book_id: UUID) -> UUID | None:
         if book_id not in self._book_teams:
-            self._book_teams = {payment_book_id_for(team_id): team_id for team_id in self.teams}
+            self._book_teams = {derived: team_id for team_id in self.teams for derived in
+                                (payment_book_id_for(team_id), auto_recharge_id_for(team_id))}
         return self._book_teams.get(book_id)
 
     # For the handlers ----------------------------------------------------------------------

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from projections.decoding import LogEntry
-from projections.event_classes import Account, Invoice, Package, PaymentBook, Team
+from projections.event_classes import (
+    Account,
+    AutoRechargePolicy,
+    Invoice,
+    Package,
+    PaymentBook,
+    Team,
+)
 from projections.payment_views import PAYMENT_HANDLERS
 from projections.views import AccountView, InvoiceView, TeamView, TopUpView
 
@@ -161,6 +168,12 @@ EVENTS_WITHOUT_VIEW_CHANGES: frozenset[type] = frozenset({
     Account.PackageAssigned, Account.HolderAssigned,  # pricing is in UsageRecorded.cost_nanos
     Package.Created, Package.VersionPublished,  # prices: used when usage is recorded
     PaymentBook.Opened, PaymentBook.PaymentListed,  # the index the payments API pages through
+    # Auto-recharge: the API and the dashboard read the policy itself; its charges are payments
+    # (handled above) and its credits the team's TopUpCredited. Audit rows show every step.
+    AutoRechargePolicy.Created, AutoRechargePolicy.Enabled, AutoRechargePolicy.Changed,
+    AutoRechargePolicy.Disabled, AutoRechargePolicy.Resumed, AutoRechargePolicy.CrossingOpened,
+    AutoRechargePolicy.CrossingClosed, AutoRechargePolicy.DailyCapReached,
+    AutoRechargePolicy.Stopped, AutoRechargePolicy.Rearmed,
 })
 
 # Events whose audit rows show the team balance before and after (usage takes its own path

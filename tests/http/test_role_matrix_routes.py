@@ -100,6 +100,11 @@ ROUTES = [
     Route("POST", "/v1/teams/{team}/top-ups", Action.LINK_STRIPE_CUSTOMER, lambda ids: {
         "amount_nanos": "20000000000", "payment_method_id": "pm_card_visa"}),
     Route("GET", "/v1/teams/{team}/payments", Action.VIEW_BILLING),
+    Route("GET", "/v1/teams/{team}/auto-recharge", Action.VIEW_BILLING),
+    Route("PUT", "/v1/teams/{team}/auto-recharge", Action.LINK_STRIPE_CUSTOMER, lambda ids: {
+        "threshold_nanos": "20000000000", "amount_nanos": "20000000000",
+        "daily_cap_nanos": "40000000000", "payment_method_id": "pm_card_visa"}),
+    Route("POST", "/v1/teams/{team}/auto-recharge/resume", Action.LINK_STRIPE_CUSTOMER),
     Route("GET", "/v1/teams/{team}/invoices", Action.VIEW_BILLING),
     Route("POST", "/v1/usage", PUBLISH, lambda ids: {"records": [{
         "usage_id": f"u{unique()}", "account_id": ids["account"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from eventsourcing.domain import Aggregate
 
 from domain.account import Account
+from domain.auto_recharge import AutoRechargePolicy
 from domain.invoice import Invoice
 from domain.package import Package
 from domain.payment import Payment, PaymentBook
@@ -13,7 +14,7 @@ from domain.team import Team
 from projections.summaries import SUMMARIES
 from projections.view_handlers import EVENTS_WITHOUT_VIEW_CHANGES, HANDLERS, MONEY_EVENTS
 
-AGGREGATES = (Team, Account, Package, Invoice, Payment, PaymentBook)
+AGGREGATES = (Team, Account, Package, Invoice, Payment, PaymentBook, AutoRechargePolicy)
 
 
 def _event_classes(aggregate: type[Aggregate]) -> set[type]:

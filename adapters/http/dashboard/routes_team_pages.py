@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.http.auth import (
     TeamAccess,
 )
+from adapters.http.dashboard.auto_recharge_block import auto_recharge_context
 from adapters.http.dashboard.live_updates import STREAMS_MAX, LiveHub, sse_event
 from adapters.http.dashboard.pages import (
     LoginRequired,
@@ -58,7 +59,9 @@ def team_dashboard(request: Request, team_id: UUID, window: str = "today") -> Re
     if page is None:
         return render(request, "pending.html", base_context(access, viewer, session, "usage"))
     return render(request, "dashboard.html",
-                  {**base_context(access, viewer, session, "usage"), **page})
+                  {**base_context(access, viewer, session, "usage"), **page,
+                   **auto_recharge_context(request.app.state.ledger, access.team, viewer,
+                                           now_of(request))})
 
 
 @router.get("/dashboard/teams/{team_id}/live")
