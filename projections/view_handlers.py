@@ -161,6 +161,8 @@ EVENTS_WITHOUT_VIEW_CHANGES: frozenset[type] = frozenset({
     Account.PackageAssigned, Account.HolderAssigned,  # pricing is in UsageRecorded.cost_nanos
     Package.Created, Package.VersionPublished,  # prices: used when usage is recorded
     PaymentBook.Opened, PaymentBook.PaymentListed,  # the index the payments API pages through
+    # Invoice bookkeeping: what a draft read, its Stripe invoice, a credit note asked for.
+    Invoice.UsageBasisRecorded, Invoice.StripeInvoiceLinked, Invoice.CreditNoteRequested,
 })
 
 # Events whose audit rows show the team balance before and after (usage takes its own path

@@ -51,6 +51,7 @@ API_ROUTER_MODULES = [
     "adapters.http.routes_reads",
     "adapters.http.routes_usage",
     "adapters.http.routes_billing",
+    "adapters.http.routes_invoices",
 ]
 
 API_DESCRIPTION = """\

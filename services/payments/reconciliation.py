@@ -6,6 +6,12 @@ dispute) id, so the two sides line up by id: a top-up Stripe settled that the le
 credited (a lost webhook), one the ledger credited that Stripe has not (or not for that amount),
 and the same for refunds and lost disputes. Charges that failed are not money and are left out.
 All amounts are compared in nanos.
+
+Invoices (when a Stripe invoice port is given): every ledger invoice of the team (its monthly
+invoices since the team was registered, and any invoice a Stripe invoice's metadata names)
+against the Stripe invoices of its customer, by ledger invoice id: the total and the status
+(finalized = open in Stripe, paid = paid, void = void or no Stripe invoice). An invoice the
+prepaid credit settled (total zero) and a draft need no Stripe invoice.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from domain.money import minor_units_to_nanos
+from services.invoicing.port import StripeInvoicePort
+from services.invoicing.reconcile_invoices import invoice_differences
 from services.ledger import Ledger
 from services.payments.port import PaymentGateway
 
@@ -22,10 +30,12 @@ DISPUTE_ID_PREFIXES = ("dp_", "du_")
 
 @dataclass(frozen=True)
 class Difference:
-    kind: str  # "top_up", "refund" or "dispute" (a lost one)
-    stripe_object_id: str
+    kind: str  # "top_up", "refund", "dispute" (a lost one) or "invoice"
+    stripe_object_id: str  # for an invoice Stripe lacks: the ledger invoice's number
     ledger_nanos: int | None  # None: the ledger has no such object
     stripe_nanos: int | None  # None: Stripe has no such object
+    ledger_status: str | None = None  # invoices: the status on each side
+    stripe_status: str | None = None
 
 
 @dataclass
@@ -35,6 +45,7 @@ class Reconciliation:
     customer_id: str | None
     top_ups_compared: int = 0
     refunds_compared: int = 0
+    invoices_compared: int = 0
     differences: list[Difference] = field(default_factory=list)
 
     @property
@@ -49,7 +60,8 @@ def _compare(kind: str, ledger_side: dict[str, int], stripe_side: dict[str, int]
             if ledger_side.get(object_id) != stripe_side.get(object_id)]
 
 
-def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID) -> Reconciliation:
+def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID,
+                   invoices: StripeInvoicePort | None = None) -> Reconciliation:
     team = ledger.get_team(team_id)
     report = Reconciliation(team_id=team_id, currency=team.currency,
                             customer_id=team.stripe_customer_id)
@@ -90,4 +102,8 @@ def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID) -> Re
     report.differences = (_compare("top_up", dict(team.top_ups), stripe_top_ups)
                           + _compare("refund", ledger_refunds, stripe_refunds)
                           + _compare("dispute", ledger_disputes, stripe_disputes))
+    if invoices is not None:
+        compared, rows = invoice_differences(ledger, invoices, team)
+        report.invoices_compared = compared
+        report.differences += [Difference("invoice", *row) for row in rows]
     return report
