@@ -47,6 +47,14 @@ def account_events(ledger: Ledger, account_id: UUID, after: int) -> Iterator[Any
 
 
 def previous_invoice(ledger: Ledger, team_id: UUID, month: str) -> PreviousInvoice | None:
+    """The invoice this month's draft follows (None: the team's first), after checking that
+    months are drafted in order (no later month has an invoice, no gap before this one)."""
+    for ahead in range(1, EARLIER_MONTHS_CHECKED + 1):
+        later = previous_month(month, -ahead)
+        if ledger.exists(monthly_invoice_id(team_id, later)):
+            raise InvalidStateError(
+                f"the team already has an invoice for {later}; months are drafted in order, "
+                f"so usage of {month} is billed as a correction on the next invoice instead")
     before = previous_month(month)
     invoice_id = monthly_invoice_id(team_id, before)
     if not ledger.exists(invoice_id):

@@ -6,16 +6,18 @@ was recorded, so the lines are exact by construction, and the log is complete up
 versions read: nothing a read model might lag behind.
 
 The month is the calendar month in the team's timezone: a record belongs to the month of the
-local date of its `occurred_at`. What was read is kept on the invoice as its *basis*, per account:
+local date of its `occurred_at`. What was read is kept on the invoice as its *basis*: per account
 `covered` (the highest version read) and `resume` (the first version read but left for a later
-month, because it happened after this one). The next month's draft reads from there, so each
-record is billed exactly once:
+month, because it happened after this one), and the end of the month. The next month's draft
+reads each account from there, so each record is billed exactly once:
 
+- covered by the previous basis and dated before its month's end: billed already, skipped;
 - dated in the month: a usage line (per account and model);
-- dated before the month and not covered by the previous invoice's basis: a correction line
-  (per account, model and month), with its reason: the record arrived after that month's invoice
-  was drafted (or, on a team's first invoice, before invoicing began);
-- dated after the month: left for the next invoice (`resume`).
+- dated before the month: a correction line (per account, model and month) with its reason:
+  it arrived after the previous invoice was drafted (a late record for a finalized month), or
+  its month's invoice was voided (a draft after a voided invoice starts from the basis that
+  invoice started from), or it precedes the team's first invoice;
+- dated after the month: left for a later invoice (`resume`).
 
 Prepaid credit: the team's funds (top-ups - refunds + adjustments) minus the prepaid credit that
 earlier invoices applied; this invoice applies as much of it as its usage needs, as a negative
@@ -108,6 +110,8 @@ def draft_month(team: Team, month: str, previous: PreviousInvoice | None,
     start, end = (date.fromisoformat(d) for d in month_period(month))
     zone = ZoneInfo(team.timezone)
     base: dict[str, dict[str, int | None]] = previous.basis["accounts"] if previous else {}
+    # Covered records dated before this day were billed by the invoices before.
+    billed_before = date.fromisoformat(previous.basis["period_end"]) if previous else date.min
     accounts: dict[str, dict[str, int | None]] = {}
     draft = MonthlyDraft(lines=[], basis={})
     for account_id in team.account_ids:
@@ -121,11 +125,13 @@ def draft_month(team: Team, month: str, previous: PreviousInvoice | None,
             if not isinstance(e, Account.UsageRecorded):
                 continue
             day = _local_day(e.occurred_at, zone)
+            if e.originator_version <= covered and day < billed_before:
+                continue  # billed already
             if day >= end:
                 first_later = first_later or e.originator_version
             elif day >= start:
                 draft.tallies.setdefault((USAGE_KIND, str(account_id), e.model), _Tally()).add(e)
-            elif e.originator_version > covered:
+            else:
                 draft.tallies.setdefault((f"{day:%Y-%m}", str(account_id), e.model),
                                          _Tally()).add(e)
         accounts[str(account_id)] = {"covered": read_to, "resume": first_later}
@@ -143,7 +149,8 @@ def draft_month(team: Team, month: str, previous: PreviousInvoice | None,
             line["description"] = f"{name} / {model}: {counts}"
             draft.usage_nanos += tally.amount_nanos
         else:
-            reason = (f"usage of {kind} recorded after invoice {previous.label} was drafted"
+            reason = (f"usage of {kind} that no earlier invoice billed (recorded after invoice "
+                      f"{previous.label} was drafted, or its month's invoice was voided)"
                       if previous else f"usage of {kind} from before the team's first invoice")
             line.update(usage_month=kind, reason=reason,
                         description=f"Correction: {name} / {model}: {counts}; {reason}")
@@ -157,12 +164,12 @@ def draft_month(team: Team, month: str, previous: PreviousInvoice | None,
             "kind": PREPAID_KIND, "quantity": 1, "amount_nanos": -draft.prepaid_applied_nanos,
             "description": "Prepaid credit applied (top-ups, refunds and adjustments not "
                            "applied to an earlier invoice)"})
-    draft.basis = {"month": month, "accounts": accounts,
+    draft.basis = {"month": month, "period_end": end.isoformat(), "accounts": accounts,
                    "prepaid_applied_nanos": draft.prepaid_applied_nanos,
                    "prepaid_applied_total_nanos": applied_before + draft.prepaid_applied_nanos,
                    "previous": previous.label if previous else None,
                    # Where this draft started: a draft after this invoice is voided starts here.
-                   "started_from": {"accounts": base,
+                   "started_from": {"accounts": base, "period_end": billed_before.isoformat(),
                                     "prepaid_applied_total_nanos": applied_before}}
     return draft
 
