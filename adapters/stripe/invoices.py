@@ -99,6 +99,18 @@ class StripeInvoices:
             params["starting_after"] = page.data[-1].id
         return found
 
+    def payment_intents_of(self, stripe_invoice_id: str) -> list[str]:
+        page = self._call(f"list the payments of {stripe_invoice_id}",
+                          lambda: self.client.v1.invoice_payments.list(
+                              params={"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}))
+        intents = []
+        for invoice_payment in page.data:
+            intent = (invoice_payment.get("payment") or {}).get("payment_intent")
+            intent_id = intent if isinstance(intent, str) else (intent or {}).get("id")
+            if isinstance(intent_id, str):
+                intents.append(intent_id)
+        return intents
+
     def create_credit_note(self, *, stripe_invoice_id: str, amount_minor: int, refund: bool,
                            memo: str, metadata: Mapping[str, str],
                            idempotency_key: str) -> str:

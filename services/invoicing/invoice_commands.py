@@ -10,6 +10,7 @@ from uuid import UUID
 
 from domain.invoice import Invoice, InvoiceStatus
 from domain.roles import Action
+from domain.team import Team
 from services.actor import Actor
 from services.command_runs import Attempt, Command, team_scope
 from services.invoicing.port import StripeInvoiceInfo
@@ -21,12 +22,16 @@ STRIPE_VOID_REASON = "voided in Stripe"
 
 def run_on_invoice(ledger: Ledger, invoice_id: UUID, actor: Actor, name: str,
                    arguments: dict[str, object], apply: Callable[[Invoice], str],
-                   event_id: str | None = None) -> str:
+                   event_id: str | None = None,
+                   team_too: Callable[[Invoice, Team], str] | None = None) -> str:
+    """Run `apply` (or `team_too`, given the team as well) on the freshly loaded invoice; what
+    changed is saved in one transaction."""
     def attempt() -> Attempt:
         invoice = ledger.get_invoice(invoice_id)
-        ledger.authorize(ledger.get_team(invoice.team_id), actor, Action.MANAGE_INVOICES)
-        result = apply(invoice)
-        return Attempt([invoice] if invoice.pending_events else [], result)
+        team = ledger.get_team(invoice.team_id)
+        ledger.authorize(team, actor, Action.MANAGE_INVOICES)
+        result = apply(invoice) if team_too is None else team_too(invoice, team)
+        return Attempt([a for a in (invoice, team) if a.pending_events], result)
 
     scope = STRIPE_EVENT_SCOPE if event_id is not None else \
         team_scope(ledger.get_invoice(invoice_id).team_id)
@@ -88,7 +93,7 @@ def apply_stripe_invoice(ledger: Ledger, event_type: str, info: StripeInvoiceInf
     if found is None or not info.invoice_id.startswith("in_"):
         return "ignored: not a ledger invoice"
 
-    def apply(invoice: Invoice) -> str:
+    def apply(invoice: Invoice, team: Team) -> str:
         if invoice.stripe_invoice_id not in (None, info.invoice_id):
             return f"ignored: invoice is collected by {invoice.stripe_invoice_id}"
         done = ["linked"] if invoice.status != InvoiceStatus.DRAFT and \
@@ -96,6 +101,7 @@ def apply_stripe_invoice(ledger: Ledger, event_type: str, info: StripeInvoiceInf
         if event_type == "invoice.paid" or info.status == "paid":
             if invoice.status == InvoiceStatus.FINALIZED:
                 invoice.mark_paid(info.invoice_id, actor.user_id)
+                credit_invoice_payment(ledger, team, invoice, actor)
                 done.append("paid")
             elif invoice.status != InvoiceStatus.PAID:
                 done.append(f"not paid: the ledger invoice is {invoice.status}")
@@ -106,4 +112,17 @@ def apply_stripe_invoice(ledger: Ledger, event_type: str, info: StripeInvoiceInf
 
     return run_on_invoice(ledger, found.id, actor, "apply_stripe_invoice",
                           {"event_type": event_type, "stripe_invoice_id": info.invoice_id},
-                          apply, event_id)
+                          lambda _invoice: "", event_id, team_too=apply)
+
+
+def credit_invoice_payment(ledger: Ledger, team: Team, invoice: Invoice, actor: Actor) -> None:
+    """A paid invoice restores the team's balance by the invoice's total (what its usage beyond
+    the prepaid credit came to; a credit note before payment forgives part of it, so the total,
+    not the amount Stripe collected, is what settles the usage). Keyed by the Stripe invoice id
+    (`in_...`): reconcile compares it with Stripe's invoice, not with the top-up charges, and the
+    next invoice does not count it as prepaid credit."""
+    assert invoice.stripe_invoice_id is not None and invoice.total_minor is not None
+    ledger.authorize(team, actor, Action.CREDIT_TOP_UP)
+    if invoice.total_nanos > 0 and not team.has_top_up(invoice.stripe_invoice_id):
+        team.credit_top_up(invoice.stripe_invoice_id, invoice.total_nanos, invoice.total_minor,
+                           invoice.currency, actor.user_id)

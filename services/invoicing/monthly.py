@@ -97,9 +97,14 @@ class PreviousInvoice:
     basis: dict[str, Any]  # the basis this draft starts from
 
 
+INVOICE_PAYMENT_PREFIX = "in_"  # a paid Stripe invoice credited to the balance
+
+
 def funds_nanos(team: Team) -> int:
-    return sum(team.top_ups.values()) - sum(team.refunds.values()) + \
-        sum(team.adjustments.values())
+    """Prepaid credit ever received: top-ups (not invoice payments, which settle usage already
+    billed) less their refunds, plus adjustments."""
+    return sum(v for k, v in team.top_ups.items() if not k.startswith(INVOICE_PAYMENT_PREFIX)) \
+        - sum(team.refunds.values()) + sum(team.adjustments.values())
 
 
 def draft_month(team: Team, month: str, previous: PreviousInvoice | None,

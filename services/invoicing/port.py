@@ -43,6 +43,10 @@ class StripeInvoicePort(Protocol):
 
     def list_invoices(self, customer_id: str) -> list[StripeInvoiceInfo]: ...
 
+    def payment_intents_of(self, stripe_invoice_id: str) -> list[str]:
+        """The PaymentIntents that paid the invoice (their charges are not top-ups)."""
+        ...
+
     def create_credit_note(self, *, stripe_invoice_id: str, amount_minor: int, refund: bool,
                            memo: str, metadata: Mapping[str, str],
                            idempotency_key: str) -> str:

@@ -37,7 +37,9 @@ def monthly_invoices(ledger: Ledger, team: Team) -> list[Invoice]:
 
 
 def invoice_differences(ledger: Ledger, port: StripeInvoicePort, team: Team
-                        ) -> tuple[int, list[Row]]:
+                        ) -> tuple[int, list[Row], set[str]]:
+    """How many invoices were compared, the rows that differ, and the PaymentIntents that paid
+    the team's Stripe invoices (their charges are left out of the top-up comparison)."""
     stripe_invoices: dict[str, StripeInvoiceInfo] = {}
     if team.stripe_customer_id is not None:
         for info in port.list_invoices(team.stripe_customer_id):
@@ -67,7 +69,9 @@ def invoice_differences(ledger: Ledger, port: StripeInvoicePort, team: Team
                      stripe_side[0] if stripe_side else None,
                      ledger_side[1] if ledger_side else None,
                      stripe_side[1] if stripe_side else None))
-    return len(ledger_invoices.keys() | stripe_invoices.keys()), rows
+    paid_by = {intent for info in stripe_invoices.values() if info.status == "paid"
+               for intent in port.payment_intents_of(info.invoice_id)}
+    return len(ledger_invoices.keys() | stripe_invoices.keys()), rows, paid_by
 
 
 def _ledger_side(invoice: Invoice | None) -> tuple[int, str] | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from domain.money import minor_units_to_nanos
+from services.invoicing.monthly import INVOICE_PAYMENT_PREFIX
 from services.invoicing.port import StripeInvoicePort
 from services.invoicing.reconcile_invoices import invoice_differences
 from services.ledger import Ledger
@@ -70,9 +71,15 @@ def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID,
     stripe_disputes: dict[str, int] = {}
     disputed_intents: set[str] = set()
     refunded_intents = set(team.refunded_by_top_up)
+    invoice_intents: set[str] = set()
+    rows: list[tuple[str, int | None, int | None, str | None, str | None]] = []
+    if invoices is not None:
+        compared, rows, invoice_intents = invoice_differences(ledger, invoices, team)
+        report.invoices_compared = compared
     if team.stripe_customer_id is not None:
         for charge in gateway.list_charges(team.stripe_customer_id):
-            if charge.status != "succeeded" or charge.intent_id is None:
+            if charge.status != "succeeded" or charge.intent_id is None or \
+                    charge.intent_id in invoice_intents:  # an invoice's: compared as one
                 continue
             object_id = charge.intent_id
             stripe_top_ups[object_id] = stripe_top_ups.get(object_id, 0) + \
@@ -96,14 +103,15 @@ def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID,
     ledger_disputes = {k: v for k, v in team.refunds.items()
                        if k in stripe_disputes or k.startswith(DISPUTE_ID_PREFIXES)}
     ledger_refunds = {k: v for k, v in team.refunds.items() if k not in ledger_disputes}
-    report.top_ups_compared = len(team.top_ups.keys() | stripe_top_ups.keys())
+    # Paid invoices credited to the balance are keyed by the Stripe invoice id: compared with
+    # Stripe's invoices below, not with top-up charges.
+    ledger_top_ups = {k: v for k, v in team.top_ups.items()
+                      if not k.startswith(INVOICE_PAYMENT_PREFIX)}
+    report.top_ups_compared = len(ledger_top_ups.keys() | stripe_top_ups.keys())
     report.refunds_compared = len(team.refunds.keys() | stripe_refunds.keys()
                                   | stripe_disputes.keys())
-    report.differences = (_compare("top_up", dict(team.top_ups), stripe_top_ups)
+    report.differences = (_compare("top_up", ledger_top_ups, stripe_top_ups)
                           + _compare("refund", ledger_refunds, stripe_refunds)
                           + _compare("dispute", ledger_disputes, stripe_disputes))
-    if invoices is not None:
-        compared, rows = invoice_differences(ledger, invoices, team)
-        report.invoices_compared = compared
-        report.differences += [Difference("invoice", *row) for row in rows]
+    report.differences += [Difference("invoice", *row) for row in rows]
     return report

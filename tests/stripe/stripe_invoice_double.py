@@ -38,8 +38,13 @@ class StripeInvoiceDouble(StripeHttpDouble):
         parts = path.strip("/").split("/")  # v1, invoices, in_x, finalize
         if parts[1:2] == ["invoices"]:
             return self._invoices(method, parts[2:], form)
-        if method == "get" and path == "/v1/charges":  # no top-ups in these tests
-            return json.dumps({"object": "list", "data": [], "has_more": False,
+        if method == "get" and path in ("/v1/charges", "/v1/invoice_payments"):
+            field, wanted = (("customer", self._query.get("customer")) if path == "/v1/charges"
+                             else ("invoice", self._query.get("invoice")))
+            kind = "charge" if path == "/v1/charges" else "invoice_payment"
+            found = [o for o in self.created.values()
+                     if o.get("object") == kind and o.get(field) == wanted]
+            return json.dumps({"object": "list", "data": found, "has_more": False,
                                "url": path}), 200
         if method == "post" and path == "/v1/invoiceitems":
             invoice = self.created.get(form.get("invoice", ""))
@@ -98,6 +103,14 @@ class StripeInvoiceDouble(StripeHttpDouble):
         with self._lock:
             invoice = self.created[invoice_id]
             invoice.update(status="paid", amount_paid=invoice["total"], amount_due=0)
+            intent = f"pi_for_{invoice_id}"
+            self._create("ch", {"object": "charge", "customer": invoice["customer"],
+                                "payment_intent": intent, "amount": invoice["total"],
+                                "amount_refunded": 0, "currency": invoice["currency"],
+                                "status": "succeeded", "disputed": False})
+            self._create("inpay", {"object": "invoice_payment", "invoice": invoice_id,
+                                   "payment": {"type": "payment_intent",
+                                               "payment_intent": intent}})
             return dict(invoice)
 
     def posts_to(self, path: str) -> list[Any]:

@@ -76,6 +76,8 @@ def test_month_invoice_lines_sum_to_its_total_and_match_the_month_window(
         late = _record(a0, "late-oct", datetime(2026, 10, 20, 12, tzinfo=UTC), model="m2",
                        input_tokens=5)
         ledger.record_usage_batch([late])
+        # A paid invoice credited to the balance settles billed usage: it is not prepaid credit.
+        ledger.credit_top_up(team.team_id, "in_paid_before", 100, "USD", STRIPE)
         nov_id = draft_monthly_invoice(ledger, team.team_id, "2026-11", OWNER)
         nov = ledger.get_invoice(nov_id)
         assert sum(line["amount_nanos"] for line in nov.lines) == nov.subtotal_nanos

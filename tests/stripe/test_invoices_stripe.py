@@ -139,6 +139,9 @@ def test_finalize_collects_through_a_stripe_invoice_marked_paid_by_its_webhook(
     assert billing.deliver("evt_paid_1", "invoice.paid", paid) == "paid"
     assert billing.deliver("evt_paid_1", "invoice.paid", paid) == "paid"  # replayed
     assert billing.deliver("evt_paid_2", "invoice.paid", paid) == "unchanged"
+    # The payment settles the usage beyond the prepaid credit: the balance is restored once.
+    team = billing.ledger.get_team(UUID(billing.team_id))
+    assert team.top_ups == {stripe_id: int(invoice["total"]["nanos"])}
     auditor = billing.api.client.get(
         f"/v1/teams/{billing.team_id}/invoices/{invoice['invoice_id']}",
         headers=billing.as_role("auditor"))
@@ -232,7 +235,10 @@ def test_reconcile_lists_an_invoice_difference_on_each_side(billing: Billing) ->
     team_id = UUID(billing.team_id)
     port = StripeInvoices(billing.billing.gateway.client)
     report = reconcile_team(billing.ledger, billing.billing.gateway, team_id, port)
+    # The invoice's charge is not a top-up, nor its credit to the balance: both sides agree.
+    assert billing.double.of_kind("ch_") and billing.ledger.get_team(team_id).top_ups
     assert report.differences == [] and report.invoices_compared == 1
+    assert report.top_ups_compared == 0
 
     # Ledger side only: next month's invoice finalized in the ledger, never sent to Stripe.
     later = datetime.now(UTC) + timedelta(days=31)
