@@ -33,6 +33,7 @@ from adapters.runtime.settings import ConfigurationError
 from adapters.stripe.billing import StripeBilling
 from domain.errors import InvoiceNotFoundError
 from domain.invoice import Invoice
+from domain.money import round_to_minor_units
 from domain.roles import Action
 from services.invoicing.collection import InvoiceCollection
 from services.invoicing.drafting import draft_monthly_invoice
@@ -186,6 +187,9 @@ def finalize(team_id: UUID, invoice_id: UUID, request: Request,
     team_access(aggregates(request), principal, team_id, Action.MANAGE_INVOICES)
     invoice = _invoice_of(request, team_id, invoice_id)
     actor = principal.actor()
+    if invoice.status == "draft" and round_to_minor_units(
+            invoice.subtotal_nanos, invoice.currency).amount_minor > 0:
+        _collection(request)  # Stripe must be there before a number is taken
     if invoice.status == "draft":
         _ledger(request).finalize_invoice(invoice_id, actor,
                                           ledger_key(principal, idempotency_key))

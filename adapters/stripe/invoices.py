@@ -14,6 +14,7 @@ from typing import Any
 import stripe
 
 from adapters.stripe.gateway import LIST_PAGE_SIZE, LIST_PAGES_MAX, METADATA_VALUE_LENGTH_MAX
+from services.invoicing.collection import CREDIT_NOTE_REQUEST_KEY
 from services.invoicing.port import StripeInvoiceInfo
 from services.payments.port import PaymentProviderError
 
@@ -110,6 +111,17 @@ class StripeInvoices:
             if isinstance(intent_id, str):
                 intents.append(intent_id)
         return intents
+
+    def credit_notes_of(self, stripe_invoice_id: str) -> dict[str, str]:
+        page = self._call(f"list the credit notes of {stripe_invoice_id}",
+                          lambda: self.client.v1.credit_notes.list(
+                              params={"invoice": stripe_invoice_id, "limit": LIST_PAGE_SIZE}))
+        found = {}
+        for note in page.data:
+            request_key = (note.get("metadata") or {}).get(CREDIT_NOTE_REQUEST_KEY)
+            if isinstance(request_key, str):
+                found[request_key] = str(note.id)
+        return found
 
     def create_credit_note(self, *, stripe_invoice_id: str, amount_minor: int, refund: bool,
                            memo: str, metadata: Mapping[str, str],

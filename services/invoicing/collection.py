@@ -22,6 +22,7 @@ then created in Stripe (refunded when the invoice was paid), then recorded with 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from uuid import UUID
 
@@ -47,11 +48,17 @@ class StripeNotConfiguredError(InvalidStateError):
     code = "stripe_not_configured"
 
 STRIPE_ACTOR = Actor.system("stripe")
+CREDIT_NOTE_REQUEST_KEY = "ledger_credit_note_request"  # metadata naming the ledger's request
 
 
 def invoice_key(invoice: Invoice, step: str) -> str:
     """An idempotency key derived from the invoice's `Finalized` event (id and number)."""
     return f"ledger-invoice-{invoice.id}-{invoice.number}-{step}"
+
+
+def short_digest(text: str) -> str:
+    """A request key of any length as 32 hex characters (Stripe's keys have a length limit)."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def invoice_metadata(invoice: Invoice) -> dict[str, str]:
@@ -184,13 +191,15 @@ class InvoiceCollection:
         invoice = self.ledger.get_invoice(invoice_id)
         if invoice.credit_note_requests[request_key]["credit_note_id"] is not None:
             return invoice
-        if invoice.stripe_invoice_id is None:  # settled by prepaid credit: the ledger's own
+        stripe_id = invoice.stripe_invoice_id
+        if stripe_id is None:  # settled by prepaid credit: the ledger's own credit note
             credit_note_id = f"ledger-cn-{invoice.id}-{request_key}"
-        else:
-            credit_note_id = self.port.create_credit_note(
-                stripe_invoice_id=invoice.stripe_invoice_id, amount_minor=amount_nanos // step,
+        else:  # after a crash past Stripe's 24 hours, its metadata finds the one made
+            credit_note_id = self.port.credit_notes_of(stripe_id).get(
+                request_key) or self.port.create_credit_note(
+                stripe_invoice_id=stripe_id, amount_minor=amount_nanos // step,
                 refund=invoice.status == InvoiceStatus.PAID, memo=reason,
-                metadata={**invoice_metadata(invoice), "ledger_credit_note_request": request_key},
-                idempotency_key=invoice_key(invoice, f"credit-note-{request_key}"))
+                metadata={**invoice_metadata(invoice), CREDIT_NOTE_REQUEST_KEY: request_key},
+                idempotency_key=invoice_key(invoice, f"credit-note-{short_digest(request_key)}"))
         issue_requested_credit_note(self.ledger, invoice_id, request_key, credit_note_id, actor)
         return self.ledger.get_invoice(invoice_id)

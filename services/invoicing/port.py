@@ -47,6 +47,11 @@ class StripeInvoicePort(Protocol):
         """The PaymentIntents that paid the invoice (their charges are not top-ups)."""
         ...
 
+    def credit_notes_of(self, stripe_invoice_id: str) -> dict[str, str]:
+        """The invoice's credit notes made by the ledger: request key (from their metadata)
+        -> credit note id."""
+        ...
+
     def create_credit_note(self, *, stripe_invoice_id: str, amount_minor: int, refund: bool,
                            memo: str, metadata: Mapping[str, str],
                            idempotency_key: str) -> str:

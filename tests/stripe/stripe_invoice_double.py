@@ -38,10 +38,12 @@ class StripeInvoiceDouble(StripeHttpDouble):
         parts = path.strip("/").split("/")  # v1, invoices, in_x, finalize
         if parts[1:2] == ["invoices"]:
             return self._invoices(method, parts[2:], form)
-        if method == "get" and path in ("/v1/charges", "/v1/invoice_payments"):
-            field, wanted = (("customer", self._query.get("customer")) if path == "/v1/charges"
-                             else ("invoice", self._query.get("invoice")))
-            kind = "charge" if path == "/v1/charges" else "invoice_payment"
+        listed = {"/v1/charges": ("charge", "customer"),
+                  "/v1/invoice_payments": ("invoice_payment", "invoice"),
+                  "/v1/credit_notes": ("credit_note", "invoice")}
+        if method == "get" and path in listed:
+            kind, field = listed[path]
+            wanted = self._query.get(field)
             found = [o for o in self.created.values()
                      if o.get("object") == kind and o.get(field) == wanted]
             return json.dumps({"object": "list", "data": found, "has_more": False,

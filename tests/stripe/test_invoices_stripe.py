@@ -207,6 +207,16 @@ def test_void_voids_the_stripe_invoice_too_and_a_paid_one_is_corrected_by_credit
                                                       "reason": "x"}).status_code == 409
 
 
+def test_an_invoice_voided_in_stripe_is_voided_in_the_ledger(billing: Billing) -> None:
+    invoice = billing.draft_and_finalize()
+    voided = {**billing.double.created[invoice["stripe_invoice_id"]], "status": "void"}
+    assert billing.deliver("evt_v", "invoice.voided", voided) == "voided"
+    assert billing.deliver("evt_v2", "invoice.voided", voided) == "unchanged"
+    assert billing.ledger.get_invoice(UUID(invoice["invoice_id"])).status == "void"
+    assert billing.deliver("evt_p", "invoice.paid", {**voided, "status": "paid"}) == \
+        "not paid: the ledger invoice is void"
+
+
 def test_a_credit_note_on_a_paid_invoice_is_a_refunding_stripe_credit_note(
         billing: Billing) -> None:
     invoice = billing.draft_and_finalize()
@@ -227,6 +237,24 @@ def test_a_credit_note_on_a_paid_invoice_is_a_refunding_stripe_credit_note(
     assert billing.post(f"{path}/credit-notes", json=too_much).status_code == 409
     assert billing.post(f"{path}/credit-notes", json={**body, "amount_nanos": "1"}
                         ).status_code == 422
+
+
+def test_a_crash_after_stripe_made_the_credit_note_never_makes_a_second_one(
+        billing: Billing, monkeypatch: pytest.MonkeyPatch) -> None:
+    invoice = billing.draft_and_finalize()
+    path = f"/invoices/{invoice['invoice_id']}/credit-notes"
+    monkeypatch.setattr(collection_module, "issue_requested_credit_note",
+                        crash_once(collection_module.issue_requested_credit_note))
+    body = {"amount_nanos": str(CENT_NANOS), "reason": "rounding complaint"}
+    with pytest.raises(Crash):
+        billing.post(path, json=body, key="cn-crash")
+    billing.double._answers.clear()  # Stripe's 24 hours have passed: its metadata finds it
+    noted = billing.post(path, json=body, key="cn-crash")
+    assert noted.status_code == 200, noted.text
+    [note] = billing.double.of_kind("cn_")
+    assert billing.double.created[note]["refund_amount"] == 0  # before payment: not refunded
+    assert billing.ledger.get_invoice(UUID(invoice["invoice_id"])).credit_note_ids == [note]
+    assert noted.json()["credited"]["nanos"] == str(CENT_NANOS)
 
 
 def test_reconcile_lists_an_invoice_difference_on_each_side(billing: Billing) -> None:
