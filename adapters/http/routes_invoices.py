@@ -69,11 +69,13 @@ class Line(BaseModel):
     amount: Money
     quantity: int
     account_id: str | None = None
+    account_name: str | None = None
     model: str | None = None
     requests: int | None = None
     input_tokens: int | None = None
     cached_input_tokens: int | None = None
     output_tokens: int | None = None
+    usage_month: str | None = Field(default=None, description="A correction's month, YYYY-MM")
     reason: str | None = Field(default=None, description="Why a correction line is here")
 
 

@@ -123,6 +123,8 @@ def test_finalize_collects_through_a_stripe_invoice_marked_paid_by_its_webhook(
     invoice = billing.draft_and_finalize()
     assert invoice["status"] == "finalized" and invoice["number"] == "INV-000001"
     lines = invoice["lines"]
+    assert {(line["kind"], line["account_name"], line["model"], line["requests"])
+            for line in lines} == {("usage", "seat-m", "m1", 1), ("usage", "seat-x", "m1", 1)}
     assert sum(int(line["amount"]["nanos"]) for line in lines) == \
         int(invoice["subtotal"]["nanos"]) > 0
     assert int(invoice["total"]["nanos"]) == invoice["total_minor"] * CENT_NANOS
