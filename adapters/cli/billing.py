@@ -3,8 +3,8 @@
     ledger reconcile --team T [--json] [--refresh]
         the team's top-ups and refunds in the ledger against Stripe's charges and refunds;
         every difference listed with both sides; exit 1 on any difference. --refresh first
-        reads the team's unfinished payments from Stripe and records what Stripe says (the
-        same path as their webhooks), which heals webhooks that never came.
+        reads the team's unfinished payments and unpaid invoices from Stripe and records what
+        Stripe says (the same path as their webhooks), which heals webhooks that never came.
 
 The database is LEDGER_DATABASE_URL, or that of the `ledger up` running on LEDGER_DATA_DIR;
 Stripe is configured by LEDGER_STRIPE_* (docs/stripe.md).
@@ -24,6 +24,7 @@ from adapters.stripe.invoices import StripeInvoices
 from adapters.stripe.settings import StripeSettings
 from domain.errors import LedgerError
 from domain.money import format_nanos
+from services.invoicing.collection import InvoiceCollection
 from services.payments.port import PaymentProviderError
 from services.payments.reconciliation import Reconciliation, reconcile_team
 from services.payments.top_ups import TopUps
@@ -78,6 +79,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             refreshed = TopUps(ledger, gateway, settings.top_up_limits).refresh_open_payments(
                 team_id)
             print(f"refreshed {refreshed} unfinished payment(s) from Stripe")
+            invoices = InvoiceCollection(ledger, StripeInvoices(client))
+            print(f"refreshed {invoices.refresh_open_invoices(team_id)} unpaid invoice(s)")
         report = reconcile_team(ledger, gateway, team_id, StripeInvoices(client))
     except PaymentProviderError as error:
         raise ConnectionError(error.message) from None

@@ -39,6 +39,7 @@ from services.invoicing.invoice_commands import (
     request_credit_note,
 )
 from services.invoicing.port import StripeInvoiceInfo, StripeInvoicePort
+from services.invoicing.reconcile_invoices import monthly_invoices
 from services.ledger import Ledger
 
 PREPAID_REFERENCE = "prepaid_credit"
@@ -151,6 +152,16 @@ class InvoiceCollection:
                 stripe_invoice.status, "invoice.updated")
             self.apply(stripe_invoice, event)
         return self.ledger.get_invoice(invoice_id)
+
+    def refresh_open_invoices(self, team_id: UUID) -> int:
+        """Refresh each finalized monthly invoice of the team that Stripe collects (a webhook
+        that never came); returns how many were read."""
+        team = self.ledger.get_team(team_id)
+        open_ones = [i for i in monthly_invoices(self.ledger, team)
+                     if i.status == InvoiceStatus.FINALIZED and i.stripe_invoice_id is not None]
+        for invoice in open_ones:
+            self.refresh(invoice.id)
+        return len(open_ones)
 
     def apply(self, info: StripeInvoiceInfo, event_type: str,
               event_id: str | None = None) -> str:

@@ -209,6 +209,20 @@ def test_void_voids_the_stripe_invoice_too_and_a_paid_one_is_corrected_by_credit
                                                       "reason": "x"}).status_code == 409
 
 
+def test_a_lost_invoice_paid_webhook_is_healed_by_a_refresh(billing: Billing) -> None:
+    invoice = billing.draft_and_finalize()
+    collection = billing.billing.invoices
+    team_id = UUID(billing.team_id)
+    assert collection.refresh_open_invoices(team_id) == 1  # still open in Stripe: unchanged
+    assert billing.ledger.get_invoice(UUID(invoice["invoice_id"])).status == "finalized"
+    billing.double.pay(invoice["stripe_invoice_id"])  # and the webhook never comes
+    assert collection.refresh_open_invoices(team_id) == 1
+    assert billing.ledger.get_invoice(UUID(invoice["invoice_id"])).status == "paid"
+    assert collection.refresh_open_invoices(team_id) == 0
+    assert billing.ledger.get_team(team_id).top_ups == {
+        invoice["stripe_invoice_id"]: int(invoice["total"]["nanos"])}
+
+
 def test_an_invoice_voided_in_stripe_is_voided_in_the_ledger(billing: Billing) -> None:
     invoice = billing.draft_and_finalize()
     voided = {**billing.double.created[invoice["stripe_invoice_id"]], "status": "void"}
