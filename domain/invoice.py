@@ -4,6 +4,11 @@ Lifecycle: drafted (lines from priced usage, exact nanos) -> finalized (a number
 sequence, the total rounded once to the currency's minor unit, half-even, with the rounding
 difference kept) -> paid (a Stripe reference), or voided (with a reason) before payment. A
 correction after finalization is a credit note, never an edit.
+
+Bookkeeping of the Stripe path (services/invoicing): a draft from priced usage records what it
+read (`UsageBasisRecorded`), a finalized invoice records the Stripe invoice that collects it
+(`StripeInvoiceLinked`), and a credit note is requested (`CreditNoteRequested`, its key the source
+of Stripe's idempotency key) before it is issued with Stripe's id.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from domain.money import check_amount_nanos, round_to_minor_units
 INVOICE_LINES_MAX = 10_000
 LINE_DESCRIPTION_LENGTH_MAX = 500
 STRIPE_ID_LENGTH_MAX = 255
-REQUEST_KEY_LENGTH_MAX = 200
+# A credit note's request key (the HTTP layer prefixes the caller's 200-character key).
+REQUEST_KEY_LENGTH_MAX = 500
 
 
 class InvoiceStatus(StrEnum):
