@@ -4,6 +4,11 @@ Lifecycle: drafted (lines from priced usage, exact nanos) -> finalized (a number
 sequence, the total rounded once to the currency's minor unit, half-even, with the rounding
 difference kept) -> paid (a Stripe reference), or voided (with a reason) before payment. A
 correction after finalization is a credit note, never an edit.
+
+Bookkeeping of the Stripe path (services/invoicing): a draft from priced usage records what it
+read (`UsageBasisRecorded`), a finalized invoice records the Stripe invoice that collects it
+(`StripeInvoiceLinked`), and a credit note is requested (`CreditNoteRequested`, its key the source
+of Stripe's idempotency key) before it is issued with Stripe's id.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from domain.money import check_amount_nanos, round_to_minor_units
 
 INVOICE_LINES_MAX = 10_000
 LINE_DESCRIPTION_LENGTH_MAX = 500
+STRIPE_ID_LENGTH_MAX = 255
+# A credit note's request key (the HTTP layer prefixes the caller's 200-character key).
+REQUEST_KEY_LENGTH_MAX = 500
 
 
 class InvoiceStatus(StrEnum):
@@ -77,6 +85,9 @@ class Invoice(Aggregate):
         self.payment_reference: str | None = None
         self.credited_nanos = 0
         self.credit_note_ids: list[str] = []
+        self.usage_basis: dict[str, Any] | None = None  # set when drafted from priced usage
+        self.stripe_invoice_id: str | None = None
+        self.credit_note_requests: dict[str, dict[str, Any]] = {}  # request key -> request
 
     @classmethod
     def draft(cls, *, team_id: UUID, currency: str, period_start: str, period_end: str,
@@ -86,6 +97,81 @@ class Invoice(Aggregate):
         subtotal = sum(int(line["amount_nanos"]) for line in lines)
         return cls(team_id=team_id, currency=currency, period_start=period_start,
                    period_end=period_end, lines=lines, subtotal_nanos=subtotal, actor=actor)
+
+    @property
+    def total_nanos(self) -> int:
+        """The total after finalization: the exact subtotal plus the rounding difference."""
+        return self.subtotal_nanos + self.rounding_difference_nanos
+
+    def record_usage_basis(self, basis: dict[str, Any], actor: str) -> None:
+        """What a draft from priced usage read: per account the log versions it covered, the
+        prepaid credit it applied (and the running total of prepaid credit applied), the
+        invoice it followed. The next month's draft starts from here."""
+        self.check_status(InvoiceStatus.DRAFT)
+        if self.usage_basis is not None:
+            raise InvalidStateError(f"invoice {self.id} already has its usage basis")
+        self._usage_basis_recorded(basis=basis, actor=actor)
+
+    @event("UsageBasisRecorded")
+    def _usage_basis_recorded(self, basis: dict[str, Any], actor: str) -> None:
+        self.usage_basis = basis
+
+    def link_stripe_invoice(self, stripe_invoice_id: str, actor: str) -> bool:
+        """Record the Stripe invoice that collects this one; False if it is linked already."""
+        if not stripe_invoice_id.startswith("in_") or \
+                len(stripe_invoice_id) > STRIPE_ID_LENGTH_MAX:
+            raise InvalidInputError(f"{stripe_invoice_id!r} is not a Stripe invoice id (in_...)")
+        if self.stripe_invoice_id == stripe_invoice_id:
+            return False
+        if self.stripe_invoice_id is not None:
+            raise InvalidStateError(
+                f"invoice {self.id} is collected by Stripe invoice {self.stripe_invoice_id}, "
+                f"not {stripe_invoice_id}")
+        self.check_status(InvoiceStatus.FINALIZED, InvoiceStatus.PAID, InvoiceStatus.VOID)
+        self._stripe_invoice_linked(stripe_invoice_id=stripe_invoice_id, actor=actor)
+        return True
+
+    @event("StripeInvoiceLinked")
+    def _stripe_invoice_linked(self, stripe_invoice_id: str, actor: str) -> None:
+        self.stripe_invoice_id = stripe_invoice_id
+
+    def request_credit_note(self, request_key: str, amount_nanos: int, reason: str,
+                            actor: str) -> bool:
+        """Record that a credit note was asked for (before Stripe is called, so that its
+        idempotency key comes from this event); False if this request is recorded already."""
+        earlier = self.credit_note_requests.get(request_key)
+        if earlier is not None:
+            if (earlier["amount_nanos"], earlier["reason"]) != (amount_nanos, reason):
+                raise InvalidStateError(
+                    f"credit note request {request_key!r} was made for "
+                    f"{earlier['amount_nanos']} nanos; use a new key for a new credit note")
+            return False
+        if not 1 <= len(request_key) <= REQUEST_KEY_LENGTH_MAX:
+            raise InvalidInputError(f"request_key must be 1 to {REQUEST_KEY_LENGTH_MAX} characters")
+        self._check_credit(amount_nanos, reason, pending=self._pending_credit_nanos())
+        self._credit_note_requested(request_key=request_key, amount_nanos=amount_nanos,
+                                    reason=reason, actor=actor)
+        return True
+
+    @event("CreditNoteRequested")
+    def _credit_note_requested(self, request_key: str, amount_nanos: int, reason: str,
+                               actor: str) -> None:
+        self.credit_note_requests[request_key] = {
+            "amount_nanos": amount_nanos, "reason": reason, "credit_note_id": None}
+
+    def _pending_credit_nanos(self) -> int:
+        return sum(int(r["amount_nanos"]) for r in self.credit_note_requests.values()
+                   if r["credit_note_id"] is None)
+
+    def _check_credit(self, amount_nanos: int, reason: str, pending: int) -> None:
+        self.check_status(InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
+        check_amount_nanos("amount_nanos", amount_nanos)
+        if self.credited_nanos + pending + amount_nanos > self.total_nanos:
+            raise InvalidStateError(
+                f"credit notes would total {self.credited_nanos + pending + amount_nanos} "
+                f"nanos, more than the invoice total of {self.total_nanos} nanos")
+        if not reason.strip():
+            raise InvalidInputError("a credit note needs a reason")
 
     def check_status(self, *allowed: InvoiceStatus) -> None:
         if self.status not in allowed:
@@ -133,24 +219,21 @@ class Invoice(Aggregate):
         self.status = InvoiceStatus.VOID
 
     def issue_credit_note(self, credit_note_id: str, amount_nanos: int, reason: str,
-                          actor: str) -> None:
-        self.check_status(InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
-        check_amount_nanos("amount_nanos", amount_nanos)
+                          actor: str, request_key: str | None = None) -> None:
         if credit_note_id in self.credit_note_ids:
             raise InvalidStateError(f"credit note {credit_note_id} is already issued")
-        total_nanos = self.subtotal_nanos + self.rounding_difference_nanos
-        if self.credited_nanos + amount_nanos > total_nanos:
-            raise InvalidStateError(
-                f"credit notes would total {self.credited_nanos + amount_nanos} nanos, more "
-                f"than the invoice total of {total_nanos} nanos"
-            )
-        if not reason.strip():
-            raise InvalidInputError("a credit note needs a reason")
+        request = None if request_key is None else self.credit_note_requests.get(request_key)
+        pending = self._pending_credit_nanos()
+        if request is not None:
+            pending -= int(request["amount_nanos"])
+        self._check_credit(amount_nanos, reason, pending=pending)
         self._credit_note_issued(credit_note_id=credit_note_id, amount_nanos=amount_nanos,
-                                 reason=reason, actor=actor)
+                                 reason=reason, actor=actor, request_key=request_key)
 
     @event("CreditNoteIssued")
     def _credit_note_issued(self, credit_note_id: str, amount_nanos: int, reason: str,
-                            actor: str) -> None:
+                            actor: str, request_key: str | None = None) -> None:
         self.credit_note_ids.append(credit_note_id)
+        if request_key is not None and request_key in self.credit_note_requests:
+            self.credit_note_requests[request_key]["credit_note_id"] = credit_note_id
         self.credited_nanos += amount_nanos

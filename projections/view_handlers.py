@@ -174,6 +174,8 @@ EVENTS_WITHOUT_VIEW_CHANGES: frozenset[type] = frozenset({
     AutoRechargePolicy.Disabled, AutoRechargePolicy.Resumed, AutoRechargePolicy.CrossingOpened,
     AutoRechargePolicy.CrossingClosed, AutoRechargePolicy.DailyCapReached,
     AutoRechargePolicy.Stopped, AutoRechargePolicy.Rearmed,
+    # Invoice bookkeeping: what a draft read, its Stripe invoice, a credit note asked for.
+    Invoice.UsageBasisRecorded, Invoice.StripeInvoiceLinked, Invoice.CreditNoteRequested,
 })
 
 # Events whose audit rows show the team balance before and after (usage takes its own path

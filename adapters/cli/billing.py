@@ -3,8 +3,8 @@
     ledger reconcile --team T [--json] [--refresh]
         the team's top-ups and refunds in the ledger against Stripe's charges and refunds;
         every difference listed with both sides; exit 1 on any difference. --refresh first
-        reads the team's unfinished payments from Stripe and records what Stripe says (the
-        same path as their webhooks), which heals webhooks that never came.
+        reads the team's unfinished payments and unpaid invoices from Stripe and records what
+        Stripe says (the same path as their webhooks), which heals webhooks that never came.
 
 The database is LEDGER_DATABASE_URL, or that of the `ledger up` running on LEDGER_DATA_DIR;
 Stripe is configured by LEDGER_STRIPE_* (docs/stripe.md).
@@ -20,9 +20,11 @@ from adapters.cli.audit import parse_team
 from adapters.runtime.composition import attached_servers, open_ledger
 from adapters.runtime.settings import ConfigurationError, Settings
 from adapters.stripe.gateway import StripeGateway, make_client
+from adapters.stripe.invoices import StripeInvoices
 from adapters.stripe.settings import StripeSettings
 from domain.errors import LedgerError
 from domain.money import format_nanos
+from services.invoicing.collection import InvoiceCollection
 from services.payments.port import PaymentProviderError
 from services.payments.reconciliation import Reconciliation, reconcile_team
 from services.payments.top_ups import TopUps
@@ -38,10 +40,13 @@ def _print_text(report: Reconciliation) -> None:
     print(f"team {report.team_id} ({report.currency}), Stripe customer "
           f"{report.customer_id or 'none'}: {report.top_ups_compared} top-ups and "
           f"{report.refunds_compared} refunds compared")
+    print(f"{report.invoices_compared} invoices compared")
     for d in report.differences:
+        ledger_status = "" if d.ledger_status is None else f" ({d.ledger_status})"
+        stripe_status = "" if d.stripe_status is None else f" ({d.stripe_status})"
         print(f"DIFFERENT {d.kind} {d.stripe_object_id}: ledger "
-              f"{_side(d.ledger_nanos, report.currency)}, Stripe "
-              f"{_side(d.stripe_nanos, report.currency)}")
+              f"{_side(d.ledger_nanos, report.currency)}{ledger_status}, Stripe "
+              f"{_side(d.stripe_nanos, report.currency)}{stripe_status}")
     print("ledger and Stripe agree" if report.matches
           else f"{len(report.differences)} difference(s)")
 
@@ -53,7 +58,9 @@ def _print_json(report: Reconciliation) -> None:
                                 "ledger_nanos": None if d.ledger_nanos is None
                                 else str(d.ledger_nanos),
                                 "stripe_nanos": None if d.stripe_nanos is None
-                                else str(d.stripe_nanos)} for d in report.differences]},
+                                else str(d.stripe_nanos), "ledger_status": d.ledger_status,
+                                "stripe_status": d.stripe_status}
+                               for d in report.differences]},
               sys.stdout, indent=2)
     sys.stdout.write("\n")
 
@@ -65,13 +72,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                                  "LEDGER_STRIPE_WEBHOOK_SECRETS (docs/stripe.md)")
     team_id = parse_team(args.team)
     ledger = open_ledger(attached_servers(Settings.from_env()).database_url)
-    gateway = StripeGateway(make_client(settings))
+    client = make_client(settings)
+    gateway = StripeGateway(client)
     try:
         if args.refresh:
             refreshed = TopUps(ledger, gateway, settings.top_up_limits).refresh_open_payments(
                 team_id)
             print(f"refreshed {refreshed} unfinished payment(s) from Stripe")
-        report = reconcile_team(ledger, gateway, team_id)
+            invoices = InvoiceCollection(ledger, StripeInvoices(client))
+            print(f"refreshed {invoices.refresh_open_invoices(team_id)} unpaid invoice(s)")
+        report = reconcile_team(ledger, gateway, team_id, StripeInvoices(client))
     except PaymentProviderError as error:
         raise ConnectionError(error.message) from None
     except LedgerError as error:  # an unknown team, for example

@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "adapters.cli.audit",
     "adapters.cli.tokens",
     "adapters.cli.billing",
+    "adapters.cli.invoices",
     "adapters.http.serve",
 ]
 EXIT_BAD_INPUT = 2

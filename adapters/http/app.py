@@ -52,6 +52,7 @@ API_ROUTER_MODULES = [
     "adapters.http.routes_usage",
     "adapters.http.routes_billing",
     "adapters.http.routes_auto_recharge",
+    "adapters.http.routes_invoices",
 ]
 
 API_DESCRIPTION = """\

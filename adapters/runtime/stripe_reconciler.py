@@ -1,12 +1,13 @@
 """The periodic Stripe reconciliation `ledger up` runs when Stripe is configured (issue 12).
 
 Every `LEDGER_STRIPE_RECONCILE_INTERVAL_SECONDS` (default one hour), for every team that has
-started a payment through the ledger (the payments read model; at most
-`RECONCILE_TEAMS_PER_PASS_MAX` per pass):
+started a payment through the ledger or has an invoice (the payments and invoices read models;
+at most `RECONCILE_TEAMS_PER_PASS_MAX` per pass):
 
-1. the team's unfinished payments are read from Stripe and recorded as Stripe reports them (the
-   same path as their webhooks), so a webhook that never came is healed within one interval;
-2. the team's top-ups, refunds and lost disputes are compared with Stripe's
+1. the team's unfinished payments and unpaid Stripe-collected invoices are read from Stripe and
+   recorded as Stripe reports them (the same path as their webhooks), so a webhook that never
+   came is healed within one interval;
+2. the team's top-ups, refunds, lost disputes and invoices are compared with Stripe's
    (`services.payments.reconciliation`), and every difference is logged with both sides.
 
 The last pass is written to `<data folder>/stripe-reconcile.json` (when it ran, teams compared,
@@ -31,13 +32,17 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import stripe
+
 from adapters.postgres.view_schema import LIVE_SCHEMA, connect, q
 from adapters.runtime.composition import open_ledger
 from adapters.runtime.processes import Runtime
 from adapters.runtime.settings import ConfigurationError
 from adapters.stripe.gateway import StripeGateway, make_client
+from adapters.stripe.invoices import StripeInvoices
 from adapters.stripe.settings import StripeSettings
 from domain.errors import LedgerError
+from services.invoicing.collection import InvoiceCollection
 from services.payments.port import PaymentProviderError
 from services.payments.reconciliation import reconcile_team
 from services.payments.top_ups import TopUps
@@ -70,10 +75,12 @@ def interval_seconds(env: dict[str, str] | None = None) -> float:
 
 def teams_with_payments(database_url: str, limit: int = RECONCILE_TEAMS_PER_PASS_MAX,
                         schema: str = LIVE_SCHEMA) -> list[UUID]:
-    """Teams that started a payment through the ledger, from the payments read model."""
+    """Teams that started a payment through the ledger or have an invoice, from the read
+    models (a team that has neither has nothing at Stripe to compare)."""
     with connect(database_url) as conn:
-        rows = conn.execute(q("SELECT DISTINCT team_id FROM {s}.payments ORDER BY team_id "
-                              "LIMIT %s", schema), (limit,)).fetchall()
+        rows = conn.execute(q("SELECT team_id FROM {s}.payments UNION SELECT team_id FROM "
+                              "{s}.invoices ORDER BY team_id LIMIT %s", schema),
+                            (limit,)).fetchall()
     return [row[0] for row in rows]
 
 
@@ -82,6 +89,7 @@ class PassReport:
     started_at: str
     teams: int = 0
     refreshed_payments: int = 0
+    refreshed_invoices: int = 0
     differences: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -92,19 +100,22 @@ class PassReport:
 
 
 def reconcile_all(database_url: str, settings: StripeSettings,
-                  gateway: StripeGateway | None = None) -> PassReport:
-    """One pass over every team with payments (see the module docstring)."""
+                  http_client: stripe.HTTPClient | None = None) -> PassReport:
+    """One pass over every team with payments or invoices (see the module docstring)."""
     started = time.monotonic()
     report = PassReport(started_at=datetime.now(UTC).isoformat())
-    gateway = gateway or StripeGateway(make_client(settings))
     ledger = open_ledger(database_url)
     try:
+        client = make_client(settings, http_client)
+        gateway, stripe_invoices = StripeGateway(client), StripeInvoices(client)
         top_ups = TopUps(ledger, gateway, settings.top_up_limits)
+        collection = InvoiceCollection(ledger, stripe_invoices, top_ups.ensure_customer)
         for team_id in teams_with_payments(database_url):
             report.teams += 1
             try:
                 report.refreshed_payments += top_ups.refresh_open_payments(team_id)
-                result = reconcile_team(ledger, gateway, team_id)
+                report.refreshed_invoices += collection.refresh_open_invoices(team_id)
+                result = reconcile_team(ledger, gateway, team_id, stripe_invoices)
             except (PaymentProviderError, LedgerError) as error:
                 text = str(getattr(error, "message", error))[:FAILURE_TEXT_LENGTH_MAX]
                 report.failures.append({"team_id": str(team_id), "error": text})
@@ -147,8 +158,9 @@ async def run_stripe_reconciler(runtime: Runtime, stop: asyncio.Event) -> None:
         report = await asyncio.to_thread(reconcile_all, runtime.database_url, settings)
         write_status(runtime.data_dir, report)
         (log.info if report.clean else log.warning)(
-            "Stripe reconciliation: %d team(s), %d payment(s) refreshed, %d difference(s), "
-            "%d failure(s) in %.1fs", report.teams, report.refreshed_payments,
+            "Stripe reconciliation: %d team(s), %d payment(s) and %d invoice(s) refreshed, "
+            "%d difference(s), %d failure(s) in %.1fs", report.teams,
+            report.refreshed_payments, report.refreshed_invoices,
             len(report.differences), len(report.failures), report.seconds)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

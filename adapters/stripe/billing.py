@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import stripe
 
 from adapters.stripe.gateway import StripeGateway, make_client
+from adapters.stripe.invoices import StripeInvoices
 from adapters.stripe.settings import StripeSettings
+from services.invoicing.collection import InvoiceCollection
 from services.ledger import Ledger
 from services.payments.top_ups import TopUps
 
@@ -22,12 +24,16 @@ class StripeBilling:
     settings: StripeSettings
     gateway: StripeGateway
     top_ups: TopUps
+    invoices: InvoiceCollection
 
     @classmethod
     def create(cls, ledger: Ledger, settings: StripeSettings,
                http_client: stripe.HTTPClient | None = None) -> StripeBilling:
-        gateway = StripeGateway(make_client(settings, http_client))
-        return cls(settings, gateway, TopUps(ledger, gateway, settings.top_up_limits))
+        client = make_client(settings, http_client)
+        gateway = StripeGateway(client)
+        top_ups = TopUps(ledger, gateway, settings.top_up_limits)
+        return cls(settings, gateway, top_ups,
+                   InvoiceCollection(ledger, StripeInvoices(client), top_ups.ensure_customer))
 
     @classmethod
     def from_env(cls, ledger: Ledger) -> StripeBilling | None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 
 from adapters.stripe.gateway import dispute_info, intent_outcome
+from adapters.stripe.invoices import invoice_info
 from adapters.stripe.webhook_signature import VerifiedEvent
+from services.invoicing.invoice_commands import apply_stripe_invoice
 from services.payments.port import PaymentGateway
 from services.payments.settlement import Settlement
 from services.payments.top_ups import STRIPE_ACTOR
@@ -28,7 +30,20 @@ INTENT_EVENT_TYPES = frozenset({
 REFUND_EVENT_TYPES = frozenset({
     "charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"})
 DISPUTE_EVENT_TYPES = frozenset({"charge.dispute.closed"})
-HANDLED_EVENT_TYPES = INTENT_EVENT_TYPES | REFUND_EVENT_TYPES | DISPUTE_EVENT_TYPES
+# Invoice events: the ledger invoice named by the Stripe invoice's metadata is linked to it,
+# marked paid (`invoice.paid`, in whatever order it comes) or voided (`invoice.voided`); the
+# amounts and status come from the signed event (services.invoicing.invoice_commands).
+INVOICE_EVENT_TYPES = frozenset({
+    "invoice.created", "invoice.finalized", "invoice.paid", "invoice.voided",
+    "invoice.payment_failed", "invoice.updated"})
+HANDLED_EVENT_TYPES = INTENT_EVENT_TYPES | REFUND_EVENT_TYPES | DISPUTE_EVENT_TYPES | \
+    INVOICE_EVENT_TYPES
+
+
+def handle_invoice_event(event: VerifiedEvent, settlement: Settlement) -> str:
+    return apply_stripe_invoice(settlement.ledger, event.event_type,
+                                invoice_info(event.data_object), STRIPE_ACTOR,
+                                event_id=event.event_id)
 
 
 def handle_event(event: VerifiedEvent, settlement: Settlement, gateway: PaymentGateway) -> str:
@@ -53,6 +68,8 @@ def handle_event(event: VerifiedEvent, settlement: Settlement, gateway: PaymentG
             intent = gateway.retrieve_payment_intent(dispute.intent_id)
             result = settlement.apply_dispute_lost(intent, dispute, STRIPE_ACTOR,
                                                    event_id=event.event_id)
+    elif event.event_type in INVOICE_EVENT_TYPES:
+        result = handle_invoice_event(event, settlement)
     else:
         result = "ignored: type not handled"
     log.info("stripe event %s (%s): %s", event.event_id, event.event_type, result)

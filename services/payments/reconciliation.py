@@ -6,6 +6,12 @@ dispute) id, so the two sides line up by id: a top-up Stripe settled that the le
 credited (a lost webhook), one the ledger credited that Stripe has not (or not for that amount),
 and the same for refunds and lost disputes. Charges that failed are not money and are left out.
 All amounts are compared in nanos.
+
+Invoices (when a Stripe invoice port is given): every ledger invoice of the team (its monthly
+invoices since the team was registered, and any invoice a Stripe invoice's metadata names)
+against the Stripe invoices of its customer, by ledger invoice id: the total and the status
+(finalized = open in Stripe, paid = paid, void = void or no Stripe invoice). An invoice the
+prepaid credit settled (total zero) and a draft need no Stripe invoice.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from domain.money import minor_units_to_nanos
+from services.invoicing.monthly import INVOICE_PAYMENT_PREFIX
+from services.invoicing.port import StripeInvoicePort
+from services.invoicing.reconcile_invoices import invoice_differences
 from services.ledger import Ledger
 from services.payments.port import PaymentGateway
 
@@ -22,10 +31,12 @@ DISPUTE_ID_PREFIXES = ("dp_", "du_")
 
 @dataclass(frozen=True)
 class Difference:
-    kind: str  # "top_up", "refund" or "dispute" (a lost one)
-    stripe_object_id: str
+    kind: str  # "top_up", "refund", "dispute" (a lost one) or "invoice"
+    stripe_object_id: str  # for an invoice Stripe lacks: the ledger invoice's number
     ledger_nanos: int | None  # None: the ledger has no such object
     stripe_nanos: int | None  # None: Stripe has no such object
+    ledger_status: str | None = None  # invoices: the status on each side
+    stripe_status: str | None = None
 
 
 @dataclass
@@ -35,6 +46,7 @@ class Reconciliation:
     customer_id: str | None
     top_ups_compared: int = 0
     refunds_compared: int = 0
+    invoices_compared: int = 0
     differences: list[Difference] = field(default_factory=list)
 
     @property
@@ -49,7 +61,8 @@ def _compare(kind: str, ledger_side: dict[str, int], stripe_side: dict[str, int]
             if ledger_side.get(object_id) != stripe_side.get(object_id)]
 
 
-def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID) -> Reconciliation:
+def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID,
+                   invoices: StripeInvoicePort | None = None) -> Reconciliation:
     team = ledger.get_team(team_id)
     report = Reconciliation(team_id=team_id, currency=team.currency,
                             customer_id=team.stripe_customer_id)
@@ -58,9 +71,15 @@ def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID) -> Re
     stripe_disputes: dict[str, int] = {}
     disputed_intents: set[str] = set()
     refunded_intents = set(team.refunded_by_top_up)
+    invoice_intents: set[str] = set()
+    rows: list[tuple[str, int | None, int | None, str | None, str | None]] = []
+    if invoices is not None:
+        compared, rows, invoice_intents = invoice_differences(ledger, invoices, team)
+        report.invoices_compared = compared
     if team.stripe_customer_id is not None:
         for charge in gateway.list_charges(team.stripe_customer_id):
-            if charge.status != "succeeded" or charge.intent_id is None:
+            if charge.status != "succeeded" or charge.intent_id is None or \
+                    charge.intent_id in invoice_intents:  # an invoice's: compared as one
                 continue
             object_id = charge.intent_id
             stripe_top_ups[object_id] = stripe_top_ups.get(object_id, 0) + \
@@ -84,10 +103,15 @@ def reconcile_team(ledger: Ledger, gateway: PaymentGateway, team_id: UUID) -> Re
     ledger_disputes = {k: v for k, v in team.refunds.items()
                        if k in stripe_disputes or k.startswith(DISPUTE_ID_PREFIXES)}
     ledger_refunds = {k: v for k, v in team.refunds.items() if k not in ledger_disputes}
-    report.top_ups_compared = len(team.top_ups.keys() | stripe_top_ups.keys())
+    # Paid invoices credited to the balance are keyed by the Stripe invoice id: compared with
+    # Stripe's invoices below, not with top-up charges.
+    ledger_top_ups = {k: v for k, v in team.top_ups.items()
+                      if not k.startswith(INVOICE_PAYMENT_PREFIX)}
+    report.top_ups_compared = len(ledger_top_ups.keys() | stripe_top_ups.keys())
     report.refunds_compared = len(team.refunds.keys() | stripe_refunds.keys()
                                   | stripe_disputes.keys())
-    report.differences = (_compare("top_up", dict(team.top_ups), stripe_top_ups)
+    report.differences = (_compare("top_up", ledger_top_ups, stripe_top_ups)
                           + _compare("refund", ledger_refunds, stripe_refunds)
                           + _compare("dispute", ledger_disputes, stripe_disputes))
+    report.differences += [Difference("invoice", *row) for row in rows]
     return report

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from domain.roles import Action, Role, may
+from services.actor import Actor
 from tests.http.conftest import Api
 from tests.http.support import make_team, user_id
 
@@ -106,6 +108,16 @@ ROUTES = [
         "daily_cap_nanos": "40000000000", "payment_method_id": "pm_card_visa"}),
     Route("POST", "/v1/teams/{team}/auto-recharge/resume", Action.LINK_STRIPE_CUSTOMER),
     Route("GET", "/v1/teams/{team}/invoices", Action.VIEW_BILLING),
+    # Invoices (routes_invoices): the hand-made invoice of `ids` totals zero, so finalizing it
+    # needs no Stripe (prepaid); a second void or an over-credit is a 409 (past authorization).
+    Route("POST", "/v1/teams/{team}/invoices", Action.MANAGE_INVOICES,
+          lambda ids: {"month": "2026-01"}),
+    Route("GET", "/v1/teams/{team}/invoices/{invoice}", Action.VIEW_BILLING),
+    Route("POST", "/v1/teams/{team}/invoices/{invoice}/finalize", Action.MANAGE_INVOICES),
+    Route("POST", "/v1/teams/{team}/invoices/{invoice}/void", Action.MANAGE_INVOICES,
+          lambda ids: {"reason": "wrong"}),
+    Route("POST", "/v1/teams/{team}/invoices/{invoice}/credit-notes", Action.MANAGE_INVOICES,
+          lambda ids: {"amount_nanos": "10000000", "reason": "goodwill"}),
     Route("POST", "/v1/usage", PUBLISH, lambda ids: {"records": [{
         "usage_id": f"u{unique()}", "account_id": ids["account"],
         "occurred_at": datetime.now(UTC).isoformat(), "model": "m", "success": True,
@@ -153,7 +165,8 @@ def test_every_api_route_has_a_row_in_this_table(api: Api) -> None:
                             .replace("{account_id}", "{account}")
                             .replace("{package_id}", "{package}")
                             .replace("{token_id}", "{token}")
-                            .replace("{user_id}", "{target}")))
+                            .replace("{user_id}", "{target}")
+                            .replace("{invoice_id}", "{invoice}")))
     normalized = {(m, p.replace("{target2}", "{target}")) for m, p in declared}
     assert served == normalized
 
@@ -178,7 +191,10 @@ def test_every_route_answers_every_caller_as_the_role_matrix_says(api: Api) -> N
     tokens["service"] = api.token_for("service", "gateway", [PUBLISH, AUTHORIZATION])
     ids = {"team": team.team_id, "account": team.member_account, "package": team.package_id,
            "token": spare, "target": "target", "target2": "target2",
-           "member_user": user_id("home", "member")}
+           "member_user": user_id("home", "member"),
+           "invoice": str(api.ledger.draft_invoice(
+               UUID(team.team_id), period_start="2025-01-01", period_end="2025-02-01",
+               lines=[], actor=Actor.system("test")))}
     failures = []
     for route in ROUTES:
         failures += check_route(api, route, ids, tokens)

@@ -56,7 +56,7 @@ def test_a_pass_heals_a_lost_webhook_and_lists_what_only_stripe_knows(
         assert teams_with_payments(database_url) == [team_id]  # `quiet` has none
         assert quiet not in teams_with_payments(database_url)
 
-        healed = reconcile_all(database_url, settings, gateway)
+        healed = reconcile_all(database_url, settings)
         assert (healed.teams, healed.refreshed_payments) == (1, 1)
         assert healed.clean, healed
         assert ledger.get_team(team_id).top_ups == {
@@ -64,12 +64,13 @@ def test_a_pass_heals_a_lost_webhook_and_lists_what_only_stripe_knows(
 
         only_stripe = gateway.client.v1.refunds.create(
             params={"payment_intent": str(unsettled.stripe_object_id), "amount": 250})
-        found = reconcile_all(database_url, settings, gateway)
+        found = reconcile_all(database_url, settings)
         assert not found.clean and found.failures == []
         assert found.differences == [{
             "team_id": str(team_id), "currency": "USD", "kind": "refund",
             "stripe_object_id": only_stripe.id, "ledger_nanos": None,
-            "stripe_nanos": str(250 * CENT_NANOS)}]
+            "stripe_nanos": str(250 * CENT_NANOS), "ledger_status": None,
+            "stripe_status": None}]
         status = json.loads(write_status(tmp_path, found).read_text())
         assert status["clean"] is False
         assert status["differences"][0]["stripe_nanos"] == "2500000000"

@@ -1,0 +1,1 @@
+"""Monthly invoices from priced usage, and their collection through Stripe."""
