@@ -97,7 +97,7 @@ class PaymentList(BaseModel):
     payments: list[PaymentInfo]
 
 
-def _billing(request: Request) -> StripeBilling:
+def stripe_billing(request: Request) -> StripeBilling:
     billing: StripeBilling | None = getattr(request.app.state, "stripe_billing", None)
     if billing is None:
         ledger: Ledger = request.app.state.ledger
@@ -158,7 +158,7 @@ def start_top_up(team_id: UUID, body: StartTopUp, request: Request,
     Idempotency-Key: a retry with it resumes the same payment and never charges twice."""
     team_access(aggregates(request), principal, team_id, TOP_UP_ACTION)
     amount_nanos = parse_nanos(body.amount_nanos, "amount_nanos")
-    billing = _billing(request)
+    billing = stripe_billing(request)
     checkout = checkout_of(billing) if body.payment_method_id is None else None
     request_key = f"http:{principal.token_id}:{idempotency_key}" if idempotency_key else None
 
@@ -185,7 +185,7 @@ def list_payments(team_id: UUID, request: Request, principal: Principal = Princi
                   limit: Annotated[int, Query(ge=1, le=PAYMENTS_LISTED_MAX)] = 50) -> Any:
     """The team's latest payments, newest first, with failed and cancelled ones."""
     team_access(aggregates(request), principal, team_id, Action.VIEW_BILLING)
-    billing = _billing(request)
+    billing = stripe_billing(request)
     return {"payments": [payment_info(p) for p in billing.top_ups.payments_of(team_id, limit)]}
 
 
@@ -196,7 +196,7 @@ def open_billing_portal(team_id: UUID, request: Request,
     receipts and billing details. The link is for the caller alone and lasts minutes: open it
     at once, never share it."""
     team_access(aggregates(request), principal, team_id, Action.OPEN_BILLING_PORTAL)
-    checkout = checkout_of(_billing(request))
+    checkout = checkout_of(stripe_billing(request))
     try:
         return {"url": checkout.open_portal(team_id, principal.actor())}
     except PaymentProviderError as error:
@@ -220,7 +220,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     # The app's body limit (64 KiB) bounds the payload before it is read here.
     payload = await request.body()
     try:
-        billing = _billing(request)
+        billing = stripe_billing(request)
     except ProblemError:
         # Without secrets no delivery can be trusted: refuse it as such (Stripe retries).
         log.warning("stripe webhook refused: Stripe is not configured")
