@@ -61,6 +61,10 @@ class BillingWorld:
 
 @pytest.fixture
 def billing_world(database_url: str) -> Iterator[BillingWorld]:
+    yield from world_on(database_url, stripe_configured=True)
+
+
+def world_on(database_url: str, stripe_configured: bool) -> Iterator[BillingWorld]:
     pages = ThreadingHTTPServer(("127.0.0.1", 0), StripePages)
     threading.Thread(target=pages.serve_forever, daemon=True).start()
     pages_url = f"http://127.0.0.1:{pages.server_address[1]}"
@@ -86,7 +90,8 @@ def billing_world(database_url: str) -> Iterator[BillingWorld]:
         checkout_cancel_url=f"{base_url}/dashboard/teams/{{team_id}}",
         portal_return_url=f"{base_url}/dashboard/teams/{{team_id}}",
         redirect_origins=(pages_url,))
-    app.state.stripe_billing = StripeBilling.create(ledger, settings, double)
+    if stripe_configured:
+        app.state.stripe_billing = StripeBilling.create(ledger, settings, double)
     server, thread = serve(app, port)
     try:
         yield BillingWorld(base_url, pages_url, team_id, billing_token, auditor_token, double,
@@ -156,3 +161,13 @@ def test_an_auditor_sees_payments_but_no_billing_actions(
         form={"csrf_token": "forged"}, max_redirects=0)
     assert answer.status == 403
     assert world.double.requests == []
+
+
+def test_without_stripe_the_panel_says_what_to_configure(
+        page: Page, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEDGER_STRIPE_API_KEY", raising=False)
+    for world in world_on(database_url, stripe_configured=False):
+        log_in(page, world, world.billing_token)
+        expect(page.locator("#billing-note")).to_contain_text("LEDGER_STRIPE_API_KEY")
+        expect(page.get_by_role("button", name="Top up")).to_have_count(0)
+        expect(page.locator("#billing")).to_contain_text("No payments yet.")
