@@ -155,7 +155,11 @@ class Checkout:
         if session.intent_id is None:
             return f"session recorded; no PaymentIntent yet ({session.payment_status})"
         intent = self.gateway.retrieve_payment_intent(session.intent_id)
-        result = self.top_ups.settlement.apply_intent(intent, STRIPE_ACTOR, event_id=event_id,
+        # Not keyed by the event id: what is recorded is read now, and a later delivery of the
+        # same event may read more (processing, then succeeded), which a key recorded with the
+        # first reading would refuse as a conflict for ever. A repeat is harmless all the same:
+        # the credit is keyed by the PaymentIntent.
+        result = self.top_ups.settlement.apply_intent(intent, STRIPE_ACTOR,
                                                       payment_id=payment.id)
         if intent.status == "succeeded" and payment.receipt_url is None:
             self.record_receipt(payment.id, intent.intent_id or session.intent_id)

@@ -198,3 +198,18 @@ def test_checkout_without_its_return_urls_says_what_to_set(
         assert answer.status_code == 409
         assert "LEDGER_STRIPE_CHECKOUT_SUCCESS_URL" in answer.json()["detail"]
         assert double.requests == []
+
+
+def test_a_completion_delivered_again_after_the_payment_settled_credits_it(
+        checkout_app: LiveApp, double: StripeHttpDouble) -> None:
+    """Stripe retries an event whose first answer it did not get; by then the PaymentIntent
+    may have moved on, and the retry records what Stripe holds now (never a conflict)."""
+    team = make_team(checkout_app.api, "retried")
+    body = start_checkout(checkout_app, team, "k8").json()
+    session = double.pay_session(body["checkout_session_id"], intent_status="processing")
+    assert send(checkout_app, "evt_same", "checkout.session.completed",
+                session).json()["result"] == "attached"
+    double.settle_intent(session["payment_intent"], "succeeded")
+    again = send(checkout_app, "evt_same", "checkout.session.completed", session)
+    assert again.status_code == 200 and again.json()["result"] == "credited", again.text
+    assert credits(checkout_app, team) == {session["payment_intent"]: TWENTY_USD_NANOS}
