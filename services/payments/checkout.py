@@ -45,6 +45,7 @@ SESSION_SETTLING_TYPES = frozenset({
     "checkout.session.completed", "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed"})
 SESSION_EXPIRED_TYPE = "checkout.session.expired"
+NANOSECONDS_PER_SECOND = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,12 @@ class CheckoutStart:
 
 class Checkout:
     def __init__(self, top_ups: TopUps, gateway: CheckoutGateway, links: CheckoutLinks,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], int] | None = None) -> None:
         self.top_ups = top_ups
         self.ledger = top_ups.ledger
         self.gateway = gateway
         self.links = links
-        self.clock = clock
+        self.clock = clock or unix_seconds
 
     # Starting -------------------------------------------------------------------------------
 
@@ -192,6 +193,10 @@ class Checkout:
         return self.ledger.commands.run(
             Command("record_receipt", team_scope(team_id), {"payment_id": str(payment_id)},
                     STRIPE_ACTOR.user_id), attempt)
+
+
+def unix_seconds() -> int:
+    return time.time_ns() // NANOSECONDS_PER_SECOND
 
 
 def checkout_idempotency_key(payment: Payment) -> str:

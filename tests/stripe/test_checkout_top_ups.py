@@ -11,7 +11,12 @@ import pytest
 from adapters.stripe.checkout_gateway import StripeCheckoutGateway, checkout_session_info
 from adapters.stripe.gateway import StripeGateway, make_client
 from adapters.stripe.settings import StripeSettings
-from domain.errors import IdempotencyConflictError, InvalidAmountError, PermissionDeniedError
+from domain.errors import (
+    IdempotencyConflictError,
+    InvalidAmountError,
+    InvalidStateError,
+    PermissionDeniedError,
+)
 from domain.payment import CHECKOUT_METHOD, PaymentStatus
 from services.ledger import Ledger
 from services.payments.checkout import Checkout, CheckoutLinks, checkout_idempotency_key
@@ -174,3 +179,27 @@ def test_a_member_may_neither_top_up_through_checkout_nor_open_the_portal(
         else:
             checkout.open_portal(team_id, MEMBER)
     assert double.requests == []
+
+
+def test_a_payment_whose_window_is_nearly_over_opens_no_session(ledger: Ledger) -> None:
+    team_id = make_team(ledger)
+    double = StripeHttpDouble()
+    checkout = checkout_with(ledger, double)
+    checkout.record_session = crash_once(checkout.record_session)  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        checkout.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER, "req-late")
+    [payment] = checkout.top_ups.payments_of(team_id)
+    # 31 minutes before the session's expiry Stripe still accepts it; 29 minutes it would not.
+    checkout.clock = lambda: checkout.expires_at(payment) - 31 * 60
+    assert checkout.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER,
+                                          "req-late").checkout_url is not None
+    assert len(session_posts(double)) == 2
+    late = checkout_with(ledger, double)
+    late.record_session = crash_once(late.record_session)  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        late.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER, "req-late-2")
+    [unrecorded, _] = late.top_ups.payments_of(team_id)
+    late.clock = lambda: late.expires_at(unrecorded) - 29 * 60
+    with pytest.raises(InvalidStateError, match="new idempotency key"):
+        late.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER, "req-late-2")
+    assert len(session_posts(double)) == 3
