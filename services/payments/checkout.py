@@ -46,6 +46,9 @@ SESSION_SETTLING_TYPES = frozenset({
     "checkout.session.async_payment_failed"})
 SESSION_EXPIRED_TYPE = "checkout.session.expired"
 NANOSECONDS_PER_SECOND = 1_000_000_000
+# What the Checkout page calls the purchase. Fixed, not the team's name: every parameter of the
+# request must be the same on a retry, and a team may be renamed in between.
+CHECKOUT_PRODUCT_NAME = "Ledger balance top-up"
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,10 @@ class Checkout:
         if payment.is_final:
             return CheckoutStart(payment, None)
         if payment.checkout_url is not None:
-            return CheckoutStart(payment, payment.checkout_url)
+            # Stripe's expiry event may still be on its way: an expired page is not offered.
+            expires = payment.checkout_expires_at
+            still_open = expires is None or self.clock() < expires
+            return CheckoutStart(payment, payment.checkout_url if still_open else None)
         expires_at = self.expires_at(payment)
         if payment.checkout_session_id is None and \
                 self.clock() > expires_at - CHECKOUT_OPEN_MARGIN_SECONDS:
@@ -100,7 +106,7 @@ class Checkout:
                 "new top-up with a new idempotency key")
         session = self.gateway.create_checkout_session(CheckoutRequest(
             customer_id=customer_id, amount_minor=payment.amount_minor,
-            currency=payment.currency, product_name=f"Ledger top-up for {team.name}",
+            currency=payment.currency, product_name=CHECKOUT_PRODUCT_NAME,
             metadata=payment_metadata(payment),
             success_url=self.links.for_team(self.links.success_url, team.id),
             cancel_url=self.links.for_team(self.links.cancel_url, team.id),

@@ -106,6 +106,11 @@ def test_the_same_request_key_answers_the_recorded_page_without_asking_stripe_ag
     first = checkout.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER, "req-c3")
     again = checkout.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER, "req-c3")
     assert again.checkout_url == first.checkout_url and len(session_posts(double)) == 1
+    expires_at = first.payment.checkout_expires_at
+    assert expires_at is not None
+    checkout.clock = lambda: expires_at  # the page has expired; Stripe's event is on its way
+    assert checkout.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER,
+                                          "req-c3").checkout_url is None
     with pytest.raises(IdempotencyConflictError, match="req-c3"):
         checkout.top_ups.start_top_up(team_id, TWENTY_USD_NANOS, "pm_card_visa", OWNER,
                                       "req-c3")
