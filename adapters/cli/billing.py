@@ -19,10 +19,12 @@ import sys
 from adapters.cli.audit import parse_team
 from adapters.runtime.composition import attached_servers, open_ledger
 from adapters.runtime.settings import ConfigurationError, Settings
+from adapters.stripe.checkout_gateway import StripeCheckoutGateway
 from adapters.stripe.gateway import StripeGateway, make_client
 from adapters.stripe.settings import StripeSettings
 from domain.errors import LedgerError
 from domain.money import format_nanos
+from services.payments.checkout import Checkout
 from services.payments.port import PaymentProviderError
 from services.payments.reconciliation import Reconciliation, reconcile_team
 from services.payments.top_ups import TopUps
@@ -65,11 +67,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                                  "LEDGER_STRIPE_WEBHOOK_SECRETS (docs/stripe.md)")
     team_id = parse_team(args.team)
     ledger = open_ledger(attached_servers(Settings.from_env()).database_url)
-    gateway = StripeGateway(make_client(settings))
+    client = make_client(settings)
+    gateway = StripeGateway(client)
     try:
         if args.refresh:
-            refreshed = TopUps(ledger, gateway, settings.top_up_limits).refresh_open_payments(
-                team_id)
+            top_ups = TopUps(ledger, gateway, settings.top_up_limits)
+            refreshed = top_ups.refresh_open_payments(team_id)
+            links = settings.checkout_links()
+            if links is not None:  # Checkout payments that have no PaymentIntent yet too
+                refreshed += Checkout(top_ups, StripeCheckoutGateway(client),
+                                      links).refresh_open_checkouts(team_id)
             print(f"refreshed {refreshed} unfinished payment(s) from Stripe")
         report = reconcile_team(ledger, gateway, team_id)
     except PaymentProviderError as error:

@@ -76,6 +76,13 @@ class StripeCheckoutGateway:
                 f"Stripe did not open the Checkout Session: {error}") from None
         return checkout_session_info(session)
 
+    def retrieve_checkout_session(self, session_id: str) -> CheckoutSessionInfo:
+        try:
+            return checkout_session_info(self.client.v1.checkout.sessions.retrieve(session_id))
+        except stripe.StripeError as error:
+            raise PaymentProviderError(f"Stripe did not answer for {session_id}: {error}") \
+                from None
+
     def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
         # No idempotency key: a portal session changes nothing at Stripe and lives minutes; a
         # retried request is meant to get a fresh one.

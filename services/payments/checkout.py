@@ -158,6 +158,10 @@ class Checkout:
             return self._expire(payment.id, session.session_id, event_id)
         if event_type not in SESSION_SETTLING_TYPES:
             return "ignored: type not handled"
+        return self._settle(payment, session)
+
+    def _settle(self, payment: Payment, session: CheckoutSessionInfo) -> str:
+        """Record the session, then what its PaymentIntent says as Stripe holds it now."""
         self.record_session(payment.id, session, STRIPE_ACTOR)
         if session.intent_id is None:
             return f"session recorded; no PaymentIntent yet ({session.payment_status})"
@@ -172,15 +176,32 @@ class Checkout:
             self.record_receipt(payment.id, intent.intent_id or session.intent_id)
         return result
 
-    def _expire(self, payment_id: UUID, session_id: str, event_id: str) -> str:
+    def refresh_open_checkouts(self, team_id: UUID) -> int:
+        """Read the session of every unfinished Checkout payment of the team (among its latest
+        `PAYMENTS_LISTED_MAX`) and record what Stripe says, by the same path as the webhooks:
+        heals events that never came. Returns how many were read."""
+        open_payments = [p for p in self.top_ups.payments_of(team_id)
+                         if p.is_checkout and not p.is_final and p.checkout_session_id]
+        for payment in open_payments:
+            assert payment.checkout_session_id is not None
+            session = self.gateway.retrieve_checkout_session(payment.checkout_session_id)
+            if session.status == "expired":
+                self._expire(payment.id, session.session_id, None)
+            else:
+                self._settle(payment, session)
+        return len(open_payments)
+
+    def _expire(self, payment_id: UUID, session_id: str, event_id: str | None) -> str:
         def attempt() -> Attempt:
             payment = self.top_ups.get_payment(payment_id)
             changed = payment.expire_checkout(session_id, STRIPE_ACTOR.user_id)
             return Attempt([payment] if payment.pending_events else [],
                            "expired" if changed else "unchanged")
 
+        scope = STRIPE_EVENT_SCOPE if event_id is not None else \
+            team_scope(self.top_ups.get_payment(payment_id).team_id)
         return self.ledger.commands.run(
-            Command("expire_checkout", STRIPE_EVENT_SCOPE,
+            Command("expire_checkout", scope,
                     {"payment_id": str(payment_id), "session_id": session_id},
                     STRIPE_ACTOR.user_id, event_id), attempt)
 

@@ -69,6 +69,10 @@ class StripeHttpDouble(stripe.HTTPClient):
                 expand: bool = False) -> tuple[str, int]:
         if method == "post" and path == "/v1/checkout/sessions":
             return self._create_session(form)
+        if method == "get" and path.startswith("/v1/checkout/sessions/"):
+            found = self.created.get(path.rsplit("/", 1)[1])
+            if found is not None:
+                return json.dumps(found), 200
         if method == "post" and path == "/v1/billing_portal/sessions":
             text, status = self._create("bps", {"object": "billing_portal.session",
                                                 "customer": form["customer"],

@@ -208,3 +208,24 @@ def test_a_payment_whose_window_is_nearly_over_opens_no_session(ledger: Ledger) 
     with pytest.raises(InvalidStateError, match="new idempotency key"):
         late.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER, "req-late-2")
     assert len(session_posts(double)) == 3
+
+
+def test_a_refresh_heals_checkout_events_that_never_came(ledger: Ledger) -> None:
+    team_id = make_team(ledger)
+    double = StripeHttpDouble()
+    checkout = checkout_with(ledger, double)
+    paid = checkout.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER, "req-r1").payment
+    lapsed = checkout.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER, "req-r2").payment
+    still_open = checkout.start_checkout_top_up(team_id, TWENTY_USD_NANOS, OWNER,
+                                                "req-r3").payment
+    session = double.pay_session(str(paid.checkout_session_id))
+    double.expire_session(str(lapsed.checkout_session_id))
+
+    assert checkout.refresh_open_checkouts(team_id) == 3
+    assert checkout.refresh_open_checkouts(team_id) == 1  # only the open one is left
+    get = checkout.top_ups.get_payment
+    assert get(paid.id).status == PaymentStatus.SUCCEEDED
+    assert get(paid.id).receipt_url is not None
+    assert get(lapsed.id).status == PaymentStatus.EXPIRED
+    assert get(still_open.id).status == PaymentStatus.STARTED
+    assert ledger.get_team(team_id).top_ups == {session["payment_intent"]: TWENTY_USD_NANOS}
