@@ -160,6 +160,12 @@ def test_an_auditor_sees_payments_but_no_billing_actions(
         f"{world.base_url}/dashboard/teams/{world.team_id}/billing/portal",
         form={"csrf_token": "forged"}, max_redirects=0)
     assert answer.status == 403
+    # With the page's own CSRF token, the service refuses the auditor's role.
+    token = page.locator("form.logout input[name=csrf_token]").get_attribute("value")
+    answer = page.request.post(
+        f"{world.base_url}/dashboard/teams/{world.team_id}/billing/top-up",
+        form={"csrf_token": token or "", "amount": "25", "nonce": "abc"}, max_redirects=0)
+    assert answer.status == 403 and "may not" in answer.text()
     assert world.double.requests == []
 
 

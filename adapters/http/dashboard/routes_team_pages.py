@@ -35,7 +35,7 @@ from adapters.http.problems import ProblemError
 from adapters.http.routes_billing import checkout_of, stripe_billing
 from adapters.http.views import views
 from adapters.runtime.settings import ConfigurationError
-from domain.errors import LedgerError
+from domain.errors import LedgerError, PermissionDeniedError
 from services.payments.checkout import Checkout
 
 # Seconds between comment lines on an idle event stream, so proxies keep it open.
@@ -188,6 +188,9 @@ async def billing_action(request: Request, team_id: UUID, csrf: str,
         url = await run_in_threadpool(run)
     except ProblemError as problem:
         return problem_page(request, problem, session)
+    except PermissionDeniedError as error:
+        return problem_page(request, ProblemError(403, "forbidden", "Not for your role",
+                                                  str(error)), session)
     except (FormError, LedgerError, ConfigurationError) as error:
         return problem_page(request, ProblemError(400, "refused", "Not done", str(error)),
                             session)
