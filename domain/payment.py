@@ -45,10 +45,16 @@ class PaymentStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # a Checkout Session that nobody paid before it expired
 
 
 FINAL_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED,
-                            PaymentStatus.CANCELED})
+                            PaymentStatus.CANCELED, PaymentStatus.EXPIRED})
+# The payment method of a payment made through Stripe Checkout: the customer picks the card on
+# Stripe's page, so none is known when the payment starts.
+CHECKOUT_METHOD = "checkout"
+# Stripe's hosted URLs (a Checkout page, a receipt) are long but bounded.
+STRIPE_URL_LENGTH_MAX = 5000
 
 
 def payment_id_for(team_id: UUID, request_key: str) -> UUID:
@@ -70,6 +76,14 @@ def _short(text: str | None) -> str:
     """Stripe's failure messages are outside input: keep them bounded and printable."""
     cleaned = "".join(c for c in (text or "") if c.isprintable())
     return cleaned[:FAILURE_TEXT_LENGTH_MAX]
+
+
+def check_stripe_url(name: str, value: object) -> str:
+    """A URL Stripe gave us, shown as a link: https only, printable, bounded."""
+    text = _check_text(name, value, STRIPE_URL_LENGTH_MAX)
+    if not text.startswith("https://") and not text.startswith("http://127.0.0.1"):
+        raise InvalidInputError(f"{name} must be an https:// URL")
+    return text
 
 
 class Payment(Aggregate):
@@ -94,6 +108,10 @@ class Payment(Aggregate):
         self.credited_nanos = 0
         self.refunds: dict[str, int] = {}  # Stripe refund id -> refunded nanos
         self.disputes_lost: dict[str, int] = {}  # Stripe dispute id -> reversed nanos
+        self.checkout_session_id: str | None = None
+        self.checkout_url: str | None = None
+        self.checkout_expires_at: int | None = None  # Unix seconds, as Stripe gives it
+        self.receipt_url: str | None = None
 
     @classmethod
     def start(cls, *, team_id: UUID, request_key: str, amount_nanos: int, amount_minor: int,
@@ -171,8 +189,7 @@ class Payment(Aggregate):
         new method), but a success is never followed by a failure: that report is stale."""
         if stripe_object_id is not None:
             self.attach_stripe_object(stripe_object_id, actor)
-        if self.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED,
-                           PaymentStatus.CANCELED):
+        if self.status in FINAL_STATUSES:
             return False
         self._failed(code=_short(code) or "unknown", message=_short(message), actor=actor)
         return True
@@ -193,6 +210,65 @@ class Payment(Aggregate):
     @event("Canceled")
     def _canceled(self, actor: str) -> None:
         self.status = PaymentStatus.CANCELED
+
+    # Stripe Checkout ------------------------------------------------------------------------
+
+    @property
+    def is_checkout(self) -> bool:
+        return self.payment_method_id == CHECKOUT_METHOD
+
+    def open_checkout_session(self, session_id: str, url: str | None, expires_at: int | None,
+                              actor: str) -> bool:
+        """Record the Checkout Session that collects this payment; False if already known.
+
+        Order-tolerant: a webhook about the session may record it (without its URL) before the
+        answer of the call that created it is recorded; that later record is then a no-op."""
+        _check_text("checkout_session_id", session_id, STRIPE_ID_LENGTH_MAX)
+        if url is not None:
+            check_stripe_url("checkout_url", url)
+        if expires_at is not None and (type(expires_at) is not int or expires_at <= 0):
+            raise InvalidInputError("checkout expires_at must be a Unix time in seconds")
+        if self.checkout_session_id == session_id:
+            return False
+        if self.checkout_session_id is not None:
+            raise InvalidStateError(
+                f"payment {self.id} is collected by Checkout Session "
+                f"{self.checkout_session_id}, not {session_id}")
+        self._checkout_session_opened(session_id=session_id, url=url, expires_at=expires_at,
+                                      actor=actor)
+        return True
+
+    @event("CheckoutSessionOpened")
+    def _checkout_session_opened(self, session_id: str, url: str | None,
+                                 expires_at: int | None, actor: str) -> None:
+        self.checkout_session_id = session_id
+        self.checkout_url = url
+        self.checkout_expires_at = expires_at
+
+    def expire_checkout(self, session_id: str, actor: str) -> bool:
+        """Stripe reports the Checkout Session expired unpaid: visible, no money moved. False
+        if nothing is new (already final: a success reported earlier is never undone)."""
+        self.open_checkout_session(session_id, None, None, actor)
+        if self.is_final:
+            return False
+        self._checkout_expired(session_id=session_id, actor=actor)
+        return True
+
+    @event("CheckoutExpired")
+    def _checkout_expired(self, session_id: str, actor: str) -> None:
+        self.status = PaymentStatus.EXPIRED
+
+    def record_receipt(self, receipt_url: str, actor: str) -> bool:
+        """The Stripe receipt of the charge that paid this payment; False if already known."""
+        check_stripe_url("receipt_url", receipt_url)
+        if self.receipt_url == receipt_url:
+            return False
+        self._receipt_recorded(receipt_url=receipt_url, actor=actor)
+        return True
+
+    @event("ReceiptRecorded")
+    def _receipt_recorded(self, receipt_url: str, actor: str) -> None:
+        self.receipt_url = receipt_url
 
     def record_refund(self, refund_id: str, amount_nanos: int, actor: str) -> bool:
         """A (partial) refund Stripe settled; False if this refund is already recorded."""

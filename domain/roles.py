@@ -38,6 +38,8 @@ class Action(StrEnum):
     SUSPEND_TEAM = "suspend_team"
     REACTIVATE_TEAM = "reactivate_team"
     LINK_STRIPE_CUSTOMER = "link_stripe_customer"
+    TOP_UP = "top_up"
+    OPEN_BILLING_PORTAL = "open_billing_portal"
     MANAGE_INVOICES = "manage_invoices"
     VIEW_BILLING = "view_billing"
     VIEW_AUDIT = "view_audit"
@@ -68,6 +70,10 @@ ROLE_MATRIX: dict[Action, frozenset[Role]] = {
     Action.SUSPEND_TEAM: _OWNER,
     Action.REACTIVATE_TEAM: _OWNER,
     Action.LINK_STRIPE_CUSTOMER: _OWNER_BILLING,
+    # Money in through Stripe (a saved card or Checkout) and the Stripe customer portal, where
+    # cards are saved and removed: the same people who run the team's money.
+    Action.TOP_UP: _OWNER_BILLING,
+    Action.OPEN_BILLING_PORTAL: _OWNER_BILLING,
     Action.MANAGE_INVOICES: _OWNER_BILLING,
     Action.VIEW_BILLING: frozenset({Role.OWNER, Role.ADMIN, Role.BILLING, Role.AUDITOR}),
     Action.VIEW_AUDIT: frozenset({Role.OWNER, Role.ADMIN, Role.AUDITOR}),

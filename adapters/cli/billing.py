@@ -19,12 +19,14 @@ import sys
 from adapters.cli.audit import parse_team
 from adapters.runtime.composition import attached_servers, open_ledger
 from adapters.runtime.settings import ConfigurationError, Settings
+from adapters.stripe.checkout_gateway import StripeCheckoutGateway
 from adapters.stripe.gateway import StripeGateway, make_client
 from adapters.stripe.invoices import StripeInvoices
 from adapters.stripe.settings import StripeSettings
 from domain.errors import LedgerError
 from domain.money import format_nanos
 from services.invoicing.collection import InvoiceCollection
+from services.payments.checkout import Checkout
 from services.payments.port import PaymentProviderError
 from services.payments.reconciliation import Reconciliation, reconcile_team
 from services.payments.top_ups import TopUps
@@ -76,8 +78,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     gateway = StripeGateway(client)
     try:
         if args.refresh:
-            refreshed = TopUps(ledger, gateway, settings.top_up_limits).refresh_open_payments(
-                team_id)
+            top_ups = TopUps(ledger, gateway, settings.top_up_limits)
+            refreshed = top_ups.refresh_open_payments(team_id)
+            links = settings.checkout_links()
+            if links is not None:  # Checkout payments that have no PaymentIntent yet too
+                refreshed += Checkout(top_ups, StripeCheckoutGateway(client),
+                                      links).refresh_open_checkouts(team_id)
             print(f"refreshed {refreshed} unfinished payment(s) from Stripe")
             invoices = InvoiceCollection(ledger, StripeInvoices(client))
             print(f"refreshed {invoices.refresh_open_invoices(team_id)} unpaid invoice(s)")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from adapters.http.auth import Principal, PrincipalDep, aggregates, team_access
 from adapters.http.problems import PROBLEM_RESPONSES, ProblemError
-from adapters.http.routes_billing import PAYMENT_METHOD_PATTERN, _billing
+from adapters.http.routes_billing import PAYMENT_METHOD_PATTERN, stripe_billing
 from adapters.http.schemas import Money, NanosString, money, parse_nanos
 from adapters.http.schemas import Request as Body
 from domain.auto_recharge import (
@@ -88,7 +88,7 @@ def policy_info(policy: AutoRechargePolicy, timezone: str, now: datetime) -> dic
 
 
 def _recharges(request: Request) -> AutoRecharges:
-    return AutoRecharges(request.app.state.ledger, _billing(request).top_ups)
+    return AutoRecharges(request.app.state.ledger, stripe_billing(request).top_ups)
 
 
 def _answer(recharges: AutoRecharges, policy: AutoRechargePolicy) -> dict[str, Any]:

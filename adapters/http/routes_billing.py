@@ -1,4 +1,5 @@
-"""Money in through Stripe: start a top-up, list a team's payments, and Stripe's webhook.
+"""Money in through Stripe: start a top-up (saved card or Checkout), list a team's payments,
+open the customer portal, and Stripe's webhook.
 
 `POST /v1/stripe/webhook` takes no token: a delivery is believed only if its Stripe-Signature
 signs the raw body with a configured webhook secret within the tolerance (both directions; see
@@ -36,6 +37,7 @@ from adapters.stripe.webhook_signature import WebhookRejected, verify_webhook
 from domain.payment import Payment, PaymentStatus
 from domain.roles import Action
 from services.ledger import Ledger
+from services.payments.checkout import Checkout
 from services.payments.port import PaymentProviderError
 from services.payments.top_ups import PAYMENTS_LISTED_MAX, TOP_UP_ACTION
 
@@ -59,8 +61,10 @@ class StartTopUp(Body):
     amount_nanos: NanosString = Field(description="The top-up in nanos of the team's currency; "
                                       "a whole number of minor units, within the configured "
                                       "minimum and maximum")
-    payment_method_id: str = Field(pattern=PAYMENT_METHOD_PATTERN, description="A saved card "
-                                   "of the team's Stripe customer (pm_...), charged off-session")
+    payment_method_id: str | None = Field(
+        default=None, pattern=PAYMENT_METHOD_PATTERN, description="A saved card of the team's "
+        "Stripe customer (pm_...), charged off-session. Leave it out to pay through Stripe "
+        "Checkout instead: the answer's `checkout_url` is where the payer goes")
 
 
 class PaymentInfo(BaseModel):
@@ -75,13 +79,25 @@ class PaymentInfo(BaseModel):
     failure_code: str | None
     failure_message: str | None
     started_by: str
+    checkout_session_id: str | None = None
+    receipt_url: str | None = Field(default=None, description="Stripe's receipt of the charge, "
+                                    "once the payment succeeded")
+
+
+class StartedTopUp(PaymentInfo):
+    checkout_url: str | None = Field(default=None, description="Checkout top-ups: Stripe's "
+                                     "payment page (null once the payment is final)")
+
+
+class PortalSession(BaseModel):
+    url: str = Field(description="Stripe's customer portal for the team, valid for minutes")
 
 
 class PaymentList(BaseModel):
     payments: list[PaymentInfo]
 
 
-def _billing(request: Request) -> StripeBilling:
+def stripe_billing(request: Request) -> StripeBilling:
     billing: StripeBilling | None = getattr(request.app.state, "stripe_billing", None)
     if billing is None:
         ledger: Ledger = request.app.state.ledger
@@ -110,31 +126,55 @@ def payment_info(payment: Payment) -> dict[str, Any]:
         "disputes_lost": money(payment.reversed_nanos - payment.refunded_nanos,
                                payment.currency).model_dump(),
         "stripe_object_id": payment.stripe_object_id, "failure_code": payment.failure_code,
-        "failure_message": payment.failure_message, "started_by": payment.started_by}
+        "failure_message": payment.failure_message, "started_by": payment.started_by,
+        "checkout_session_id": payment.checkout_session_id, "receipt_url": payment.receipt_url}
 
 
-@router.post("/v1/teams/{team_id}/top-ups", status_code=201, response_model=PaymentInfo)
+def checkout_of(billing: StripeBilling) -> Checkout:
+    try:
+        return billing.checkout
+    except ConfigurationError as error:
+        raise ProblemError(409, "stripe_checkout_not_configured",
+                           "Stripe Checkout is not configured",
+                           f"{error}; an operator sets them (see docs/stripe.md) and restarts") \
+            from None
+
+
+def provider_problem(error: PaymentProviderError) -> ProblemError:
+    return ProblemError(502, error.code, "Stripe unavailable",
+                        f"{error.message}; send the same request again with the same "
+                        "Idempotency-Key")
+
+
+@router.post("/v1/teams/{team_id}/top-ups", status_code=201, response_model=StartedTopUp)
 def start_top_up(team_id: UUID, body: StartTopUp, request: Request,
                  idempotency_key: IdempotencyKey = None,
                  principal: Principal = PrincipalDep) -> JSONResponse:
-    """Charge a saved card of the team (owner or billing). The answer is the payment as it
-    stands: `processing` until Stripe reports the money received (then `succeeded` and the
-    balance credited), or `failed` for a declined card. Send an Idempotency-Key: a retry with
-    it resumes the same payment and never charges twice."""
+    """Top up the team (owner or billing): charge a saved card (`payment_method_id`), or,
+    without one, open a Stripe Checkout page (`checkout_url`) where the payer pays and the card
+    is saved. The answer is the payment as it stands: `processing` (or `started`, for Checkout)
+    until Stripe reports the money received (then `succeeded` and the balance credited),
+    `failed` for a declined card, `expired` for a Checkout page nobody paid. Send an
+    Idempotency-Key: a retry with it resumes the same payment and never charges twice."""
     team_access(aggregates(request), principal, team_id, TOP_UP_ACTION)
     amount_nanos = parse_nanos(body.amount_nanos, "amount_nanos")
-    billing = _billing(request)
+    billing = stripe_billing(request)
+    checkout = checkout_of(billing) if body.payment_method_id is None else None
+    request_key = f"http:{principal.token_id}:{idempotency_key}" if idempotency_key else None
 
     def run() -> tuple[int, Any]:
         try:
+            if checkout is not None:
+                started = checkout.start_checkout_top_up(team_id, amount_nanos,
+                                                         principal.actor(), request_key)
+                return 201, {**payment_info(started.payment),
+                             "checkout_url": started.checkout_url}
+            assert body.payment_method_id is not None
             payment = billing.top_ups.start_top_up(
                 team_id, amount_nanos, body.payment_method_id, principal.actor(),
-                request_key=f"http:{principal.token_id}:{idempotency_key}"
-                if idempotency_key else None)
+                request_key=request_key)
         except PaymentProviderError as error:
-            raise ProblemError(502, error.code, "Stripe unavailable",
-                               f"{error.message}; send the same request again with the same "
-                               "Idempotency-Key") from None
+            raise provider_problem(error) from None
         return 201, payment_info(payment)
 
     return run_idempotent(request, principal, idempotency_key, body.model_dump(), run)
@@ -145,8 +185,22 @@ def list_payments(team_id: UUID, request: Request, principal: Principal = Princi
                   limit: Annotated[int, Query(ge=1, le=PAYMENTS_LISTED_MAX)] = 50) -> Any:
     """The team's latest payments, newest first, with failed and cancelled ones."""
     team_access(aggregates(request), principal, team_id, Action.VIEW_BILLING)
-    billing = _billing(request)
+    billing = stripe_billing(request)
     return {"payments": [payment_info(p) for p in billing.top_ups.payments_of(team_id, limit)]}
+
+
+@router.post("/v1/teams/{team_id}/billing-portal", response_model=PortalSession)
+def open_billing_portal(team_id: UUID, request: Request,
+                        principal: Principal = PrincipalDep) -> Any:
+    """A link to Stripe's customer portal for the team (owner or billing): saved cards,
+    receipts and billing details. The link is for the caller alone and lasts minutes: open it
+    at once, never share it."""
+    team_access(aggregates(request), principal, team_id, Action.OPEN_BILLING_PORTAL)
+    checkout = checkout_of(stripe_billing(request))
+    try:
+        return {"url": checkout.open_portal(team_id, principal.actor())}
+    except PaymentProviderError as error:
+        raise provider_problem(error) from None
 
 
 class WebhookAnswer(BaseModel):
@@ -166,7 +220,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     # The app's body limit (64 KiB) bounds the payload before it is read here.
     payload = await request.body()
     try:
-        billing = _billing(request)
+        billing = stripe_billing(request)
     except ProblemError:
         # Without secrets no delivery can be trusted: refuse it as such (Stripe retries).
         log.warning("stripe webhook refused: Stripe is not configured")
@@ -181,7 +235,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         raise ProblemError(400, "webhook_refused", "Webhook refused", str(error)) from None
     try:
         result = await run_in_threadpool(handle_event, event, billing.top_ups.settlement,
-                                         billing.gateway)
+                                         billing.gateway, billing.checkout_or_none)
     except Exception as error:
         # Stripe delivers again (for days) on any 5xx: a passing outage heals itself.
         log.exception("stripe event %s (%s) failed: %s", event.event_id, event.event_type,

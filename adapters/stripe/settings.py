@@ -14,6 +14,18 @@ LEDGER_STRIPE_WEBHOOK_TOLERANCE_SECONDS  how far a webhook's signed timestamp ma
                                  in the past or the future (default 300).
 LEDGER_STRIPE_TOP_UP_LIMITS      per-currency top-up limits in whole units, `USD=5:10000,JPY=500:
                                  1500000`; a currency not listed uses TOP_UP_LIMITS_DEFAULT_UNITS.
+
+Checkout and the customer portal (each URL absolute, https:// or loopback http; `{team_id}` in
+it is replaced by the team's id). Unset: those routes answer 409 naming the missing variable.
+LEDGER_STRIPE_CHECKOUT_SUCCESS_URL   where Checkout sends the customer after paying, e.g.
+                                 https://ledger.example.com/dashboard/teams/{team_id}?checkout=done
+LEDGER_STRIPE_CHECKOUT_CANCEL_URL    where Checkout's "back" link goes.
+LEDGER_STRIPE_PORTAL_RETURN_URL      where the customer portal's "return" link goes.
+LEDGER_STRIPE_CHECKOUT_LIFETIME_SECONDS  how long a Checkout Session stays open (Stripe allows
+                                 1800 to 86400; default 3600).
+LEDGER_STRIPE_REDIRECT_ORIGINS   the origins the dashboard's forms may be redirected to (its
+                                 Content-Security-Policy form-action), space-separated; default
+                                 https://checkout.stripe.com https://billing.stripe.com.
 """
 
 from __future__ import annotations
@@ -25,6 +37,12 @@ from dataclasses import dataclass, field
 from adapters.runtime.settings import ConfigurationError
 from domain.errors import InvalidInputError
 from domain.money import NANOS_PER_UNIT, check_currency
+from services.payments.checkout import (
+    CHECKOUT_LIFETIME_SECONDS_DEFAULT,
+    CHECKOUT_LIFETIME_SECONDS_MAX,
+    CHECKOUT_LIFETIME_SECONDS_MIN,
+    CheckoutLinks,
+)
 from services.payments.top_ups import TopUpLimits
 
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -44,6 +62,10 @@ TOP_UP_LIMITS_BUILT_IN_UNITS: dict[str, tuple[int, int]] = {
     "KRW": (5_000, 15_000_000),
 }
 API_KEY_PREFIXES = ("sk_", "rk_")
+RETURN_URL_LENGTH_MAX = 2000
+REDIRECT_ORIGINS_DEFAULT = ("https://checkout.stripe.com", "https://billing.stripe.com")
+REDIRECT_ORIGINS_MAX = 10
+LOOPBACK_PREFIXES = ("http://127.0.0.1", "http://localhost")
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
@@ -90,8 +112,45 @@ class StripeSettings:
     network_retries: int = NETWORK_RETRIES_DEFAULT
     webhook_tolerance_seconds: int = WEBHOOK_TOLERANCE_SECONDS_DEFAULT
     top_up_limits_units: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    checkout_success_url: str | None = None
+    checkout_cancel_url: str | None = None
+    portal_return_url: str | None = None
+    checkout_lifetime_seconds: int = CHECKOUT_LIFETIME_SECONDS_DEFAULT
+    redirect_origins: tuple[str, ...] = REDIRECT_ORIGINS_DEFAULT
 
     def __post_init__(self) -> None:
+        self._check_keys()
+        self._check_checkout()
+
+    def _check_checkout(self) -> None:
+        for name, url in (("LEDGER_STRIPE_CHECKOUT_SUCCESS_URL", self.checkout_success_url),
+                          ("LEDGER_STRIPE_CHECKOUT_CANCEL_URL", self.checkout_cancel_url),
+                          ("LEDGER_STRIPE_PORTAL_RETURN_URL", self.portal_return_url)):
+            if url is not None and (not url.startswith(("https://", *LOOPBACK_PREFIXES))
+                                    or len(url) > RETURN_URL_LENGTH_MAX
+                                    or not url.isprintable() or " " in url):
+                raise ConfigurationError(f"{name} must be an absolute https:// URL (plain "
+                                         f"http only on loopback) of at most "
+                                         f"{RETURN_URL_LENGTH_MAX} characters")
+        if not 1 <= len(self.redirect_origins) <= REDIRECT_ORIGINS_MAX or any(
+                not o.startswith(("https://", *LOOPBACK_PREFIXES)) or not o.isprintable()
+                or any(c in o for c in " ;,'") or o.count("/") != 2
+                for o in self.redirect_origins):
+            raise ConfigurationError(
+                f"LEDGER_STRIPE_REDIRECT_ORIGINS must be 1 to {REDIRECT_ORIGINS_MAX} origins "
+                "(https://host[:port], no path), separated by spaces")
+
+    def checkout_links(self) -> CheckoutLinks | None:
+        """The return URLs of Checkout and the portal; None while any is unset."""
+        if self.checkout_success_url is None or self.checkout_cancel_url is None or \
+                self.portal_return_url is None:
+            return None
+        return CheckoutLinks(success_url=self.checkout_success_url,
+                             cancel_url=self.checkout_cancel_url,
+                             portal_return_url=self.portal_return_url,
+                             lifetime_seconds=self.checkout_lifetime_seconds)
+
+    def _check_keys(self) -> None:
         if not self.api_key.startswith(API_KEY_PREFIXES) or len(self.api_key) > \
                 SECRET_LENGTH_MAX:
             raise ConfigurationError("LEDGER_STRIPE_API_KEY must be a Stripe secret key "
@@ -126,7 +185,16 @@ class StripeSettings:
                 env, "LEDGER_STRIPE_WEBHOOK_TOLERANCE_SECONDS",
                 WEBHOOK_TOLERANCE_SECONDS_DEFAULT, 1, WEBHOOK_TOLERANCE_SECONDS_MAX),
             top_up_limits_units=parse_top_up_limits(
-                env.get("LEDGER_STRIPE_TOP_UP_LIMITS") or ""))
+                env.get("LEDGER_STRIPE_TOP_UP_LIMITS") or ""),
+            checkout_success_url=env.get("LEDGER_STRIPE_CHECKOUT_SUCCESS_URL") or None,
+            checkout_cancel_url=env.get("LEDGER_STRIPE_CHECKOUT_CANCEL_URL") or None,
+            portal_return_url=env.get("LEDGER_STRIPE_PORTAL_RETURN_URL") or None,
+            checkout_lifetime_seconds=_bounded_int(
+                env, "LEDGER_STRIPE_CHECKOUT_LIFETIME_SECONDS",
+                CHECKOUT_LIFETIME_SECONDS_DEFAULT, CHECKOUT_LIFETIME_SECONDS_MIN,
+                CHECKOUT_LIFETIME_SECONDS_MAX),
+            redirect_origins=tuple((env.get("LEDGER_STRIPE_REDIRECT_ORIGINS") or "").split())
+            or REDIRECT_ORIGINS_DEFAULT)
 
     def top_up_limits(self, currency: str) -> TopUpLimits:
         low, high = self.top_up_limits_units.get(

@@ -8,16 +8,23 @@ Stripe event id (scope `stripe_event`), so a second delivery replays the first r
 A closed dispute that was lost reverses exactly the disputed amount (the amount and status come
 from the signed event; the PaymentIntent is read for its metadata). Other types are acknowledged
 and ignored.
+
+Checkout events (`checkout.session.*`) go to `services.payments.checkout`: the session is
+recorded on its payment in whatever order it arrives, and the payment is settled through the
+session's PaymentIntent as Stripe holds it (read, not trusted from the event), or marked expired.
+A succeeded PaymentIntent's receipt (its charge's `receipt_url`) is read and recorded.
 """
 
 from __future__ import annotations
 
 import logging
 
+from adapters.stripe.checkout_gateway import checkout_session_info
 from adapters.stripe.gateway import dispute_info, intent_outcome
 from adapters.stripe.invoices import invoice_info
 from adapters.stripe.webhook_signature import VerifiedEvent
 from services.invoicing.invoice_commands import apply_stripe_invoice
+from services.payments.checkout import SESSION_EXPIRED_TYPE, SESSION_SETTLING_TYPES, Checkout
 from services.payments.port import PaymentGateway
 from services.payments.settlement import Settlement
 from services.payments.top_ups import STRIPE_ACTOR
@@ -36,8 +43,9 @@ DISPUTE_EVENT_TYPES = frozenset({"charge.dispute.closed"})
 INVOICE_EVENT_TYPES = frozenset({
     "invoice.created", "invoice.finalized", "invoice.paid", "invoice.voided",
     "invoice.payment_failed", "invoice.updated"})
+CHECKOUT_EVENT_TYPES = SESSION_SETTLING_TYPES | {SESSION_EXPIRED_TYPE}
 HANDLED_EVENT_TYPES = INTENT_EVENT_TYPES | REFUND_EVENT_TYPES | DISPUTE_EVENT_TYPES | \
-    INVOICE_EVENT_TYPES
+    INVOICE_EVENT_TYPES | CHECKOUT_EVENT_TYPES
 
 
 def handle_invoice_event(event: VerifiedEvent, settlement: Settlement) -> str:
@@ -46,11 +54,24 @@ def handle_invoice_event(event: VerifiedEvent, settlement: Settlement) -> str:
                                 event_id=event.event_id)
 
 
-def handle_event(event: VerifiedEvent, settlement: Settlement, gateway: PaymentGateway) -> str:
-    """Apply one verified event; returns what happened (for the answer and the log)."""
+def handle_event(event: VerifiedEvent, settlement: Settlement, gateway: PaymentGateway,
+                 checkout: Checkout | None = None) -> str:
+    """Apply one verified event; returns what happened (for the answer and the log).
+
+    `checkout` is None while Checkout is not configured: its events are then refused (an
+    error, so Stripe delivers them again once it is)."""
     if event.event_type in INTENT_EVENT_TYPES:
-        result = settlement.apply_intent(intent_outcome(event.data_object), STRIPE_ACTOR,
-                                         event_id=event.event_id)
+        intent = intent_outcome(event.data_object)
+        result = settlement.apply_intent(intent, STRIPE_ACTOR, event_id=event.event_id)
+        if checkout is not None:
+            record_receipt(checkout, settlement, intent.status, dict(intent.metadata),
+                           intent.intent_id)
+    elif event.event_type in CHECKOUT_EVENT_TYPES:
+        if checkout is None:
+            raise RuntimeError(f"{event.event_type} arrived but Stripe Checkout is not "
+                               "configured here (see docs/stripe.md)")
+        result = checkout.apply_session_event(
+            event.event_type, checkout_session_info(event.data_object), event.event_id)
     elif event.event_type in REFUND_EVENT_TYPES:
         intent_id = event.data_object.get("payment_intent")
         if not isinstance(intent_id, str) or not intent_id:
@@ -74,3 +95,13 @@ def handle_event(event: VerifiedEvent, settlement: Settlement, gateway: PaymentG
         result = "ignored: type not handled"
     log.info("stripe event %s (%s): %s", event.event_id, event.event_type, result)
     return result
+
+
+def record_receipt(checkout: Checkout, settlement: Settlement, status: str,
+                   metadata: dict[str, str], intent_id: str | None) -> None:
+    """A succeeded PaymentIntent of ours: read its charge's receipt and record it (once)."""
+    if status != "succeeded" or intent_id is None:
+        return
+    payment = settlement.payment_of(metadata)
+    if payment is not None and payment.receipt_url is None:
+        checkout.record_receipt(payment.id, intent_id)

@@ -64,6 +64,52 @@ class ChargeInfo:
     disputed: bool = False
 
 
+# Stripe Checkout and the customer portal -------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckoutSessionInfo:
+    """A Checkout Session as Stripe reports it (created, or in a webhook)."""
+
+    session_id: str
+    url: str | None  # None once the session is complete or expired
+    status: str  # "open", "complete", "expired"
+    payment_status: str  # "paid", "unpaid", "no_payment_required"
+    intent_id: str | None  # the PaymentIntent, once the customer paid or tried to
+    expires_at: int | None
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    """What the ledger asks Checkout for: one payment of a fixed amount, the card saved."""
+
+    customer_id: str
+    amount_minor: int
+    currency: str
+    product_name: str
+    metadata: Mapping[str, str]
+    success_url: str
+    cancel_url: str
+    expires_at: int
+    idempotency_key: str
+
+
+class CheckoutGateway(Protocol):
+    def create_checkout_session(self, request: CheckoutRequest) -> CheckoutSessionInfo: ...
+
+    def retrieve_checkout_session(self, session_id: str) -> CheckoutSessionInfo: ...
+
+    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
+        """A billing-portal session for the customer; returns its URL."""
+        ...
+
+    def retrieve_payment_intent(self, intent_id: str) -> IntentOutcome: ...
+
+    def receipt_url(self, intent_id: str) -> str | None:
+        """The receipt of the charge that paid the PaymentIntent, if there is one."""
+        ...
+
+
 class PaymentGateway(Protocol):
     def create_customer(self, *, team_id: str, team_name: str,
                         idempotency_key: str) -> str:

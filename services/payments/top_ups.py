@@ -37,10 +37,8 @@ from services.ledger import Ledger
 from services.payments.port import PaymentGateway
 from services.payments.settlement import Settlement
 
-# Who may start a top-up: the role-matrix row of the Stripe customer link (owner and billing),
-# because starting a top-up links the team's Stripe customer when it has none yet. A row of its
-# own would change the README's role table and the role-matrix tests, owned elsewhere.
-TOP_UP_ACTION = Action.LINK_STRIPE_CUSTOMER
+# Who may start a top-up (saved card or Checkout): a row of its own in the role matrix.
+TOP_UP_ACTION = Action.TOP_UP
 STRIPE_ACTOR = Actor.system("stripe")
 # Payments one listing answers with at most (the latest ones first).
 PAYMENTS_LISTED_MAX = 200
@@ -113,7 +111,7 @@ class TopUps:
         team.check_active()
         amount_minor = self.check_amount(team, amount_nanos)
         customer_id = self.ensure_customer(team, actor)
-        payment = self._start_payment(team, request_key or uuid.uuid4().hex, amount_nanos,
+        payment = self.start_payment(team, request_key or uuid.uuid4().hex, amount_nanos,
                                       amount_minor, payment_method_id, actor)
         if payment.stripe_object_id is None and not payment.is_final:
             outcome = self.gateway.create_payment_intent(
@@ -123,8 +121,10 @@ class TopUps:
             self.settlement.record_answer(payment.id, outcome, STRIPE_ACTOR)
         return self.get_payment(payment.id)
 
-    def _start_payment(self, team: Team, request_key: str, amount_nanos: int,
-                       amount_minor: int, payment_method_id: str, actor: Actor) -> Payment:
+    def start_payment(self, team: Team, request_key: str, amount_nanos: int,
+                      amount_minor: int, payment_method_id: str, actor: Actor) -> Payment:
+        """Start the payment and list it in the team's book (once per request key); the
+        caller has checked the actor and the amount."""
         payment_id = payment_id_for(team.id, request_key)
         arguments = {"team_id": str(team.id), "request_key": request_key,
                      "amount_nanos": amount_nanos, "payment_method_id": payment_method_id}

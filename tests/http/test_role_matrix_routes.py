@@ -99,8 +99,9 @@ ROUTES = [
     Route("GET", "/v1/teams/{team}/audit", Action.VIEW_AUDIT),
     Route("GET", "/v1/teams/{team}/audit/export?format=jsonl", Action.VIEW_AUDIT),
     Route("GET", "/v1/teams/{team}/top-ups", Action.VIEW_BILLING),
-    Route("POST", "/v1/teams/{team}/top-ups", Action.LINK_STRIPE_CUSTOMER, lambda ids: {
+    Route("POST", "/v1/teams/{team}/top-ups", Action.TOP_UP, lambda ids: {
         "amount_nanos": "20000000000", "payment_method_id": "pm_card_visa"}),
+    Route("POST", "/v1/teams/{team}/billing-portal", Action.OPEN_BILLING_PORTAL),
     Route("GET", "/v1/teams/{team}/payments", Action.VIEW_BILLING),
     Route("GET", "/v1/teams/{team}/auto-recharge", Action.VIEW_BILLING),
     Route("PUT", "/v1/teams/{team}/auto-recharge", Action.LINK_STRIPE_CUSTOMER, lambda ids: {

@@ -13,9 +13,12 @@ from domain.roles import ROLE_MATRIX, Action, Role
 from services.actor import Actor
 from services.ledger import Ledger
 from tests.services.support import OWNER, team_with_accounts
+from tests.stripe.stripe_http_double import StripeHttpDouble
+from tests.stripe.test_checkout_top_ups import checkout_with
 
 ACTOR = "actor-under-test"
 FUTURE = datetime(2027, 1, 1, tzinfo=UTC)
+TOP_UP_NANOS = 20_000_000_000
 Command = Callable[[Ledger, UUID, UUID, Actor], object]
 
 
@@ -78,6 +81,13 @@ COMMANDS: dict[Action, tuple[Callable[[Ledger, UUID, UUID], object], Command]] =
     Action.LINK_STRIPE_CUSTOMER: (
         lambda lg, t, a: None,
         lambda lg, t, a, who: lg.link_stripe_customer(t, "cus_1", who)),
+    # Stripe's side is the SDK-level double: the role check runs before any request to it.
+    Action.TOP_UP: (lambda lg, t, a: None,
+                    lambda lg, t, a, who: checkout_with(lg, StripeHttpDouble()).top_ups
+                    .start_top_up(t, TOP_UP_NANOS, "pm_card_visa", who, "role-matrix")),
+    Action.OPEN_BILLING_PORTAL: (
+        lambda lg, t, a: None,
+        lambda lg, t, a, who: checkout_with(lg, StripeHttpDouble()).open_portal(t, who)),
     Action.MANAGE_INVOICES: (lambda lg, t, a: _draft(lg, t),
                              lambda lg, t, a, who: lg.finalize_invoice(
                                  lg.get_invoice(_invoice_id(t)).id, who)),

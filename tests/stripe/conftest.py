@@ -119,7 +119,8 @@ def live_app(database_url: str, localstripe_url: str) -> Iterator[LiveApp]:
 
 
 def live_app_on(database_url: str, settings: StripeSettings,
-                operator_token: str | None = None) -> Iterator[LiveApp]:
+                operator_token: str | None = None,
+                http_client: stripe.HTTPClient | None = None) -> Iterator[LiveApp]:
     """The app served on a free port; a second one on the same database is a restart."""
     ledger = open_ledger(database_url)
     if operator_token is None:
@@ -127,7 +128,7 @@ def live_app_on(database_url: str, settings: StripeSettings,
         assert issued is not None
         operator_token = issued.secret
     app = create_app(ledger, database_url, include_dashboard=False)
-    billing = StripeBilling.create(ledger, settings)
+    billing = StripeBilling.create(ledger, settings, http_client)
     app.state.stripe_billing = billing
     port = free_port()
     server, thread = serve(app, port)

@@ -105,3 +105,44 @@ def test_a_lost_dispute_reverses_its_amount_once_within_what_is_left() -> None:
         payment.record_refund("re_2", 1, "system:stripe")
     copy = replayed(payment)
     assert (copy.refunded_nanos, copy.reversed_nanos) == (6 * NANOS_PER_UNIT, TEN_USD_NANOS)
+
+
+def checkout_payment() -> Payment:
+    return Payment.start(team_id=TEAM_ID, request_key="req-c", amount_nanos=TEN_USD_NANOS,
+                         amount_minor=1000, currency="USD", payment_method_id="checkout",
+                         actor="billing-1")
+
+
+def test_a_checkout_session_is_recorded_once_in_any_order_and_never_replaced() -> None:
+    payment = checkout_payment()
+    # A webhook records the session (no URL) before the start records its answer.
+    assert payment.open_checkout_session("cs_1", None, None, "system:stripe")
+    assert not payment.open_checkout_session("cs_1", "https://checkout.stripe.com/c/pay/cs_1",
+                                             1_900_000_000, "system:stripe")
+    with pytest.raises(InvalidStateError, match="cs_1"):
+        payment.open_checkout_session("cs_2", None, None, "system:stripe")
+    assert payment.is_checkout and payment.status == PaymentStatus.STARTED
+    copy = replayed(payment)
+    assert (copy.checkout_session_id, copy.checkout_url) == ("cs_1", None)
+
+
+def test_an_expired_checkout_is_final_but_money_received_later_still_counts() -> None:
+    payment = checkout_payment()
+    assert payment.expire_checkout("cs_1", "system:stripe")
+    assert not payment.expire_checkout("cs_1", "system:stripe")
+    assert payment.is_final and payment.credited_nanos == 0
+    assert not payment.fail("pi_1", "late", "a stale failure", "system:stripe")
+    # Stripe's word that the money arrived wins over an expiry seen first.
+    assert payment.succeed("pi_1", TEN_USD_NANOS, "system:stripe")
+    assert not payment.expire_checkout("cs_1", "system:stripe")
+    assert replayed(payment).status == PaymentStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "http://evil.example/receipt",
+                                 "https://pay.stripe.com/\nx", "https://" + "a" * 5000])
+def test_a_receipt_url_must_be_a_bounded_https_link(url: str) -> None:
+    payment = started()
+    with pytest.raises(InvalidInputError):
+        payment.record_receipt(url, "system:stripe")
+    assert payment.record_receipt("https://pay.stripe.com/receipts/ch_1", "system:stripe")
+    assert not payment.record_receipt("https://pay.stripe.com/receipts/ch_1", "system:stripe")

@@ -49,3 +49,41 @@ def test_bad_settings_name_the_variable(extra: dict[str, str], named: str) -> No
     with pytest.raises(ConfigurationError, match=named) as raised:
         StripeSettings.from_env({**ENV, **extra})
     assert "secretvalue" not in str(raised.value)
+
+
+CHECKOUT_ENV = {**ENV,
+                "LEDGER_STRIPE_CHECKOUT_SUCCESS_URL": "https://l.example/t/{team_id}?paid=1",
+                "LEDGER_STRIPE_CHECKOUT_CANCEL_URL": "https://l.example/t/{team_id}",
+                "LEDGER_STRIPE_PORTAL_RETURN_URL": "https://l.example/t/{team_id}"}
+
+
+def test_checkout_links_need_all_three_urls() -> None:
+    partial = StripeSettings.from_env({**CHECKOUT_ENV, "LEDGER_STRIPE_PORTAL_RETURN_URL": ""})
+    assert partial is not None and partial.checkout_links() is None
+    settings = StripeSettings.from_env({**CHECKOUT_ENV,
+                                        "LEDGER_STRIPE_CHECKOUT_LIFETIME_SECONDS": "1800"})
+    assert settings is not None
+    links = settings.checkout_links()
+    assert links is not None and links.lifetime_seconds == 1800
+    team = "6f1c1b7e-8a84-4c2a-9a55-0d7b1f0f2a11"
+    assert links.for_team(links.success_url, team) == f"https://l.example/t/{team}?paid=1"
+    assert settings.redirect_origins == ("https://checkout.stripe.com",
+                                         "https://billing.stripe.com")
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"LEDGER_STRIPE_CHECKOUT_SUCCESS_URL": "http://l.example/"},
+     "LEDGER_STRIPE_CHECKOUT_SUCCESS_URL"),
+    ({"LEDGER_STRIPE_PORTAL_RETURN_URL": "javascript:x"}, "LEDGER_STRIPE_PORTAL_RETURN_URL"),
+    ({"LEDGER_STRIPE_CHECKOUT_LIFETIME_SECONDS": "600"},
+     "LEDGER_STRIPE_CHECKOUT_LIFETIME_SECONDS"),
+    ({"LEDGER_STRIPE_CHECKOUT_LIFETIME_SECONDS": "90000"},
+     "LEDGER_STRIPE_CHECKOUT_LIFETIME_SECONDS"),
+    ({"LEDGER_STRIPE_REDIRECT_ORIGINS": "https://checkout.stripe.com/path"},
+     "LEDGER_STRIPE_REDIRECT_ORIGINS"),
+    ({"LEDGER_STRIPE_REDIRECT_ORIGINS": "https://x.example;script-src"},
+     "LEDGER_STRIPE_REDIRECT_ORIGINS"),
+])
+def test_bad_checkout_settings_name_the_variable(extra: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        StripeSettings.from_env({**CHECKOUT_ENV, **extra})
