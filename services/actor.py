@@ -11,9 +11,12 @@ from dataclasses import dataclass
 
 from domain.roles import Action
 
-# What a system principal may do without a team role: only money that Stripe already settled.
+# What a system principal may do without a team role: money that Stripe already settled, and a
+# charge an authorised member asked for in advance (auto-recharge's top-up, under the policy an
+# owner or billing member set; TOP_UP). No token maps to a system principal: they are the
+# ledger's own jobs (the Stripe webhook, auto-recharge, invoicing).
 SYSTEM_ACTIONS = frozenset({Action.CREDIT_TOP_UP, Action.REFUND_TOP_UP, Action.MANAGE_INVOICES,
-                            Action.LINK_STRIPE_CUSTOMER})
+                            Action.LINK_STRIPE_CUSTOMER, Action.TOP_UP})
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ class StripeInvoiceDouble(StripeHttpDouble):
         self._query = dict(parse_qsl(urlparse(url).query))
         return super().request(method, url, headers, post_data, _usage=_usage)
 
-    def _answer(self, method: str, path: str, form: dict[str, str]) -> tuple[str, int]:
+    def _answer(self, method: str, path: str, form: dict[str, str],
+                expand: bool = False) -> tuple[str, int]:
         parts = path.strip("/").split("/")  # v1, invoices, in_x, finalize
         if parts[1:2] == ["invoices"]:
             return self._invoices(method, parts[2:], form)
@@ -66,7 +67,7 @@ class StripeInvoiceDouble(StripeHttpDouble):
             return self._create("cn", {"object": "credit_note", "invoice": form["invoice"],
                                        "amount": int(form["amount"]), "refund_amount": refund,
                                        "memo": form.get("memo"), "metadata": _metadata(form)})
-        return super()._answer(method, path, form)
+        return super()._answer(method, path, form, expand)
 
     def _invoices(self, method: str, rest: list[str], form: dict[str, str]) -> tuple[str, int]:
         if method == "post" and not rest:
