@@ -2,9 +2,9 @@
 
 A payment's money reaches the balance only through the team's own events (`Team.TopUpCredited`,
 `Team.TopUpRefunded`, saved in the same transaction as `Payment.Succeeded` or the refund); these
-handlers keep the payment itself visible — started, processing, succeeded, failed or canceled,
-and how much of it was reversed — so that a declined card shows on the team's page and in its
-audit trail although no balance moved.
+handlers keep the payment itself visible — started, processing, succeeded, failed, canceled or
+expired (a Checkout page never paid), and how much of it was reversed — so that a declined card
+shows on the team's page and in its audit trail although no balance moved.
 """
 
 from __future__ import annotations
@@ -61,6 +61,15 @@ def _canceled(folder: ViewFolder, entry: LogEntry, event: Any) -> None:
     folder.touch_payment(payment)
 
 
+def _expired(folder: ViewFolder, entry: LogEntry, event: Any) -> None:
+    """A Checkout page that was never paid: visible, no money moved. A success reported after
+    it (Stripe's order is not ours) is a later `Succeeded` and wins."""
+    payment = folder.require_payment(entry)
+    if payment.status != "succeeded":
+        payment.status = "expired"
+    folder.touch_payment(payment)
+
+
 def _reversed(folder: ViewFolder, entry: LogEntry, event: Any) -> None:
     """A refund or a lost dispute: the part of the payment given back."""
     payment = folder.require_payment(entry)
@@ -74,6 +83,7 @@ PAYMENT_HANDLERS: dict[type, Handler] = {
     Payment.Succeeded: _succeeded,
     Payment.Failed: _failed,
     Payment.Canceled: _canceled,
+    Payment.CheckoutExpired: _expired,
     Payment.RefundRecorded: _reversed,
     Payment.DisputeLost: _reversed,
 }

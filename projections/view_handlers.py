@@ -19,6 +19,7 @@ from projections.event_classes import (
     AutoRechargePolicy,
     Invoice,
     Package,
+    Payment,
     PaymentBook,
     Team,
 )
@@ -168,6 +169,8 @@ EVENTS_WITHOUT_VIEW_CHANGES: frozenset[type] = frozenset({
     Account.PackageAssigned, Account.HolderAssigned,  # pricing is in UsageRecorded.cost_nanos
     Package.Created, Package.VersionPublished,  # prices: used when usage is recorded
     PaymentBook.Opened, PaymentBook.PaymentListed,  # the index the payments API pages through
+    # The Checkout page's id and a receipt link: the payments API reads them from the payment.
+    Payment.CheckoutSessionOpened, Payment.ReceiptRecorded,
     # Auto-recharge: the API and the dashboard read the policy itself; its charges are payments
     # (handled above) and its credits the team's TopUpCredited. Audit rows show every step.
     AutoRechargePolicy.Created, AutoRechargePolicy.Enabled, AutoRechargePolicy.Changed,

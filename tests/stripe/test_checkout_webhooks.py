@@ -12,6 +12,8 @@ from uuid import UUID
 import httpx
 import pytest
 
+from adapters.postgres.view_store import PostgresViewStore
+from adapters.runtime.projection_process import open_runner
 from adapters.stripe.settings import StripeSettings
 from services.payments.port import PaymentProviderError
 from tests.http.support import TeamFixture, make_team
@@ -99,6 +101,12 @@ def test_an_expired_checkout_changes_no_balance_and_is_listed_as_expired(
     assert credits(checkout_app, team) == {}
     [listed] = payments(checkout_app, team)
     assert (listed["status"], listed["credited"]["nanos"]) == ("expired", "0")
+    # The payments read model (the audit trail's and the reconciler's source) says so too.
+    with open_runner(checkout_app.api.database_url) as runner:
+        runner.catch_up()
+    with PostgresViewStore(checkout_app.api.database_url) as store:
+        [viewed] = store.payments_of(UUID(team.team_id))
+    assert viewed["status"] == "expired"
 
 
 def test_completed_before_the_session_was_recorded_still_settles(
