@@ -24,6 +24,7 @@ from adapters.nats.ingest_settings import IngestSettings
 from adapters.runtime.composition import open_ledger
 from adapters.runtime.invoicing_runner import (
     STATUS_FILE_NAME,
+    PassReport,
     finalize_after,
     interval_seconds,
     invoicing_pass,
@@ -184,7 +185,7 @@ def test_two_concurrent_passes_make_one_invoice_per_month(teams: Teams) -> None:
     at = month_end(months[-1], "Europe/Berlin") + GRACE
     double = StripeInvoiceDouble()
     ledgers = [open_ledger(teams.database_url) for _ in range(2)]
-    reports: list[object] = []
+    reports: list[PassReport] = []
     start = threading.Barrier(2)
 
     def one_pass(ledger: Ledger) -> None:
@@ -203,7 +204,7 @@ def test_two_concurrent_passes_make_one_invoice_per_month(teams: Teams) -> None:
         for ledger in ledgers:
             ledger.close()
     assert len(reports) == 2
-    assert all(getattr(r, "failures") == [] for r in reports), reports
+    assert all(r.failures == [] for r in reports), reports
     for team_id, key in ((teams.busy, "BUSY"), (teams.idle, "IDLE")):
         invoices = [teams.ledger.get_invoice(monthly_invoice_id(team_id, m)) for m in months]
         assert [i.number for i in invoices] == [f"{key}-000001", f"{key}-000002"]
