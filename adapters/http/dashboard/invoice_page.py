@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from adapters.http.dashboard.money_display import exact_money, format_money, format_tokens
+from adapters.http.dashboard.money_display import exact_money, format_count, format_money
 from domain.invoice import Invoice, InvoiceStatus
 from services.invoicing.monthly import CORRECTION_KIND, PREPAID_KIND, USAGE_KIND
 from services.payments.port import PaymentProviderError
@@ -36,12 +36,12 @@ def line_row(line: dict[str, Any], currency: str) -> dict[str, Any]:
         ("in", "input_tokens"), ("cached", "cached_input_tokens"), ("out", "output_tokens"))
         if line.get(key) is not None]
     return {"kind": KIND_LABELS.get(kind, "Line") if kind else "Line",
-            "is_correction": kind == CORRECTION_KIND,
+            "is_correction": kind == CORRECTION_KIND, "is_prepaid": kind == PREPAID_KIND,
             "account": line.get("account_name") or line.get("account_id") or "",
             "model": line.get("model") or "",
-            "requests": format_tokens(int(line["requests"])) if line.get("requests") is not None
+            "requests": format_count(int(line["requests"])) if line.get("requests") is not None
             else "",
-            "tokens": " · ".join(f"{format_tokens(n)} {label}" for label, n in tokens),
+            "tokens": " · ".join(f"{format_count(n)} {label}" for label, n in tokens),
             "description": str(line.get("description", "")),
             "usage_month": line.get("usage_month") or "",
             "reason": line.get("reason") or "",
@@ -67,8 +67,7 @@ def invoice_context(invoice: Invoice, may_manage: bool,
             "id": str(invoice.id), "number": invoice.number or "", "status": status.value,
             "period_start": invoice.period_start, "period_end": invoice.period_end,
             "month": invoice.period_start[:7], "currency": c,
-            "usage_lines": [r for r in rows if not r["is_correction"] and r["kind"] != KIND_LABELS[
-                PREPAID_KIND]],
+            "usage_lines": [r for r in rows if not r["is_correction"] and not r["is_prepaid"]],
             "corrections": [r for r in rows if r["is_correction"]],
             "prepaid": _money(-int(basis.get("prepaid_applied_nanos", 0)), c),
             "subtotal": _money(invoice.subtotal_nanos, c),
