@@ -264,3 +264,12 @@ def test_the_settings_are_named_and_bounded() -> None:
     for bad in ("later", "-1", "10000"):
         with pytest.raises(ConfigurationError, match="LEDGER_INVOICE_FINALIZE_AFTER_HOURS"):
             finalize_after({"LEDGER_INVOICE_FINALIZE_AFTER_HOURS": bad})
+
+
+def test_a_pass_before_the_read_models_exist_finds_no_teams(database_url: str) -> None:
+    ledger = open_ledger(database_url)
+    try:
+        report = invoicing_pass(ledger, database_url, None)
+    finally:
+        ledger.close()
+    assert (report.teams, report.failures, report.clean) == (0, [], True)
