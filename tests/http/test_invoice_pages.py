@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -52,12 +53,12 @@ class Pages:
                 f"{invoice_id or self.invoice_id}")
 
     def sign_in(self, role: str) -> str:
-        session: str = self.client.app.state.auth.create_session(  # type: ignore[attr-defined]
+        session: str = self.client.app.state.auth.create_session(
             self.team.tokens[role])
         self.client.cookies.set(SESSION_COOKIE_NAME, session)
         return session
 
-    def post(self, action: str, session: str, **fields: str) -> object:
+    def post(self, action: str, session: str, **fields: str) -> httpx.Response:
         return self.client.post(f"{self.url()}/{action}", data={
             CSRF_FIELD: csrf_token(session), **fields}, follow_redirects=False)
 
@@ -114,8 +115,8 @@ def test_owner_sees_the_lines_and_finalizes_it_through_stripe(pages: Pages) -> N
                              follow_redirects=False).status_code == 403  # no CSRF token
 
     done = pages.post("finalize", session)
-    assert done.status_code == 303  # type: ignore[attr-defined]
-    assert done.headers["location"].endswith("?done=finalized#result")  # type: ignore[attr-defined]
+    assert done.status_code == 303
+    assert done.headers["location"].endswith("?done=finalized#result")
     invoice = pages.ledger.get_invoice(pages.invoice_id)
     assert invoice.status == InvoiceStatus.FINALIZED and invoice.number == "PAGE-000001"
     [stripe_id] = pages.double.of_kind("in_")
@@ -129,11 +130,11 @@ def test_owner_sees_the_lines_and_finalizes_it_through_stripe(pages: Pages) -> N
 def test_void_needs_a_reason_and_shows_the_result(pages: Pages) -> None:
     session = pages.sign_in("billing")
     refused = pages.post("void", session, reason="  ")
-    assert refused.status_code == 400  # type: ignore[attr-defined]
-    assert 'id="action-error"' in refused.text  # type: ignore[attr-defined]
+    assert refused.status_code == 400
+    assert 'id="action-error"' in refused.text
     assert pages.ledger.get_invoice(pages.invoice_id).status == InvoiceStatus.DRAFT
     done = pages.post("void", session, reason="drafted by mistake")
-    assert done.status_code == 303  # type: ignore[attr-defined]
+    assert done.status_code == 303
     assert pages.ledger.get_invoice(pages.invoice_id).status == InvoiceStatus.VOID
     after = pages.client.get(f"{pages.url()}?done=voided").text
     assert "Voided." in after and 'id="void-form"' not in after
@@ -141,7 +142,7 @@ def test_void_needs_a_reason_and_shows_the_result(pages: Pages) -> None:
 
 def test_corrections_show_with_their_reason(pages: Pages) -> None:
     owner = pages.sign_in("owner")
-    assert pages.post("finalize", owner).status_code == 303  # type: ignore[attr-defined]
+    assert pages.post("finalize", owner).status_code == 303
     late = datetime.now(UTC) - timedelta(hours=2)  # the finalized month, recorded late
     pages.ledger.record_usage_batch([UsageRecord(
         usage_id="late", account_id=UUID(pages.team.other_account), occurred_at=late,
@@ -161,9 +162,9 @@ def test_an_auditor_sees_but_cannot_act_and_a_member_does_not_see(pages: Pages) 
     assert "<form method=\"post\" action=\"/dashboard/teams" not in page.text
     assert "for owners and billing members" in page.text
     refused = pages.post("finalize", session)
-    assert refused.status_code == 403  # type: ignore[attr-defined]
+    assert refused.status_code == 403
     assert pages.ledger.get_invoice(pages.invoice_id).status == InvoiceStatus.DRAFT
-    assert pages.post("void", session, reason="no").status_code == 403  # type: ignore[attr-defined]
+    assert pages.post("void", session, reason="no").status_code == 403
 
     pages.sign_in("member")
     assert pages.client.get(pages.url()).status_code == 403
@@ -179,3 +180,28 @@ def test_another_teams_invoice_is_not_found(pages: Pages) -> None:
     assert answer.status_code == 404
     assert pages.ledger.get_invoice(theirs).status == InvoiceStatus.DRAFT
     assert "No such invoice" in answer.text
+
+
+def test_voiding_a_finalized_invoice_voids_its_stripe_invoice(pages: Pages) -> None:
+    session = pages.sign_in("owner")
+    assert pages.post("finalize", session).status_code == 303
+    [stripe_id] = pages.double.of_kind("in_")
+    done = pages.post("void", session, reason="billed the wrong team")
+    assert done.status_code == 303
+    assert pages.double.created[stripe_id]["status"] == "void"
+    assert pages.ledger.get_invoice(pages.invoice_id).status == InvoiceStatus.VOID
+    page = pages.client.get(pages.url()).text
+    assert 'id="invoice-status">void<' in page and 'id="hosted-invoice"' not in page
+
+
+def test_finalizing_an_amount_due_without_stripe_is_refused_on_the_page(
+        pages: Pages, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEDGER_STRIPE_API_KEY", raising=False)
+    pages.client.app.state.stripe_billing = None
+    session = pages.sign_in("owner")
+    refused = pages.post("finalize", session)
+    assert refused.status_code == 409
+    assert "LEDGER_STRIPE_API_KEY" in refused.text
+    assert 'id="action-error"' in refused.text
+    invoice = pages.ledger.get_invoice(pages.invoice_id)
+    assert (invoice.status, invoice.number) == (InvoiceStatus.DRAFT, None)  # no number taken
