@@ -68,6 +68,7 @@ UP_RUNNERS: list[str] = [
     "adapters.http.serve:http_up_runner",
     "adapters.runtime.stripe_reconciler:run_stripe_reconciler",
     "adapters.runtime.auto_recharge_runner:auto_recharge_up_runner",
+    "adapters.runtime.invoicing_runner:run_invoicing",
 ]
 
 

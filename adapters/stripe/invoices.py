@@ -21,6 +21,7 @@ from services.payments.port import PaymentProviderError
 # How Stripe collects a ledger invoice: charge the customer's default payment method.
 COLLECTION_METHOD = "charge_automatically"
 DESCRIPTION_LENGTH_MAX = 500
+HOSTED_URL_LENGTH_MAX = 5000
 
 
 def invoice_info(data: Mapping[str, Any]) -> StripeInvoiceInfo:
@@ -35,7 +36,16 @@ def invoice_info(data: Mapping[str, Any]) -> StripeInvoiceInfo:
         invoice_id=str(data.get("id") or ""), status=str(data.get("status") or "unknown"),
         total_minor=whole("total"), amount_paid_minor=whole("amount_paid"),
         currency=str(data.get("currency") or "").upper(),
-        metadata={str(k): str(v)[:METADATA_VALUE_LENGTH_MAX] for k, v in dict(metadata).items()})
+        metadata={str(k): str(v)[:METADATA_VALUE_LENGTH_MAX] for k, v in dict(metadata).items()},
+        hosted_invoice_url=hosted_url(data.get("hosted_invoice_url")))
+
+
+def hosted_url(value: object) -> str | None:
+    """Stripe's hosted invoice page, if it is an https URL of a sane length (it is linked)."""
+    if isinstance(value, str) and value.startswith("https://") and \
+            len(value) <= HOSTED_URL_LENGTH_MAX:
+        return value
+    return None
 
 
 class StripeInvoices:

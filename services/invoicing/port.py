@@ -17,6 +17,8 @@ class StripeInvoiceInfo:
     amount_paid_minor: int
     currency: str
     metadata: Mapping[str, str]
+    # The customer's page of a finalized invoice (https only; None before finalize or unknown).
+    hosted_invoice_url: str | None = None
 
     @property
     def ledger_invoice_id(self) -> str | None:

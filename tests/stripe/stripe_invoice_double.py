@@ -98,6 +98,8 @@ class StripeInvoiceDouble(StripeHttpDouble):
             if invoice["status"] != before:
                 return _error(400, f"You can only {action} {before} invoices")
             invoice["status"] = after
+            if action == "finalize":  # Stripe's page where the customer sees and pays it
+                invoice["hosted_invoice_url"] = f"https://invoice.stripe.com/i/{invoice['id']}"
             return json.dumps(invoice), 200
         return _error(404, f"no such route in the double: {method} invoices/{'/'.join(rest)}")
 

@@ -18,7 +18,12 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from adapters.http.auth import aggregates
-from adapters.http.dashboard import routes_admin_pages, routes_audit_pages, routes_team_pages
+from adapters.http.dashboard import (
+    routes_admin_pages,
+    routes_audit_pages,
+    routes_invoice_pages,
+    routes_team_pages,
+)
 from adapters.http.dashboard.live_updates import LiveHub
 from adapters.http.dashboard.page_security import (
     CSRF_FIELD,
@@ -154,5 +159,6 @@ def teams_index(request: Request) -> Response:
                                           "csrf_field": CSRF_FIELD, "user": principal.subject})
 
 
-for _pages in (routes_team_pages, routes_admin_pages, routes_audit_pages):
+for _pages in (routes_team_pages, routes_admin_pages, routes_audit_pages,
+               routes_invoice_pages):
     router.include_router(_pages.router)

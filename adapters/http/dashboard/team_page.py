@@ -173,7 +173,8 @@ def _top_up_row(row: dict[str, Any], currency: str) -> dict[str, Any]:
 
 def _invoice_row(row: dict[str, Any]) -> dict[str, Any]:
     currency = row["currency"]
-    return {"number": row["number"] or "draft", "period": f"{row['period_start']} to "
+    return {"id": str(row["invoice_id"]), "number": row["number"] or "draft",
+            "period": f"{row['period_start']} to "
             f"{row['period_end']}", "status": row["status"],
             "subtotal": format_money(row["subtotal_nanos"], currency),
             "total": format_money(minor_units_to_nanos(row["total_minor"], currency), currency)
