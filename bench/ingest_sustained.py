@@ -12,13 +12,19 @@ storage, the publisher in this process, `ledger consume` processes):
              Nats-Msg-Id), and measure the rate at which the ledger commits them, from the first
              publish to the moment the ledger's `usage_recorded` counter reaches --records.
 
-Prints both rates and the ratio ingest/service. Records are made before timing starts.
+3. drain:   (with --drain) the same records published first with no consumer running, then
+             the consumer processes started: the rate at which they drain the backlog, from
+             their first commit to the last. The publisher's CPU (which in production runs on
+             the producers' machines) is then not on these 2 cores while the ledger consumes.
+
+Prints the rates and the ratios to the service layer. Records are made before timing starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import threading
 import time
@@ -121,6 +127,46 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
         ledger.close()
 
 
+async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace,
+                      folder: Path) -> dict[str, float]:
+    settings = IngestSettings.from_env()
+    await recreate_stream(nats_url, settings)
+    ledger = open_ledger(database_url)
+    accounts = priced_accounts(ledger, args.accounts)
+    records = make_records(accounts, args.records, "drain")
+    try:
+        with console.status(f"drain: publishing a backlog of {args.records:,} records"):
+            async with await UsagePublisher.connect(nats_url) as publisher:
+                report = await publisher.publish_many(records)
+        assert report.published == args.records
+        consumers = ConsumerProcesses(database_url, nats_url, settings, args.consumers, folder)
+        try:
+            first: tuple[float, int] | None = None
+            cpu_first = 0.0
+            deadline = time.perf_counter() + INGEST_TIMEOUT_SECONDS
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("drain: committed in the ledger", total=args.records)
+                while True:
+                    recorded = ledger.keyed.counter_values().get("usage_recorded", 0)
+                    now = time.perf_counter()
+                    progress.update(task, completed=recorded)
+                    if first is None and recorded > 0:
+                        first, cpu_first = (now, recorded), consumers.cpu_seconds()
+                    if recorded >= args.records:
+                        break
+                    if now > deadline:
+                        raise RuntimeError(f"backlog not drained in {INGEST_TIMEOUT_SECONDS}s")
+                    time.sleep(POLL_INTERVAL_SECONDS)
+            assert first is not None
+            drained = args.records - first[1]
+            return {"drain_rate": drained / (now - first[0]),
+                    "cpu_us_per_record": (consumers.cpu_seconds() - cpu_first) / drained * 1e6}
+        finally:
+            consumers.stop()
+    finally:
+        ledger.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=300_000)
@@ -132,6 +178,8 @@ def main() -> None:
                         help="another source tree with its own .venv (say, `git archive` of an "
                              "older commit, then `uv sync` in it): its consumer is measured "
                              "first, in the same run, against the same service-layer baseline")
+    parser.add_argument("--drain", action="store_true",
+                        help="also drain a backlog published before the consumers start")
     args = parser.parse_args()
     console.print(f"machine: {machine()}")
     settings = IngestSettings.from_env()
@@ -149,6 +197,8 @@ def main() -> None:
         ingest = asyncio.run(bench_ingest(servers.database("bench_ingest"), servers.nats_url,
                                           args, servers.folder))
         console.print(f"this checkout: {ingest}", markup=False)
+        drain = (asyncio.run(bench_drain(servers.database("bench_drain"), servers.nats_url,
+                                         args, servers.folder)) if args.drain else None)
     table = Table(title=f"sustained ingest, {args.records:,} records, "
                         f"{args.consumers} consumer process(es)")
     for column in ("path", "records/s", "note"):
@@ -169,6 +219,11 @@ def main() -> None:
                       "user + system, all consumer processes")
         table.add_row(f"{label}consumer RSS peak", f"{result['rss_peak_mib']:.0f} MiB",
                       "all processes")
+    if drain is not None:
+        table.add_row("drain a backlog (no publisher running)", f"{drain['drain_rate']:,.0f}",
+                      f"ratio to service layer {drain['drain_rate'] / service_rate:.2f}; "
+                      f"consumer CPU {drain['cpu_us_per_record']:.0f} us/record")
+    console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     console.print(table)
 
 
