@@ -1,10 +1,14 @@
-"""Auto-recharge against localstripe: two watchers (each with its own Ledger and connections, as
-two `ledger up` processes) on one database under concurrent usage, the daily cap, a declined
+"""Auto-recharge against localstripe: two watchers (each with its own Ledger and connections, in
+threads and in two OS processes) on one database under concurrent usage, the daily cap, a declined
 card (backoff, then the stop, then resume), and quiet while the balance stays above the
 threshold. The credit comes through the settlement path (a read of the PaymentIntent)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +43,7 @@ from tests.stripe.auto_recharge_support import (
 from tests.stripe.conftest import API_KEY, WEBHOOK_SECRET, settings_for
 
 WAIT_SECONDS_MAX = 30
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSES_WHILE_QUIET = 10
 
 
@@ -243,3 +248,51 @@ def test_the_ledger_up_runner_charges_with_stripe_from_the_environment(
         assert len(charges(owner_side, team_id)) == 1
     finally:
         owner_side.close()
+
+
+def test_two_watcher_processes_charge_once_per_crossing(
+        database_url: str, localstripe: httpx.Client, localstripe_url: str,
+        tmp_path: Path) -> None:
+    """As the threads test above, with two real OS processes running `ledger up`'s watcher."""
+    catch_up(database_url)
+    first, second = (open_trigger(database_url, settings_for(localstripe_url))
+                     for _ in range(2))
+    env = {**os.environ, "LEDGER_STRIPE_API_KEY": API_KEY,
+           "LEDGER_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+           "LEDGER_STRIPE_API_BASE": localstripe_url,
+           "LEDGER_AUTO_RECHARGE_POLL_SECONDS": "0.05"}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        team_id, account_id = priced_team(first.ledger, "processes", balance_dollars=30)
+        set_policy(first.recharges, team_id, threshold=20, amount=20, cap=100)
+        with projecting(database_url):
+            for name in ("one", "two"):
+                with (tmp_path / f"{name}.log").open("wb") as log:
+                    processes.append(subprocess.Popen(
+                        [sys.executable, "-m", "tests.stripe.recharge_watcher_process",
+                         database_url, str(tmp_path)], env=env, cwd=REPO_ROOT, stdout=log,
+                        stderr=subprocess.STDOUT))
+            spenders = [threading.Thread(target=lambda t=t: [spend(t.ledger, account_id, 2)
+                                                             for _ in range(4)])
+                        for t in (first, second)]
+            for spender in spenders:
+                spender.start()
+            for spender in spenders:
+                spender.join()
+            wait_until(lambda: credits(first, team_id) == [20 * DOLLAR]
+                       and policy_of(first.ledger, team_id).armed,
+                       "the recharge credited and the policy re-armed")
+            time.sleep(1.0)  # more passes of both processes: nothing new may start
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            assert [p.wait(WAIT_SECONDS_MAX) for p in processes] == [0, 0], [
+                (tmp_path / f"{n}.log").read_text()[-2000:] for n in ("one", "two")]
+        assert policy_of(second.ledger, team_id).crossings == 1
+        assert len(charges(first, team_id)) == 1
+        assert credits(second, team_id) == [20 * DOLLAR]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        first.close()
+        second.close()
