@@ -112,7 +112,7 @@ def _scrape(request: Request) -> bytes:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LedgerCollector(app_state.ledger.keyed.counter_values, freshness))
-    return generate_latest(app_state.metrics.registry) + generate_latest(registry)
+    return app_state.metrics.request_metrics() + generate_latest(registry)
 
 
 @router.get("/metrics", tags=["system"], response_class=Response,
