@@ -46,7 +46,7 @@ class Metrics:
         if not os.environ.get(MULTIPROCESS_DIR_ENV):
             return generate_latest(self.registry)
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
     @classmethod

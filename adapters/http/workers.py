@@ -130,7 +130,7 @@ class WorkerGroup:
     def _forget_metrics(self, pid: int) -> None:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, str(self.metrics_dir))
+        multiprocess.mark_process_dead(pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
 
     def stop(self) -> None:
         """SIGTERM to every worker (a graceful stop), then a kill for those still there."""

@@ -6,8 +6,9 @@ batch commits (adapters/nats/views_publisher.py). `LiveHub` holds one subscripti
 that team; each browser then re-reads its page fragment. Its NATS connection authenticates with
 the ledger's NATS settings (LEDGER_NATS_TOKEN, ..._USER/_PASSWORD, NKEY seed, creds file, TLS:
 `adapters.nats.auth_settings`), like every other NATS connection of the ledger. A message says
-only "this team changed at log position P": the numbers always come from the read models, so a lost or reordered message
-costs freshness, never correctness, and several messages in a burst collapse into one re-read.
+only "this team changed at log position P": the numbers always come from the read models, so a
+lost or reordered message costs freshness, never correctness, and several messages in a burst
+collapse into one re-read.
 
 Without NATS (no `nats_url`), the hub LISTENs on the channel the event recorder NOTIFYs after
 each insert, then re-reads the projections' tracking position a bounded number of times until it
