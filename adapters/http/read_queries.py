@@ -136,6 +136,16 @@ def spend_answer(conn: psycopg.Connection[Any], account_id: UUID
             team.currency if team is not None else None)
 
 
+def held_accounts(conn: psycopg.Connection[Any], team_id: UUID, user_id: str | None
+                  ) -> set[str]:
+    """The ids of the team's accounts given to `user_id` (none for a service: no user), from
+    the read models (version 5 keeps holders: no Account aggregate is loaded)."""
+    rows = conn.execute(sql.SQL("SELECT account_id FROM {s}.accounts WHERE team_id = %s AND "
+                                "holder_user_id = %s").format(s=sql.Identifier(LIVE_SCHEMA)),
+                        (team_id, user_id)).fetchall()
+    return {str(row[0]) for row in rows}
+
+
 def table_rows(conn: psycopg.Connection[Any], table: str, team_id: UUID, order_by: str
                ) -> tuple[Freshness, list[dict[str, Any]]]:
     """Every row of a team's `table` (invoices, top_ups) as dicts, nanos as int."""

@@ -1,8 +1,9 @@
 """Usage reads: the calendar windows (today, week, month, total) and the daily series.
 
-A member's usage is folded from the buckets of the accounts they hold only; the team totals they
-see are theirs. Each answer is one read-model statement (`read_queries`) that also says the log
-position it reflects."""
+A member's usage is folded from the buckets of the accounts they hold only (holders from the read
+models: `read_queries.held_accounts`); the team totals they see are theirs. Each answer is one
+read-model statement (`read_queries`) that also says the log position it reflects (a member's,
+two: their accounts first)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from datetime import date
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import psycopg
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.http.auth import (
-    AggregateSource,
     Principal,
     PrincipalDep,
     TeamAccess,
@@ -24,7 +25,7 @@ from adapters.http.auth import (
 )
 from adapters.http.fast_answers import in_thread, json_answer, money_json
 from adapters.http.problems import PROBLEM_RESPONSES, FieldError, ProblemError
-from adapters.http.read_queries import daily_rows, usage_buckets
+from adapters.http.read_queries import daily_rows, held_accounts, usage_buckets
 from adapters.http.schemas import Freshness, Money
 from adapters.http.views import views
 from projections.windows import WINDOW_NAMES, UsageTotals, report_from_buckets, window_ranges
@@ -72,13 +73,12 @@ def _totals(totals: UsageTotals, currency: str) -> dict[str, Any]:
             "cost": money_json(totals.cost_nanos, currency)}
 
 
-def visible_accounts(source: AggregateSource, access: TeamAccess) -> set[str] | None:
-    """None when the caller sees every account; else the ids of the accounts they hold (a
-    member: this loads the team's accounts, whose holders are not in the read models)."""
+def visible_accounts(conn: psycopg.Connection[Any], access: TeamAccess) -> set[str] | None:
+    """None when the caller sees every account; else the ids of the accounts they hold (from
+    the read models, on the request's connection)."""
     if access.sees_all_accounts:
         return None
-    return {str(a) for a in access.team.account_ids
-            if access.may_see_account(source.get_account(a))}
+    return held_accounts(conn, access.team.id, access.principal.user_id)
 
 
 def _check_account_filter(access: TeamAccess, account_id: UUID | None,
@@ -104,12 +104,12 @@ async def usage(team_id: UUID, request: Request,
 def _usage(request: Request, team_id: UUID, window: str, account_id: UUID | None) -> Response:
     """A lean read (`fast_answers`): one hop to the thread pool, JSON written here."""
     principal = require_principal(request)
-    source = aggregates(request)
-    access = team_access(source, principal, team_id)
-    visible = _check_account_filter(access, account_id, visible_accounts(source, access))
+    access = team_access(aggregates(request), principal, team_id)
     now = request.app.state.clock()
     timezone = access.team.timezone
     with views(request) as store:
+        visible = _check_account_filter(access, account_id,
+                                        visible_accounts(store.conn, access))
         fresh, buckets = usage_buckets(store.conn, team_id, timezone, now)
     if visible is not None:
         buckets = {k: v for k, v in buckets.items() if k[0] in visible}
@@ -150,10 +150,10 @@ def daily(team_id: UUID, request: Request, start_date: Annotated[date, Query(ali
                            f"`to` must be on or after `from`, and the range at most "
                            f"{DAILY_SERIES_DAYS_MAX} days",
                            [FieldError(field="query.to", message="within 366 days after from")])
-    source = aggregates(request)
-    access = team_access(source, principal, team_id)
-    visible = _check_account_filter(access, account_id, visible_accounts(source, access))
+    access = team_access(aggregates(request), principal, team_id)
     with views(request) as store:
+        visible = _check_account_filter(access, account_id,
+                                        visible_accounts(store.conn, access))
         fresh = daily_rows(store.conn, team_id, start_date, end_date, visible)
     currency = access.team.currency
     return {**fresh.freshness.as_dict(), "team_id": str(team_id), "start_date": start_date,
