@@ -105,8 +105,9 @@ def serve(database_url: str, nats_url: str, port: int, workers: int
           ) -> subprocess.Popen[bytes]:
     """`ledger serve --workers N` (the API and the dashboard, as shipped), its logs quiet."""
     env = {**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_NATS_URL": nats_url}
+    extra = ["--workers", str(workers)] if workers > 1 else []  # older checkouts: no option
     return subprocess.Popen([sys.executable, "-c", SERVE_CODE, "serve", "--port", str(port),
-                             "--workers", str(workers)], cwd=REPO_ROOT, env=env,
+                             *extra], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -206,13 +207,24 @@ def postmaster(folder: Path) -> psutil.Process:
 
 def wrk_routes(base: str, token: str, team_id: str, connections: int,
                seconds: float, account_id: str, service_token: str,
-               measured: list[psutil.Process]) -> list[tuple[str, str]]:
+               server: list[psutil.Process], database: list[psutil.Process],
+               paced_rate: int | None = None, folder: Path | None = None
+               ) -> list[tuple[str, str]]:
     """Closed-loop load from Debian's `wrk` (C, its own process): each route in turn with the
     same connections; its latency distribution and requests/s, as wrk prints them, and the CPU
     the API server and PostgreSQL spent per request (less sensitive than latency to other work
-    on a shared machine)."""
+    on a shared machine). `paced_rate`: each connection waits between its requests (wrk's
+    `delay()` hook) so that all together send about that many requests/s: latency at a given
+    load rather than at saturation (measured from each request's send: a stalled server
+    delays the next sends, so this still understates queueing, unlike an open-loop generator)."""
     if shutil.which("wrk") is None:
         raise SystemExit("--wrk needs Debian's wrk: apt-get install -y wrk")
+    script: list[str] = []
+    if paced_rate:
+        assert folder is not None
+        pace = folder / "pace.lua"
+        pace.write_text(f"function delay() return {connections * 1000 // paced_rate} end\n")
+        script = ["-s", str(pace)]
     routes = [("healthz (baseline)", "/healthz", token),
               ("balance", f"/v1/teams/{team_id}/balance", token),
               ("usage month", f"/v1/teams/{team_id}/usage?window=month", token),
@@ -220,16 +232,18 @@ def wrk_routes(base: str, token: str, team_id: str, connections: int,
                service_token)]
     printed = []
     for name, path, bearer in routes:
-        cpu_before = cpu_seconds(measured)
+        api_before, db_before = cpu_seconds(server), cpu_seconds(database)
         answer = subprocess.run(
             ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds:.0f}s",
-             f"--timeout={WRK_TIMEOUT_SECONDS}s", "--latency",
+             f"--timeout={WRK_TIMEOUT_SECONDS}s", "--latency", *script,
              "-H", f"Authorization: Bearer {bearer}", base + path],
             capture_output=True, text=True, check=True)
-        cpu = cpu_seconds(measured) - cpu_before
+        api, db = cpu_seconds(server) - api_before, cpu_seconds(database) - db_before
         done = re.search(r"(\d+) requests in", answer.stdout)
         requests = int(done.group(1)) if done else 0
-        per_request = f"{cpu / requests * 1000:.2f} ms" if requests else "n/a"
+        per_request = (f"{(api + db) / requests * 1000:.2f} ms (API server "
+                       f"{api / requests * 1000:.2f}, PostgreSQL {db / requests * 1000:.2f})"
+                       if requests else "n/a")
         printed.append((name, answer.stdout + f"CPU per request (API server + PostgreSQL): "
                         f"{per_request}\n"))
     return printed
@@ -274,6 +288,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=RATE_DEFAULT, help="requests/s, all kinds")
     parser.add_argument("--seconds", type=float, default=SECONDS_DEFAULT)
     parser.add_argument("--warmup-seconds", type=float, default=WARMUP_SECONDS_DEFAULT)
+    parser.add_argument("--paced", type=int, default=None, metavar="RATE",
+                        help="--wrk: pace the connections to about RATE requests/s in all "
+                             "(latency at that load instead of at saturation)")
     parser.add_argument("--workers", type=int, default=1,
                         help="HTTP worker processes of the served API (LEDGER_HTTP_WORKERS)")
     args = parser.parse_args()
@@ -289,9 +306,10 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base)
             if args.wrk:
-                measured = [psutil.Process(server.pid), postmaster(servers.folder)]
                 printed = wrk_routes(base, token, team_id, args.connections, args.seconds,
-                                     account_id, service_token, measured)
+                                     account_id, service_token, [psutil.Process(server.pid)],
+                                     [postmaster(servers.folder)], args.paced,
+                                     servers.folder)
                 for name, output in printed:
                     console.print(f"[bold]{name}[/bold] ({args.connections} connections)")
                     console.print(output)

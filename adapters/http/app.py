@@ -44,13 +44,16 @@ log = logging.getLogger("ledger.http")
 API_TITLE = "Ledger API"
 API_VERSION = "1.0.0"
 DASHBOARD_ROUTER_MODULE = "adapters.http.dashboard.routes"
+# Routes are matched in this order, one pattern after another: the reads a gateway makes all
+# day (balance, may-spend, usage) come first (no two modules' paths overlap, so the order
+# changes nothing else; the dashboard's pages come after all of them).
 API_ROUTER_MODULES = [
+    "adapters.http.routes_reads",
     "adapters.http.routes_system",
     "adapters.http.routes_tokens",
     "adapters.http.routes_teams",
     "adapters.http.routes_accounts",
     "adapters.http.routes_packages",
-    "adapters.http.routes_reads",
     "adapters.http.routes_usage",
     "adapters.http.routes_billing",
 ]

@@ -3,7 +3,7 @@
 A member's usage is folded from the buckets of the accounts they hold only (holders from the read
 models: `read_queries.held_accounts`); the team totals they see are theirs. Each answer is one
 read-model statement (`read_queries`) that also says the log position it reflects (a member's,
-two: their accounts first)."""
+two: their accounts first); a window's sums are added up by PostgreSQL (`window_rows`)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from adapters.http.auth import (
 )
 from adapters.http.fast_answers import in_thread, json_answer, money_json
 from adapters.http.problems import PROBLEM_RESPONSES, FieldError, ProblemError
-from adapters.http.read_queries import daily_rows, held_accounts, usage_buckets
+from adapters.http.read_queries import daily_rows, held_accounts, window_rows
 from adapters.http.schemas import Freshness, Money
 from adapters.http.views import views
-from projections.windows import WINDOW_NAMES, UsageTotals, report_from_buckets, window_ranges
+from projections.windows import WINDOW_NAMES, UsageTotals, window_ranges
 
 router = APIRouter(tags=["reads"], responses=PROBLEM_RESPONSES)
 
@@ -106,25 +106,26 @@ def _usage(request: Request, team_id: UUID, window: str, account_id: UUID | None
     principal = require_principal(request)
     access = team_access(aggregates(request), principal, team_id)
     now = request.app.state.clock()
-    timezone = access.team.timezone
+    assert window in WINDOW_NAMES
+    days = window_ranges(now, access.team.timezone)[window]
     with views(request) as store:
         visible = _check_account_filter(access, account_id,
                                         visible_accounts(store.conn, access))
-        fresh, buckets = usage_buckets(store.conn, team_id, timezone, now)
-    if visible is not None:
-        buckets = {k: v for k, v in buckets.items() if k[0] in visible}
-    report = report_from_buckets(buckets, now, timezone)
-    assert window in WINDOW_NAMES
+        fresh, rows = window_rows(store.conn, team_id, days, visible)
+    totals = UsageTotals()
+    by_account: dict[str, UsageTotals] = {}
+    by_model: dict[str, UsageTotals] = {}
+    for account, model, sums in rows:
+        totals.add(sums)
+        by_account.setdefault(account, UsageTotals()).add(sums)
+        by_model.setdefault(model, UsageTotals()).add(sums)
     currency = access.team.currency
-    days = window_ranges(now, timezone)[window]
     return json_answer({
         **fresh.as_dict(), "team_id": str(team_id), "window": window,
         "start_date": days.start, "end_date": days.end,
-        "totals": _totals(report.windows[window], currency),
-        "by_account": [{"key": k, **_totals(t, currency)}
-                       for k, t in sorted(report.by_account[window].items())],
-        "by_model": [{"key": k, **_totals(t, currency)}
-                     for k, t in sorted(report.by_model[window].items())],
+        "totals": _totals(totals, currency),
+        "by_account": [{"key": k, **_totals(t, currency)} for k, t in sorted(by_account.items())],
+        "by_model": [{"key": k, **_totals(t, currency)} for k, t in sorted(by_model.items())],
     })
 
 

@@ -3,14 +3,18 @@ their declared response models say, for every kind of caller, and still refuse l
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import pytest
 from pydantic import BaseModel
 
 from adapters.http.routes_balance import Balance, SpendAnswer
 from adapters.http.routes_usage_windows import Usage
+from adapters.postgres.view_store import PostgresViewStore
 from adapters.runtime.projection_process import open_runner
+from projections.windows import report_from_buckets
 from tests.http.conftest import Api
 from tests.http.support import make_team, usage_record
 
@@ -79,3 +83,25 @@ def test_lean_reads_still_refuse(api: Api, team_with_usage: Any) -> None:
     assert bad_window.status_code == 422
     assert c.get(f"/v1/accounts/{team.member_account}/authorization",
                  headers=api.headers(stranger)).status_code == 404
+
+
+def test_usage_windows_summed_by_postgresql_equal_the_projections_own_report(
+        api: Api, team_with_usage: Any) -> None:
+    team, c = team_with_usage, api.client
+    store = PostgresViewStore(api.database_url)
+    try:
+        team_view = store.team(UUID(team.team_id))
+        assert team_view is not None
+        now = datetime.now(UTC)
+        report = report_from_buckets(store.usage_buckets(team_view, now), now, "Europe/Berlin")
+    finally:
+        store.close()
+    for window in ("today", "week", "month", "total"):
+        body = c.get(f"/v1/teams/{team.team_id}/usage?window={window}",
+                     headers=api.headers(team.tokens["owner"])).json()
+        assert body["totals"]["requests"] == report.windows[window].requests
+        assert body["totals"]["cost"]["nanos"] == str(report.windows[window].cost_nanos)
+        assert {r["key"]: r["requests"] for r in body["by_account"]} == {
+            k: t.requests for k, t in report.by_account[window].items()}
+        assert {r["key"]: r["output_tokens"] for r in body["by_model"]} == {
+            k: t.output_tokens for k, t in report.by_model[window].items()}
