@@ -6,7 +6,9 @@ the `package_assignments` table empty and leaves a marker row; the events that f
 folded already, when the read models had no place for them. The projection runner calls
 `backfill_holders_and_packages` before it folds on: in one transaction, with the tracking row
 locked (no batch can commit meanwhile), it decodes the account events that carry holders, kinds
-and assignments up to the tracking position, writes them, and removes the marker. Events after
+and assignments up to the tracking position, writes them (a holder change moves the account
+row's position, as the version-5 fold does, so `ledger replay` finds the rows equal), and
+removes the marker. Events after
 that position are folded as usual. The one-time cost is a scan of the events table by topic.
 """
 
@@ -52,26 +54,27 @@ def backfill_holders_and_packages(conn: psycopg.Connection[Any], schema: str,
             "FROM public.{t} WHERE topic = ANY(%s) AND notification_id <= %s "
             "ORDER BY notification_id").format(t=sql.Identifier(EVENTS_TABLE)),
             ([_OPENED, _HOLDER, _PACKAGE], position)).fetchall()
-        holders: dict[UUID, list[str | None]] = {}
+        holders: dict[UUID, list[Any]] = {}  # [holder, kind, position of the last change]
         assignments: list[tuple[Any, ...]] = []
         for row in rows:
             entry = LogEntry._make(row)
             event = decode(entry)
             if entry.topic == _OPENED:
                 holders[entry.originator_id] = [
-                    event.holder_user_id, str(getattr(event.kind, "value", event.kind))]
-            elif entry.topic == _HOLDER:
-                holders.setdefault(entry.originator_id, [None, ""])[0] = event.user_id
+                    event.holder_user_id, str(getattr(event.kind, "value", event.kind)), 0]
+            elif entry.topic == _HOLDER:  # a change of holder moves the row's position too
+                holders.setdefault(entry.originator_id, [None, "", 0])[0::2] = [
+                    event.user_id, entry.position]
             else:
                 assignments.append((entry.originator_id, event.effective_from, event.package_id,
                                     event.package_version, event.package_name, entry.position))
         if holders:
             conn.execute(q(
-                "UPDATE {s}.accounts a SET holder_user_id = v.holder, kind = v.kind "
-                "FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS v(id, holder, kind) "
-                "WHERE a.account_id = v.id", schema),
-                (list(holders), [h[0] for h in holders.values()],
-                 [h[1] for h in holders.values()]))
+                "UPDATE {s}.accounts a SET holder_user_id = v.holder, kind = v.kind, "
+                "position = greatest(a.position, v.position) "
+                "FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[]) "
+                "AS v(id, holder, kind, position) WHERE a.account_id = v.id", schema),
+                (list(holders), *([h[i] for h in holders.values()] for i in range(3))))
         if assignments:
             columns = [list(c) for c in zip(*assignments, strict=True)]
             conn.execute(q(

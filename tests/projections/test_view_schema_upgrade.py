@@ -106,14 +106,20 @@ def test_version_4_read_models_gain_holders_kinds_and_assignments_filled_from_th
                            "DROP COLUMN kind", LIVE_SCHEMA))
             conn.execute(q("DROP TABLE {s}.package_assignments, {s}.backfill", LIVE_SCHEMA))
             conn.execute(q("UPDATE {s}.schema_version SET version = 4", LIVE_SCHEMA))
-        ledger.assign_account_holder(team.account_ids[0], None, OWNER)  # after the upgrade
+            # Version 4 did not fold holder changes: a row's position was its Opened event's.
+            conn.execute(q("UPDATE {s}.accounts a SET position = (SELECT min(position) FROM "
+                           "{s}.audit WHERE aggregate_id = a.account_id)", LIVE_SCHEMA))
 
         with open_runner(database_url) as runner:
             runner.catch_up()
-            accounts = runner.store.accounts_of(team.team_id)
+            assert [a.row() for a in runner.store.accounts_of(team.team_id)] == [
+                a.row() for a in expected[0]], "the same rows as a fold of version 5"
             assert runner.store.assignments_of(team.team_id) == expected[1]
+        ledger.assign_account_holder(team.account_ids[0], None, OWNER)  # after the upgrade
+        with open_runner(database_url) as runner:
+            runner.catch_up()
+            accounts = runner.store.accounts_of(team.team_id)
         assert [a.holder_user_id for a in accounts] == [None, "bob"]
-        assert [a.kind for a in accounts] == [a.kind for a in expected[0]]
         with connect(database_url) as conn:
             assert _version(conn, LIVE_SCHEMA) == VIEWS_SCHEMA_VERSION
             assert conn.execute(q("SELECT count(*) FROM {s}.backfill", LIVE_SCHEMA)
