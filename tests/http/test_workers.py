@@ -5,7 +5,8 @@ its end of the TCP connection), so a request is sent to the worker the test mean
 revoked through one worker is refused by the other; the same usage batch sent to both at once
 is recorded once; a token used on one worker shows its last use when listed on the other;
 /metrics on one worker counts the requests of both; each worker's dashboard stream hears a view
-message (each has its own subscription); SIGTERM stops both and the parent exits 0.
+message (each has its own subscription); SIGTERM stops both and the parent exits 0; a worker
+killed with SIGKILL is replaced.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from adapters.http.sessions import SESSION_COOKIE_NAME, SessionStore
+from adapters.http.workers import (
+    WORKERS_DEFAULT_MAX,
+    WORKERS_ENV,
+    WORKERS_MAX,
+    workers_setting,
+)
 from adapters.runtime.server_files import free_port
+from adapters.runtime.settings import ConfigurationError
 from domain.tokens import token_digest, token_id_for_digest
 from tests.http.conftest import Api
 from tests.http.support import make_team, usage_record
@@ -51,8 +59,16 @@ class Served:
     port: int
 
     def workers(self) -> list[int]:
-        children = psutil.Process(self.process.pid).children()
-        return [c.pid for c in children if "adapters.http.worker" in " ".join(c.cmdline())]
+        """The pids of the running workers (not of one that died and is not reaped yet)."""
+        found = []
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and \
+                        "adapters.http.worker" in " ".join(child.cmdline()):
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+        return found
 
 
 @pytest.fixture
@@ -255,3 +271,22 @@ def test_sigterm_stops_every_worker_and_the_server_exits_cleanly(served: Served)
     assert served.process.wait(STOP_SECONDS) == 0
     assert not [pid for pid in workers if psutil.pid_exists(pid)
                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_worker_that_dies_is_replaced_and_the_server_keeps_answering(served: Served) -> None:
+    first, _ = served.workers()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + READY_SECONDS
+    while first in served.workers() or len(served.workers()) < WORKERS:
+        assert time.monotonic() < deadline, "the dead worker was not replaced"
+        time.sleep(0.2)
+    assert all(_answers(served.port) for _ in range(10))
+
+
+@pytest.mark.parametrize("value", ["0", "17", "two", "-1"])
+def test_the_workers_setting_is_bounded_and_says_what_to_set(value: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{WORKERS_ENV} must be a whole number from 1 "
+                                                 f"to {WORKERS_MAX}"):
+        workers_setting({WORKERS_ENV: value})
+    assert workers_setting({WORKERS_ENV: "3"}) == 3
+    assert 1 <= workers_setting({}) <= WORKERS_DEFAULT_MAX
