@@ -51,6 +51,7 @@ STOP_SECONDS = 30.0
 CONNECTION_TRIES_MAX = 60
 LAST_USE_SECONDS = 5.0
 SSE_SECONDS = 10.0
+METRICS_SECONDS = 5.0
 
 
 @dataclass
@@ -216,8 +217,12 @@ def test_metrics_on_either_worker_count_the_requests_of_both(api: Api, served: S
     for conn, times in zip(conns, (3, 5), strict=True):
         for _ in range(times):
             assert _request(conn, "GET", "/v1/me", api.operator_token)[0] == 200
-    for conn in conns:
-        assert _me_count(_metrics(conn)) == start + 8
+    for conn in conns:  # a request is counted just after its answer is sent: wait a moment
+        deadline = time.monotonic() + METRICS_SECONDS
+        while (counted := _me_count(_metrics(conn))) < start + 8 and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counted == start + 8
 
 
 def _sse_event(conn: http.client.HTTPConnection, path: str, cookie: str) -> Iterator[str]:
