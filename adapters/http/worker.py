@@ -12,7 +12,9 @@ any request. Its settings come from its environment, set by the parent:
                                            this worker's metrics (read by every /metrics)
 
 uvicorn, in this process's main thread, stops on SIGTERM or SIGINT after letting the requests
-in flight finish (up to GRACEFUL_SHUTDOWN_SECONDS).
+in flight finish (up to GRACEFUL_SHUTDOWN_SECONDS). If the parent dies, the worker gets SIGTERM
+from the kernel where util-linux `setpriv` is there (`die_with_parent`), and in any case from
+itself within PARENT_CHECK_SECONDS (a thread watches its parent pid).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
+import threading
+import time
 from typing import Any
 
 import uvicorn
@@ -31,6 +36,7 @@ DATABASE_URL_ENV = "LEDGER_DATABASE_URL"
 NATS_URL_ENV = "LEDGER_NATS_URL"
 # As `ledger up` logs (adapters.cli.main): one line per record.
 LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
+PARENT_CHECK_SECONDS = 1.0
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
@@ -56,6 +62,16 @@ def serve_on(listening: socket.socket, host: str, port: int) -> None:
         ledger.close()
 
 
+def stop_when_orphaned(parent_pid: int) -> None:
+    """SIGTERM to this process (uvicorn's graceful stop) once its parent is gone."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="ledger-http-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="one HTTP worker of `ledger serve`/`ledger up`")
     parser.add_argument("--fd", type=int, required=True, help="the inherited listening socket")
@@ -63,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    stop_when_orphaned(os.getppid())
     serve_on(socket.socket(fileno=args.fd), args.host, args.port)
     return 0
 

@@ -95,7 +95,10 @@ class WorkerGroup:
         return subprocess.Popen(
             [*die_with_parent("SIGTERM"), sys.executable, "-m", "adapters.http.worker",
              "--fd", str(fd), "--host", self.host, "--port", str(self.port)],
-            env=self.env, pass_fds=[fd])
+            env=self.env, pass_fds=[fd],
+            # Not in the terminal's process group: a Ctrl-C reaches the parent, which stops the
+            # workers itself (they would otherwise stop on their own and be started again).
+            start_new_session=True)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes if p.poll() is None]

@@ -295,3 +295,15 @@ def test_the_workers_setting_is_bounded_and_says_what_to_set(value: str) -> None
         workers_setting({WORKERS_ENV: value})
     assert workers_setting({WORKERS_ENV: "3"}) == 3
     assert 1 <= workers_setting({}) <= WORKERS_DEFAULT_MAX
+
+
+def test_workers_stop_when_their_parent_is_killed(served: Served) -> None:
+    workers = served.workers()
+    served.process.kill()
+    served.process.wait(STOP_SECONDS)
+    deadline = time.monotonic() + STOP_SECONDS
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+              for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their parent"
+        time.sleep(0.2)
+    assert not _answers(served.port)
