@@ -59,8 +59,9 @@ def workers_setting(env: Mapping[str, str] | None = None) -> int:
     except ValueError:
         count = 0
     if not 1 <= count <= WORKERS_MAX:
-        raise ConfigurationError(f"{WORKERS_ENV} must be a whole number from 1 to "
-                                 f"{WORKERS_MAX} (HTTP worker processes), got {raw[:20]!r}")
+        raise ConfigurationError(f"{WORKERS_ENV} (or `ledger serve --workers`) must be a whole "
+                                 f"number from 1 to {WORKERS_MAX} (HTTP worker processes), got "
+                                 f"{raw[:20]!r}")
     return count
 
 

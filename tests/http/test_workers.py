@@ -290,8 +290,9 @@ def test_a_worker_that_dies_is_replaced_and_the_server_keeps_answering(served: S
 
 @pytest.mark.parametrize("value", ["0", "17", "two", "-1"])
 def test_the_workers_setting_is_bounded_and_says_what_to_set(value: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"{WORKERS_ENV} must be a whole number from 1 "
-                                                 f"to {WORKERS_MAX}"):
+    with pytest.raises(ConfigurationError, match=rf"{WORKERS_ENV} \(or `ledger serve "
+                                                 rf"--workers`\) must be a whole number from 1 "
+                                                 rf"to {WORKERS_MAX}"):
         workers_setting({WORKERS_ENV: value})
     assert workers_setting({WORKERS_ENV: "3"}) == 3
     assert 1 <= workers_setting({}) <= WORKERS_DEFAULT_MAX
