@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import re
 import shutil
 import socket
@@ -100,14 +101,18 @@ def prepare(database_url: str) -> tuple[str, str, str, str]:
     return team_id, token, str(accounts[0].account_id), service_token
 
 
-def serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
-    code = ("import uvicorn; from adapters.runtime.composition import open_ledger; "
-            "from adapters.http.app import create_app; "
-            f"url = {database_url!r}; "
-            "app = create_app(open_ledger(url), url, include_dashboard=False); "
-            f"uvicorn.run(app, host='127.0.0.1', port={port}, access_log=False, "
-            "log_level='warning')")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT)
+def serve(database_url: str, nats_url: str, port: int, workers: int
+          ) -> subprocess.Popen[bytes]:
+    """`ledger serve --workers N` (the API and the dashboard, as shipped), its logs quiet."""
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_NATS_URL": nats_url}
+    extra = ["--workers", str(workers)] if workers > 1 else []  # older checkouts: no option
+    return subprocess.Popen([sys.executable, "-c", SERVE_CODE, "serve", "--port", str(port),
+                             *extra], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# `ledger serve` through its entry point, from this checkout.
+SERVE_CODE = "import sys; from adapters.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
 def wait_ready(base: str) -> None:
@@ -202,13 +207,24 @@ def postmaster(folder: Path) -> psutil.Process:
 
 def wrk_routes(base: str, token: str, team_id: str, connections: int,
                seconds: float, account_id: str, service_token: str,
-               measured: list[psutil.Process]) -> list[tuple[str, str]]:
+               server: list[psutil.Process], database: list[psutil.Process],
+               paced_rate: int | None = None, folder: Path | None = None
+               ) -> list[tuple[str, str]]:
     """Closed-loop load from Debian's `wrk` (C, its own process): each route in turn with the
     same connections; its latency distribution and requests/s, as wrk prints them, and the CPU
     the API server and PostgreSQL spent per request (less sensitive than latency to other work
-    on a shared machine)."""
+    on a shared machine). `paced_rate`: each connection waits between its requests (wrk's
+    `delay()` hook) so that all together send about that many requests/s: latency at a given
+    load rather than at saturation (measured from each request's send: a stalled server
+    delays the next sends, so this still understates queueing, unlike an open-loop generator)."""
     if shutil.which("wrk") is None:
         raise SystemExit("--wrk needs Debian's wrk: apt-get install -y wrk")
+    script: list[str] = []
+    if paced_rate:
+        assert folder is not None
+        pace = folder / "pace.lua"
+        pace.write_text(f"function delay() return {connections * 1000 // paced_rate} end\n")
+        script = ["-s", str(pace)]
     routes = [("healthz (baseline)", "/healthz", token),
               ("balance", f"/v1/teams/{team_id}/balance", token),
               ("usage month", f"/v1/teams/{team_id}/usage?window=month", token),
@@ -216,19 +232,50 @@ def wrk_routes(base: str, token: str, team_id: str, connections: int,
                service_token)]
     printed = []
     for name, path, bearer in routes:
-        cpu_before = cpu_seconds(measured)
+        api_before, db_before = cpu_seconds(server), cpu_seconds(database)
         answer = subprocess.run(
             ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds:.0f}s",
-             f"--timeout={WRK_TIMEOUT_SECONDS}s", "--latency",
+             f"--timeout={WRK_TIMEOUT_SECONDS}s", "--latency", *script,
              "-H", f"Authorization: Bearer {bearer}", base + path],
             capture_output=True, text=True, check=True)
-        cpu = cpu_seconds(measured) - cpu_before
+        api, db = cpu_seconds(server) - api_before, cpu_seconds(database) - db_before
         done = re.search(r"(\d+) requests in", answer.stdout)
         requests = int(done.group(1)) if done else 0
-        per_request = f"{cpu / requests * 1000:.2f} ms" if requests else "n/a"
+        per_request = (f"{(api + db) / requests * 1000:.2f} ms (API server "
+                       f"{api / requests * 1000:.2f}, PostgreSQL {db / requests * 1000:.2f})"
+                       if requests else "n/a")
         printed.append((name, answer.stdout + f"CPU per request (API server + PostgreSQL): "
                         f"{per_request}\n"))
     return printed
+
+
+def print_against_healthz(printed: list[tuple[str, str]]) -> None:
+    """Each route's requests/s, p50, p99 and CPU per request, and as a ratio to /healthz's in
+    the same run (the first route), with the load average: figures from a shared machine."""
+    def figures(output: str) -> tuple[float, float, float, float]:
+        rate = re.search(r"Requests/sec:\s+([0-9.]+)", output)
+        p50 = re.search(r"50%\s+([0-9.]+)(us|ms|s)", output)
+        p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)", output)
+        cpu = re.search(r"CPU per request.*?: ([0-9.]+) ms", output)
+
+        def ms(found: re.Match[str] | None) -> float:
+            if found is None:
+                return float("nan")
+            return float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]
+        return (float(rate.group(1)) if rate else float("nan"), ms(p50), ms(p99),
+                float(cpu.group(1)) if cpu else float("nan"))
+
+    table = Table(title="against /healthz in the same run; load average after: "
+                  + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    for column in ("route", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "CPU vs healthz",
+                   "req/s vs healthz"):
+        table.add_column(column)
+    base = figures(printed[0][1])
+    for name, output in printed:
+        rate, p50, p99, cpu = figures(output)
+        table.add_row(name, f"{rate:,.0f}", f"{p50:.2f}", f"{p99:.2f}", f"{cpu:.2f}",
+                      f"{cpu / base[3]:.2f}x", f"{rate / base[0]:.2f}x")
+    console.print(table)
 
 
 def main() -> None:
@@ -241,23 +288,32 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=RATE_DEFAULT, help="requests/s, all kinds")
     parser.add_argument("--seconds", type=float, default=SECONDS_DEFAULT)
     parser.add_argument("--warmup-seconds", type=float, default=WARMUP_SECONDS_DEFAULT)
+    parser.add_argument("--paced", type=int, default=None, metavar="RATE",
+                        help="--wrk: pace the connections to about RATE requests/s in all "
+                             "(latency at that load instead of at saturation)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="HTTP worker processes of the served API (LEDGER_HTTP_WORKERS)")
     args = parser.parse_args()
-    console.print(f"machine: {machine()}")
+    console.print(f"machine: {machine()}; load average before: "
+                  f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; {args.workers} HTTP "
+                  f"worker(s)")
     with bench_servers() as servers:
         database_url = servers.database("bench_http")
         team_id, token, account_id, service_token = prepare(database_url)
         port = free_port()
-        server = serve(database_url, port)
+        server = serve(database_url, servers.nats_url, port, args.workers)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base)
             if args.wrk:
-                measured = [psutil.Process(server.pid), postmaster(servers.folder)]
-                for name, output in wrk_routes(base, token, team_id, args.connections,
-                                               args.seconds, account_id, service_token,
-                                               measured):
+                printed = wrk_routes(base, token, team_id, args.connections, args.seconds,
+                                     account_id, service_token, [psutil.Process(server.pid)],
+                                     [postmaster(servers.folder)], args.paced,
+                                     servers.folder)
+                for name, output in printed:
                     console.print(f"[bold]{name}[/bold] ({args.connections} connections)")
                     console.print(output)
+                print_against_healthz(printed)
                 return
             receive, send = multiprocessing.Pipe(duplex=False)
             generator = multiprocessing.Process(target=generator_process, args=(

@@ -30,6 +30,7 @@ from projections.views import (
     AccountView,
     BatchChanges,
     InvoiceView,
+    PackageAssignmentView,
     PaymentView,
     TeamView,
     TopUpView,
@@ -264,6 +265,11 @@ class ViewFolder:
     def touch_top_up(self, top_up: TopUpView) -> None:
         top_up.position = self.position
         self._changes.top_ups[(top_up.team_id, top_up.top_up_id)] = top_up
+
+    def touch_assignment(self, assignment: PackageAssignmentView) -> None:
+        """A new package assignment (rows are never changed after: no state kept here)."""
+        self._changes.assignments[(assignment.account_id, assignment.effective_from)] = \
+            replace(assignment, position=self.position)
 
     def touch_payment(self, payment: PaymentView) -> None:
         payment.position = self.position

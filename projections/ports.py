@@ -18,7 +18,7 @@ from uuid import UUID
 from projections.audit_chain import AuditRow
 from projections.decoding import LogEntry
 from projections.fold import ViewFolder
-from projections.views import AccountView, BatchChanges, TeamView
+from projections.views import AccountView, BatchChanges, PackageAssignmentView, TeamView
 from projections.windows import BucketKey, UsageTotals
 
 
@@ -111,6 +111,10 @@ class ViewReader(Protocol):
     def team(self, team_id: UUID) -> TeamView | None: ...
 
     def accounts_of(self, team_id: UUID) -> list[AccountView]: ...
+
+    def assignments_of(self, team_id: UUID) -> list[PackageAssignmentView]:
+        """The package assignments of the team's accounts, by account and start."""
+        ...
 
     def usage_buckets(self, team: TeamView, now: datetime) -> dict[BucketKey, UsageTotals]: ...
 

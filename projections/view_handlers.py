@@ -24,7 +24,13 @@ from projections.event_classes import (
     Team,
 )
 from projections.payment_views import PAYMENT_HANDLERS
-from projections.views import AccountView, InvoiceView, TeamView, TopUpView
+from projections.views import (
+    AccountView,
+    InvoiceView,
+    PackageAssignmentView,
+    TeamView,
+    TopUpView,
+)
 
 if TYPE_CHECKING:
     from projections.fold import ViewFolder
@@ -88,9 +94,25 @@ def _team_suspension(suspended: bool) -> Handler:
 
 def _account_opened(folder: ViewFolder, entry: LogEntry, event: Any) -> None:
     account = AccountView(account_id=entry.originator_id, team_id=event.team_id,
-                          account_key=event.account_key, name=event.name)
+                          account_key=event.account_key, name=event.name,
+                          holder_user_id=event.holder_user_id,
+                          kind=str(getattr(event.kind, "value", event.kind)))
     folder.accounts[account.account_id] = account
     folder.touch_account(account)
+
+
+def _holder_assigned(folder: ViewFolder, entry: LogEntry, event: Any) -> None:
+    account = folder.require_account(entry)
+    account.holder_user_id = event.user_id
+    folder.touch_account(account)
+
+
+def _package_assigned(folder: ViewFolder, entry: LogEntry, event: Any) -> None:
+    account = folder.require_account(entry)
+    folder.touch_assignment(PackageAssignmentView(
+        account_id=account.account_id, effective_from=event.effective_from,
+        team_id=account.team_id, package_id=event.package_id,
+        package_version=event.package_version, package_name=event.package_name))
 
 
 def _account_status(status: str) -> Handler:
@@ -150,6 +172,8 @@ HANDLERS: dict[type, Handler] = {
     Team.Reactivated: _team_suspension(False),
     Account.Opened: _account_opened,
     Account.UsageRecorded: _usage_recorded,
+    Account.HolderAssigned: _holder_assigned,
+    Account.PackageAssigned: _package_assigned,
     Account.Suspended: _account_status("suspended"),
     Account.Reactivated: _account_status("active"),
     Account.Closed: _account_status("closed"),
@@ -166,7 +190,6 @@ EVENTS_WITHOUT_VIEW_CHANGES: frozenset[type] = frozenset({
     Team.MemberAdded, Team.MemberRoleChanged, Team.MemberRemoved,  # roles: services read them
     Team.AccountPooled,  # the pool is the accounts' team_id, known from Account.Opened
     Team.StripeCustomerLinked, Team.InvoiceNumberIssued,  # Stripe and numbering bookkeeping
-    Account.PackageAssigned, Account.HolderAssigned,  # pricing is in UsageRecorded.cost_nanos
     Package.Created, Package.VersionPublished,  # prices: used when usage is recorded
     PaymentBook.Opened, PaymentBook.PaymentListed,  # the index the payments API pages through
     # The Checkout page's id and a receipt link: the payments API reads them from the payment.

@@ -21,7 +21,7 @@ from projections.audit_chain import AuditRow
 
 # The read-model tables, in the order they are created and compared by replay.
 READ_MODEL_TABLES = ("teams", "accounts", "usage_daily", "audit", "invoices", "top_ups",
-                     "payments")
+                     "payments", "package_assignments")
 
 
 @dataclass
@@ -83,6 +83,8 @@ class AccountView:
     usage_count: int = 0
     spent_nanos: int = 0
     position: int = 0
+    holder_user_id: str | None = None  # the team member the account is given to, if any
+    kind: str = ""  # domain.account.AccountKind's value
     dirty: bool = field(default=False, compare=False, repr=False)
     # This batch's usage sums of the account, by (model, local date): six ints in the order of
     # the `windows.UsageTotals` fields. Moved into `BatchChanges.usage` when the batch is folded.
@@ -100,7 +102,22 @@ class AccountView:
     def row(self) -> tuple[Any, ...]:
         """The row as the `accounts` table holds it, in column order."""
         return (self.account_id, self.team_id, self.account_key, self.name, self.status,
-                self.usage_count, self.spent_nanos, self.position)
+                self.usage_count, self.spent_nanos, self.position, self.holder_user_id,
+                self.kind)
+
+
+@dataclass(frozen=True)
+class PackageAssignmentView:
+    """A package version assigned to an account from a moment on (assignments of an account
+    only ever start later than the last one: `domain.account.Account.assign_package`)."""
+
+    account_id: UUID
+    effective_from: datetime
+    team_id: UUID
+    package_id: UUID
+    package_version: int
+    package_name: str
+    position: int = 0
 
 
 @dataclass
@@ -165,6 +182,8 @@ class BatchChanges:
     invoices: dict[UUID, InvoiceView] = field(default_factory=dict)
     top_ups: dict[tuple[UUID, str], TopUpView] = field(default_factory=dict)
     payments: dict[UUID, PaymentView] = field(default_factory=dict)
+    assignments: dict[tuple[UUID, datetime], PackageAssignmentView] = field(
+        default_factory=dict)
     # Sums to add per bucket: six ints in the order of the `windows.UsageTotals` fields.
     usage: dict[UsageKey, list[int]] = field(default_factory=dict)
     audit: list[AuditRow] = field(default_factory=list)

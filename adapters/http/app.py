@@ -22,9 +22,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from psycopg_pool import ConnectionPool
 
 from adapters.http import commands, problems
 from adapters.http.auth import Authenticator
@@ -42,13 +44,16 @@ log = logging.getLogger("ledger.http")
 API_TITLE = "Ledger API"
 API_VERSION = "1.0.0"
 DASHBOARD_ROUTER_MODULE = "adapters.http.dashboard.routes"
+# Routes are matched in this order, one pattern after another: the reads a gateway makes all
+# day (balance, may-spend, usage) come first (no two modules' paths overlap, so the order
+# changes nothing else; the dashboard's pages come after all of them).
 API_ROUTER_MODULES = [
+    "adapters.http.routes_reads",
     "adapters.http.routes_system",
     "adapters.http.routes_tokens",
     "adapters.http.routes_teams",
     "adapters.http.routes_accounts",
     "adapters.http.routes_packages",
-    "adapters.http.routes_reads",
     "adapters.http.routes_usage",
     "adapters.http.routes_billing",
     "adapters.http.routes_auto_recharge",
@@ -76,11 +81,8 @@ def create_app(ledger: Ledger, database_url: str, *, nats_url: str | None = None
     """Build the app around an open Ledger and the database its read models live in."""
     now = clock or utc_now
     pool = open_pool(database_url)
-    # The read models' tables must exist before the first read, even if no runner ran yet.
-    PostgresViewStore(database_url).close()
     sessions = SessionStore(pool)
-    sessions.create_tables()
-    commands.create_tables(pool)
+    _create_tables(database_url, pool)
     tokens = Tokens(ledger, clock=now)
 
     @asynccontextmanager
@@ -113,6 +115,23 @@ def create_app(ledger: Ledger, database_url: str, *, nats_url: str | None = None
     if include_dashboard:
         _include_dashboard(app)
     return app
+
+
+def _create_tables(database_url: str, pool: ConnectionPool[Any]) -> None:
+    # The read models' tables must exist before the first read, even if no runner ran yet.
+    PostgresViewStore(database_url).close()
+    SessionStore(pool).create_tables()
+    commands.create_tables(pool)
+
+
+def prepare_database(database_url: str) -> None:
+    """Create every table the app uses, once, before several worker processes start at once
+    (each creates them again: then they exist, which costs nothing)."""
+    pool = open_pool(database_url, name="ledger-http-setup")
+    try:
+        _create_tables(database_url, pool)
+    finally:
+        pool.close()
 
 
 def operation_id(route: APIRoute) -> str:

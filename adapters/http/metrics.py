@@ -5,17 +5,24 @@ process: bus consumers and the API alike) and the projections' lag.
 Request metrics live in one registry per process (`Metrics.shared()`), because a histogram can be
 registered once; the database-backed figures are read by a collector per app when /metrics is
 scraped, so they are never stale and cost nothing between scrapes.
+
+With several HTTP worker processes (`adapters.http.workers`), prometheus-client's multiprocess
+mode is on (PROMETHEUS_MULTIPROC_DIR, set for each worker before it imports the client): each
+worker writes its samples to files there, and `request_metrics()` sums every worker's files, so
+whichever worker answers a scrape reports the requests of all of them (no per-worker label).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                            5.0, 10.0)
 
@@ -32,6 +39,15 @@ class Metrics:
         self.usage_records = Counter(
             "ledger_http_usage_records", "Usage records received over POST /v1/usage, by outcome",
             ["outcome"], registry=self.registry)
+
+    def request_metrics(self) -> bytes:
+        """The request metrics in Prometheus text format: this process's, or with several
+        workers (multiprocess mode) the sums over every worker."""
+        if not os.environ.get(MULTIPROCESS_DIR_ENV):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
     @classmethod
     def shared(cls) -> Metrics:

@@ -10,14 +10,14 @@ so here the freshness and the rows come from a single statement:
         LEFT JOIN LATERAL (<the answer's query>) q ON true
 
 on a pooled autocommit connection: one round trip, no transaction. The answers' SQL is the read
-models' own (the tables of `adapters.postgres.view_store`); the usage buckets fold the days that
-count only in the total exactly as `PostgresViewStore.usage_buckets` does.
+models' own (the tables of `adapters.postgres.view_store`); a usage window is summed by
+PostgreSQL over the window's local dates (the same days `projections.windows` counts in it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +27,10 @@ from psycopg import sql
 from adapters.postgres.view_schema import EVENTS_TABLE, LIVE_SCHEMA, TRACKING_NAME
 from projections.authorization import AuthorizationAnswer, Freshness, decide
 from projections.views import AccountView, TeamView
-from projections.windows import BucketKey, UsageTotals, series_range, window_ranges
+from projections.windows import (
+    DateRange,
+    UsageTotals,
+)
 
 _TEAM_COLUMNS = ("team_id, name, currency, timezone, credit_limit_nanos, "
                  "low_balance_threshold_nanos, suspended, credited_nanos, refunded_nanos, "
@@ -86,22 +89,28 @@ def team_view(conn: psycopg.Connection[Any], team_id: UUID) -> tuple[Freshness, 
     return fresh.freshness, _team_view(fresh.rows[0]) if fresh.rows else None
 
 
-def usage_buckets(conn: psycopg.Connection[Any], team_id: UUID, timezone: str, now: datetime
-                  ) -> tuple[Freshness, dict[BucketKey, UsageTotals]]:
-    """The team's daily buckets, the days before every window folded into one bucket dated the
-    day before the oldest window (as `PostgresViewStore.usage_buckets`: same answer, bounded)."""
-    ranges = window_ranges(now, timezone)
-    starts = [r.start for r in (*ranges.values(), series_range(now, timezone))
-              if r.start is not None]
-    oldest_needed = min(starts)
-    older = oldest_needed - timedelta(days=1)
+def window_rows(conn: psycopg.Connection[Any], team_id: UUID, days: DateRange,
+                accounts: set[str] | None) -> tuple[Freshness, list[tuple[str, str, UsageTotals]]]:
+    """Usage sums per (account, model) over the local dates of one window (of `accounts` only,
+    if given): the one window an API answer shows, summed by PostgreSQL, so the answer folds a
+    row per account and model instead of a row per day."""
+    where: list[str] = ["team_id = %s"]
+    params: list[Any] = [team_id]
+    if days.start is not None:
+        where.append("local_date >= %s")
+        params.append(days.start)
+    if days.end is not None:
+        where.append("local_date < %s")
+        params.append(days.end)
+    if accounts is not None:
+        where.append("account_id = ANY(%s::uuid[])")
+        params.append(sorted(accounts))
     fresh = fresh_rows(conn, (
-        "SELECT account_id, model, CASE WHEN local_date < %s THEN %s ELSE local_date END, "
-        "sum(requests), sum(successes), sum(input_tokens), sum(cached_input_tokens), "
-        "sum(output_tokens), sum(cost_nanos) FROM {s}.usage_daily WHERE team_id = %s "
-        "GROUP BY 1, 2, 3"), [oldest_needed, older, team_id])
-    return fresh.freshness, {(str(r[0]), r[1], r[2]): UsageTotals(*(_int(v) for v in r[3:]))
-                             for r in fresh.rows}
+        "SELECT account_id, model, sum(requests), sum(successes), sum(input_tokens), "
+        "sum(cached_input_tokens), sum(output_tokens), sum(cost_nanos) FROM {s}.usage_daily "
+        f"WHERE {' AND '.join(where)} GROUP BY 1, 2"), params)
+    return fresh.freshness, [(str(r[0]), r[1], UsageTotals(*(_int(v) for v in r[2:])))
+                             for r in fresh.rows]
 
 
 def daily_rows(conn: psycopg.Connection[Any], team_id: UUID, start: date, end: date,
@@ -134,6 +143,16 @@ def spend_answer(conn: psycopg.Connection[Any], account_id: UUID
         team = _team_view(r[8:]) if r[8] is not None else None
     return (decide(str(account_id), account, team, fresh.freshness),
             team.currency if team is not None else None)
+
+
+def held_accounts(conn: psycopg.Connection[Any], team_id: UUID, user_id: str | None
+                  ) -> set[str]:
+    """The ids of the team's accounts given to `user_id` (none for a service: no user), from
+    the read models (version 5 keeps holders: no Account aggregate is loaded)."""
+    rows = conn.execute(sql.SQL("SELECT account_id FROM {s}.accounts WHERE team_id = %s AND "
+                                "holder_user_id = %s").format(s=sql.Identifier(LIVE_SCHEMA)),
+                        (team_id, user_id)).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 def table_rows(conn: psycopg.Connection[Any], table: str, team_id: UUID, order_by: str

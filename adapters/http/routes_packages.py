@@ -13,8 +13,10 @@ from pydantic import BaseModel, Field
 from adapters.http.auth import Principal, PrincipalDep, aggregates, require_operator, team_access
 from adapters.http.commands import run_idempotent
 from adapters.http.problems import PROBLEM_RESPONSES, not_found
+from adapters.http.read_queries import held_accounts
 from adapters.http.schemas import IDEMPOTENCY_KEY_DESCRIPTION, NanosString, Text
 from adapters.http.schemas import Request as Body
+from adapters.http.views import views
 from domain.errors import PackageNotFoundError
 from domain.package import Package
 from domain.pricing import PriceTerms
@@ -135,9 +137,11 @@ def team_packages(team_id: UUID, request: Request, principal: Principal = Princi
     ledger = _ledger(request)
     access = team_access(aggregates(request), principal, team_id)
     package_ids: dict[UUID, None] = {}
-    for account_id in access.team.account_ids:
-        account = ledger.get_account(account_id)
-        if access.may_see_account(account):
-            for assignment in account.assignments:
-                package_ids[assignment["package_id"]] = None
+    with views(request) as store:  # holders and assignments: the read models (version 5)
+        visible = None if access.sees_all_accounts else held_accounts(
+            store.conn, team_id, principal.user_id)
+        for assignment in sorted(store.assignments_of(team_id),
+                                 key=lambda a: (a.effective_from, a.position)):
+            if visible is None or str(assignment.account_id) in visible:
+                package_ids[assignment.package_id] = None
     return {"packages": [package_info(ledger.get_package(p)) for p in package_ids]}

@@ -13,5 +13,6 @@ from fastapi import APIRouter
 from adapters.http import routes_audit, routes_balance, routes_billing_lists, routes_usage_windows
 
 router = APIRouter()
+# The lean reads first: routes are matched in order.
 for _module in (routes_balance, routes_usage_windows, routes_audit, routes_billing_lists):
     router.include_router(_module.router)

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field
 
 from adapters.http.auth import Principal, PrincipalDep
-from adapters.http.metrics import LedgerCollector
+from adapters.http.metrics import LedgerCollector, Metrics
 from adapters.http.problems import PROBLEM_RESPONSES
 from adapters.http.views import views
 
@@ -112,7 +112,8 @@ def _scrape(request: Request) -> bytes:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LedgerCollector(app_state.ledger.keyed.counter_values, freshness))
-    return generate_latest(app_state.metrics.registry) + generate_latest(registry)
+    metrics: Metrics = app_state.metrics
+    return metrics.request_metrics() + generate_latest(registry)
 
 
 @router.get("/metrics", tags=["system"], response_class=Response,

@@ -1,8 +1,9 @@
 """Usage reads: the calendar windows (today, week, month, total) and the daily series.
 
-A member's usage is folded from the buckets of the accounts they hold only; the team totals they
-see are theirs. Each answer is one read-model statement (`read_queries`) that also says the log
-position it reflects."""
+A member's usage is folded from the buckets of the accounts they hold only (holders from the read
+models: `read_queries.held_accounts`); the team totals they see are theirs. Each answer is one
+read-model statement (`read_queries`) that also says the log position it reflects (a member's,
+two: their accounts first); a window's sums are added up by PostgreSQL (`window_rows`)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,24 @@ from datetime import date
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+import psycopg
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.http.auth import (
-    AggregateSource,
     Principal,
     PrincipalDep,
     TeamAccess,
     aggregates,
+    require_principal,
     team_access,
 )
+from adapters.http.fast_answers import in_thread, json_answer, money_json
 from adapters.http.problems import PROBLEM_RESPONSES, FieldError, ProblemError
-from adapters.http.read_queries import daily_rows, usage_buckets
-from adapters.http.schemas import Freshness, Money, money
+from adapters.http.read_queries import daily_rows, held_accounts, window_rows
+from adapters.http.schemas import Freshness, Money
 from adapters.http.views import views
-from projections.windows import WINDOW_NAMES, UsageTotals, report_from_buckets, window_ranges
+from projections.windows import WINDOW_NAMES, UsageTotals, window_ranges
 
 router = APIRouter(tags=["reads"], responses=PROBLEM_RESPONSES)
 
@@ -67,16 +70,15 @@ def _totals(totals: UsageTotals, currency: str) -> dict[str, Any]:
             "input_tokens": totals.input_tokens,
             "cached_input_tokens": totals.cached_input_tokens,
             "output_tokens": totals.output_tokens,
-            "cost": money(totals.cost_nanos, currency).model_dump()}
+            "cost": money_json(totals.cost_nanos, currency)}
 
 
-def visible_accounts(source: AggregateSource, access: TeamAccess) -> set[str] | None:
-    """None when the caller sees every account; else the ids of the accounts they hold (a
-    member: this loads the team's accounts, whose holders are not in the read models)."""
+def visible_accounts(conn: psycopg.Connection[Any], access: TeamAccess) -> set[str] | None:
+    """None when the caller sees every account; else the ids of the accounts they hold (from
+    the read models, on the request's connection)."""
     if access.sees_all_accounts:
         return None
-    return {str(a) for a in access.team.account_ids
-            if access.may_see_account(source.get_account(a))}
+    return held_accounts(conn, access.team.id, access.principal.user_id)
 
 
 def _check_account_filter(access: TeamAccess, account_id: UUID | None,
@@ -91,33 +93,40 @@ def _check_account_filter(access: TeamAccess, account_id: UUID | None,
 
 
 @router.get("/v1/teams/{team_id}/usage", response_model=Usage)
-def usage(team_id: UUID, request: Request,
-          window: Annotated[Literal["today", "week", "month", "total"], Query()] = "today",
-          account_id: UUID | None = None, principal: Principal = PrincipalDep) -> Any:
+async def usage(team_id: UUID, request: Request,
+                window: Annotated[Literal["today", "week", "month", "total"], Query()] = "today",
+                account_id: UUID | None = None) -> Response:
     """Requests, successes, success rate, tokens and cost in a calendar window of the team's
     time zone, in total, by account and by model (a member: their accounts only)."""
-    source = aggregates(request)
-    access = team_access(source, principal, team_id)
-    visible = _check_account_filter(access, account_id, visible_accounts(source, access))
+    return await in_thread(_usage, request, team_id, window, account_id)
+
+
+def _usage(request: Request, team_id: UUID, window: str, account_id: UUID | None) -> Response:
+    """A lean read (`fast_answers`): one hop to the thread pool, JSON written here."""
+    principal = require_principal(request)
+    access = team_access(aggregates(request), principal, team_id)
     now = request.app.state.clock()
-    timezone = access.team.timezone
-    with views(request) as store:
-        fresh, buckets = usage_buckets(store.conn, team_id, timezone, now)
-    if visible is not None:
-        buckets = {k: v for k, v in buckets.items() if k[0] in visible}
-    report = report_from_buckets(buckets, now, timezone)
     assert window in WINDOW_NAMES
+    days = window_ranges(now, access.team.timezone)[window]
+    with views(request) as store:
+        visible = _check_account_filter(access, account_id,
+                                        visible_accounts(store.conn, access))
+        fresh, rows = window_rows(store.conn, team_id, days, visible)
+    totals = UsageTotals()
+    by_account: dict[str, UsageTotals] = {}
+    by_model: dict[str, UsageTotals] = {}
+    for account, model, sums in rows:
+        totals.add(sums)
+        by_account.setdefault(account, UsageTotals()).add(sums)
+        by_model.setdefault(model, UsageTotals()).add(sums)
     currency = access.team.currency
-    days = window_ranges(now, timezone)[window]
-    return {
+    return json_answer({
         **fresh.as_dict(), "team_id": str(team_id), "window": window,
         "start_date": days.start, "end_date": days.end,
-        "totals": _totals(report.windows[window], currency),
-        "by_account": [{"key": k, **_totals(t, currency)}
-                       for k, t in sorted(report.by_account[window].items())],
-        "by_model": [{"key": k, **_totals(t, currency)}
-                     for k, t in sorted(report.by_model[window].items())],
-    }
+        "totals": _totals(totals, currency),
+        "by_account": [{"key": k, **_totals(t, currency)} for k, t in sorted(by_account.items())],
+        "by_model": [{"key": k, **_totals(t, currency)} for k, t in sorted(by_model.items())],
+    })
 
 
 class Day(Totals):
@@ -142,10 +151,10 @@ def daily(team_id: UUID, request: Request, start_date: Annotated[date, Query(ali
                            f"`to` must be on or after `from`, and the range at most "
                            f"{DAILY_SERIES_DAYS_MAX} days",
                            [FieldError(field="query.to", message="within 366 days after from")])
-    source = aggregates(request)
-    access = team_access(source, principal, team_id)
-    visible = _check_account_filter(access, account_id, visible_accounts(source, access))
+    access = team_access(aggregates(request), principal, team_id)
     with views(request) as store:
+        visible = _check_account_filter(access, account_id,
+                                        visible_accounts(store.conn, access))
         fresh = daily_rows(store.conn, team_id, start_date, end_date, visible)
     currency = access.team.currency
     return {**fresh.freshness.as_dict(), "team_id": str(team_id), "start_date": start_date,

@@ -7,7 +7,11 @@ token is checked again on every request, so revoking or expiring it ends its ses
 Token last use is bookkeeping, not a business fact, so it is not an event: one row per token.
 A request only notes the moment in memory; a background thread writes the noted moments of all
 tokens in one statement every `LAST_USE_FLUSH_INTERVAL_SECONDS` (and when the app stops, and
-before tokens are listed), so a busy token costs no write per request.
+before tokens are listed), so a busy token costs no write per request. With several worker
+processes a listing cannot flush the other workers' notes, so a token's first use in a process,
+and its first use after `LAST_USE_RESOLUTION_SECONDS` without a write, wakes the thread to write
+at once: whichever worker lists tokens, a last use is at most that resolution old (and exact
+for the uses the listing worker served itself).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import logging
 import secrets
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -29,6 +34,7 @@ SESSION_RANDOM_BYTES = 32
 SESSION_LIFETIME = timedelta(hours=12)
 SESSION_VALUE_LENGTH_MAX = 100
 LAST_USE_FLUSH_INTERVAL_SECONDS = 60.0
+LAST_USE_RESOLUTION_SECONDS = 60.0
 # Tokens noted between two flushes; beyond it a request flushes at once (bounded memory).
 LAST_USE_PENDING_MAX = 10_000
 SESSIONS_TABLE = "ledger_http_sessions"
@@ -52,6 +58,9 @@ class SessionStore:
         self._pending: dict[UUID, datetime] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        # When this process last had each token's use written (monotonic seconds).
+        self._written: dict[UUID, float] = {}
         self._flusher: threading.Thread | None = None
 
     def create_tables(self) -> None:
@@ -90,14 +99,24 @@ class SessionStore:
     # Last use ---------------------------------------------------------------------------
 
     def touch(self, token_id: UUID, now: datetime) -> None:
-        """Note that the token was used now; written by the next flush."""
+        """Note that the token was used now; written by the next flush, which is at once when
+        this process has not written the token's use for `LAST_USE_RESOLUTION_SECONDS`."""
+        moment = time.monotonic()
         with self._lock:
             last = self._pending.get(token_id)
             if last is None or last < now:
                 self._pending[token_id] = now
+            written = self._written.get(token_id)
+            soon = written is None or moment - written >= LAST_USE_RESOLUTION_SECONDS
+            if soon:
+                if len(self._written) >= LAST_USE_PENDING_MAX:
+                    self._written.clear()  # bounded: the cost is a few early writes
+                self._written[token_id] = moment
             full = len(self._pending) >= LAST_USE_PENDING_MAX
         if full:
             self.flush()
+        elif soon:
+            self._wake.set()
 
     def flush(self) -> None:
         """Write every noted last use in one statement (the later moment wins)."""
@@ -123,19 +142,25 @@ class SessionStore:
     def start_flushing(self) -> None:
         """Flush every `LAST_USE_FLUSH_INTERVAL_SECONDS` on a daemon thread until stopped."""
         self._stop.clear()
+        self._wake.clear()
         self._flusher = threading.Thread(target=self._flush_loop, name="ledger-last-use",
                                          daemon=True)
         self._flusher.start()
 
     def stop_flushing(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._flusher is not None:
             self._flusher.join()
             self._flusher = None
         self.flush()
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(LAST_USE_FLUSH_INTERVAL_SECONDS):
+        while True:
+            self._wake.wait(LAST_USE_FLUSH_INTERVAL_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.flush()
             except Exception:  # kept for the next round; never kill the thread

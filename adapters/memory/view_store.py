@@ -28,6 +28,7 @@ from projections.views import (
     AccountView,
     BatchChanges,
     InvoiceView,
+    PackageAssignmentView,
     PaymentView,
     TeamView,
     TopUpView,
@@ -48,6 +49,7 @@ class MemoryViewStore:
         self.invoices: dict[UUID, InvoiceView] = {}
         self.top_ups: dict[tuple[UUID, str], TopUpView] = {}
         self.payments: dict[UUID, PaymentView] = {}
+        self.assignments: dict[tuple[UUID, datetime], PackageAssignmentView] = {}
         self.usage: dict[UsageKey, UsageTotals] = {}
         self.audit: list[AuditRow] = []
         self.recorded_failure: ProjectionFailure | None = None
@@ -92,6 +94,7 @@ class MemoryViewStore:
         self.invoices.update((k, replace(v)) for k, v in changes.invoices.items())
         self.top_ups.update((k, replace(v)) for k, v in changes.top_ups.items())
         self.payments.update((k, replace(v)) for k, v in changes.payments.items())
+        self.assignments.update(changes.assignments)
         for key, sums in changes.usage.items():
             self.usage.setdefault(key, UsageTotals()).add(UsageTotals(*sums))
         self.audit.extend(changes.audit)
@@ -159,6 +162,10 @@ class MemoryViewStore:
         return sorted((a for a in self.accounts.values() if a.team_id == team_id),
                       key=lambda a: a.account_key)
 
+    def assignments_of(self, team_id: UUID) -> list[PackageAssignmentView]:
+        return sorted((a for a in self.assignments.values() if a.team_id == team_id),
+                      key=lambda a: (str(a.account_id), a.effective_from))
+
     def usage_buckets(self, team: TeamView, now: datetime) -> dict[BucketKey, UsageTotals]:
         return {(str(account_id), model, day): totals
                 for (team_id, account_id, model, day), totals in self.usage.items()
@@ -211,6 +218,8 @@ class MemoryViewStore:
             rows = sorted(astuple(t) for t in self.top_ups.values())
         elif table == "payments":
             rows = sorted(astuple(p) for p in self.payments.values())
+        elif table == "package_assignments":
+            rows = sorted(astuple(a) for a in self.assignments.values())
         else:
             raise ValueError(f"no read-model table {table!r}")
         return (repr(row) for row in rows)

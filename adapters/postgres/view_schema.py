@@ -7,7 +7,8 @@ into `ledger_replay` and compares), one table per model:
     status       one row: the runner's state; a projection failure with its event and position
     schema_version  the version of these tables (created once, under an advisory lock)
     teams        balance components per team (balance and available are derived: views.py)
-    accounts     status and spend per account
+    accounts     status, spend, holder and kind per account
+    package_assignments  the package versions assigned to each account, from a moment on
     usage_daily  sums per (team, local date, account, model): windows are derived at query time
     audit        one row per event, hash-chained
     invoices, top_ups   the lists per team
@@ -36,7 +37,11 @@ REPLAY_SCHEMA = "ledger_replay"
 # Version 4: the outbox of view messages. Older tables gain it empty: the messages of batches
 # committed before it were published (or lost) on core NATS; the next change of each view
 # goes through the outbox.
-VIEWS_SCHEMA_VERSION = 4
+# Version 5: holders and kinds in `accounts`, and the `package_assignments` table, so that the
+# admin page and a member's reads need no Account aggregate. Version 2-4 tables gain them, and
+# the projection runner fills them from the log up to its position before it folds on
+# (`adapters.postgres.view_backfill`): the rows folded before had no place for them.
+VIEWS_SCHEMA_VERSION = 5
 EVENTS_TABLE = "ledger_events"
 TRACKING_NAME = "ledger_views"
 CONNECT_TIMEOUT_SECONDS = 10
@@ -50,6 +55,7 @@ TABLE_KEYS: dict[str, str] = {
     "invoices": "invoice_id",
     "top_ups": "team_id, top_up_id",
     "payments": "payment_id",
+    "package_assignments": "account_id, effective_from",
 }
 assert tuple(TABLE_KEYS) == READ_MODEL_TABLES, "every read-model table has a key"
 
@@ -65,7 +71,7 @@ _DDL = [
     "CREATE TABLE IF NOT EXISTS {s}.accounts (account_id uuid PRIMARY KEY, "
     "team_id uuid NOT NULL, account_key text NOT NULL, name text NOT NULL, "
     "status text NOT NULL, usage_count bigint NOT NULL, spent_nanos numeric NOT NULL, "
-    "position bigint NOT NULL)",
+    "position bigint NOT NULL, holder_user_id text, kind text NOT NULL)",
     "CREATE INDEX IF NOT EXISTS accounts_by_team ON {s}.accounts (team_id)",
     "CREATE TABLE IF NOT EXISTS {s}.usage_daily (team_id uuid NOT NULL, local_date date NOT NULL, "
     "account_id uuid NOT NULL, model text NOT NULL, requests bigint NOT NULL, "
@@ -105,9 +111,32 @@ _OUTBOX_DDL = [
     "CREATE TABLE IF NOT EXISTS {s}.outbox (seq bigserial PRIMARY KEY, "
     "position bigint NOT NULL, subject text NOT NULL, payload bytea NOT NULL)",
 ]
-_DDL += _PAYMENTS_DDL + _OUTBOX_DDL
+_ASSIGNMENTS_DDL = [
+    "CREATE TABLE IF NOT EXISTS {s}.package_assignments (account_id uuid NOT NULL, "
+    "effective_from timestamptz NOT NULL, team_id uuid NOT NULL, package_id uuid NOT NULL, "
+    "package_version integer NOT NULL, package_name text NOT NULL, position bigint NOT NULL, "
+    "PRIMARY KEY (account_id, effective_from))",
+    "CREATE INDEX IF NOT EXISTS package_assignments_by_team ON {s}.package_assignments "
+    "(team_id)",
+    "CREATE INDEX IF NOT EXISTS accounts_by_holder ON {s}.accounts (team_id, holder_user_id)",
+]
+# The marker the projection runner removes once it has filled holders, kinds and assignments
+# of the accounts folded before version 5 (`adapters.postgres.view_backfill`).
+BACKFILL_TABLE = "backfill"
+HOLDERS_BACKFILL = "holders_and_packages"
+_TO_VERSION_5 = [
+    "ALTER TABLE {s}.accounts ADD COLUMN IF NOT EXISTS holder_user_id text, "
+    "ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT ''",
+    "ALTER TABLE {s}.accounts ALTER COLUMN kind DROP DEFAULT",
+    *_ASSIGNMENTS_DDL,
+    f"CREATE TABLE IF NOT EXISTS {{s}}.{BACKFILL_TABLE} (name text PRIMARY KEY)",
+    f"INSERT INTO {{s}}.{BACKFILL_TABLE} VALUES ('{HOLDERS_BACKFILL}') ON CONFLICT DO NOTHING",
+]
+_DDL += _PAYMENTS_DDL + _OUTBOX_DDL + _ASSIGNMENTS_DDL + [
+    f"CREATE TABLE IF NOT EXISTS {{s}}.{BACKFILL_TABLE} (name text PRIMARY KEY)"]
 # From an older version, the statements that bring its tables up to this one.
-ADDITIVE_UPGRADES: dict[int, list[str]] = {2: _PAYMENTS_DDL + _OUTBOX_DDL, 3: _OUTBOX_DDL}
+ADDITIVE_UPGRADES: dict[int, list[str]] = {2: _PAYMENTS_DDL + _OUTBOX_DDL + _TO_VERSION_5,
+                                           3: _OUTBOX_DDL + _TO_VERSION_5, 4: _TO_VERSION_5}
 
 
 

@@ -39,6 +39,7 @@ from projections.views import (
     AccountView,
     BatchChanges,
     InvoiceView,
+    PackageAssignmentView,
     PaymentView,
     TeamView,
     TopUpView,
@@ -193,6 +194,12 @@ class PostgresViewStore:
                                         "ORDER BY account_key"), (team_id,)).fetchall()
         return [_account_view(r) for r in rows]
 
+    def assignments_of(self, team_id: UUID) -> list[PackageAssignmentView]:
+        rows = self.conn.execute(self.q(
+            "SELECT * FROM {s}.package_assignments WHERE team_id = %s "
+            "ORDER BY account_id::text, effective_from"), (team_id,)).fetchall()
+        return [PackageAssignmentView(*r) for r in rows]
+
     def usage_buckets(self, team: TeamView, now: datetime) -> dict[BucketKey, UsageTotals]:
         """The team's daily buckets, with days before every window folded into one bucket.
 
@@ -269,7 +276,7 @@ def _team_view(r: Any) -> TeamView:
 
 
 def _account_view(r: Any) -> AccountView:
-    return AccountView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7])
+    return AccountView(r[0], r[1], r[2], r[3], r[4], r[5], _int(r[6]), r[7], r[8], r[9])
 
 
 def _payment_view(r: Any) -> PaymentView:

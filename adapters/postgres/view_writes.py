@@ -60,10 +60,15 @@ _UPSERT_TEAM = (
 )
 _UPSERT_ACCOUNTS = (
     "INSERT INTO {s}.accounts SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], "
-    "%s::text[], %s::text[], %s::bigint[], %s::numeric[], %s::bigint[]) "
+    "%s::text[], %s::text[], %s::bigint[], %s::numeric[], %s::bigint[], %s::text[], "
+    "%s::text[]) "
     "ON CONFLICT (account_id) DO UPDATE SET status = EXCLUDED.status, "
     "usage_count = EXCLUDED.usage_count, spent_nanos = EXCLUDED.spent_nanos, "
-    "position = EXCLUDED.position"
+    "position = EXCLUDED.position, holder_user_id = EXCLUDED.holder_user_id"
+)
+_INSERT_ASSIGNMENT = (
+    "INSERT INTO {s}.package_assignments VALUES (%s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (account_id, effective_from) DO NOTHING"
 )
 # Usage sums are added, never overwritten: the batch carries deltas, the table the totals. The
 # deltas go in by binary COPY into a temporary table first (about twice as fast as binding ten
@@ -264,6 +269,9 @@ def _write_rows(cur: psycopg.Cursor[Any], lane: WriteLane, changes: BatchChanges
              t.credited_at, t.refunded_nanos, t.position) for t in changes.top_ups.values()])
     if changes.payments:
         cur.executemany(q(_UPSERT_PAYMENT), [astuple(p) for p in changes.payments.values()])
+    if changes.assignments:
+        cur.executemany(q(_INSERT_ASSIGNMENT),
+                        [astuple(a) for a in changes.assignments.values()])
 
 
 def _conflict(lane: WriteLane, changes: BatchChanges) -> TrackingConflictError:

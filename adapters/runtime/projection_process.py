@@ -20,6 +20,7 @@ import psycopg
 
 from adapters.nats.views_relay import NatsViewsRelay
 from adapters.postgres.notification_log import PostgresNotificationLog
+from adapters.postgres.view_backfill import backfill_holders_and_packages
 from adapters.postgres.view_outbox import PostgresViewOutbox
 from adapters.postgres.view_schema import LIVE_SCHEMA
 from adapters.postgres.view_store import PostgresViewStore
@@ -55,6 +56,8 @@ def _opened(database_url: str, schema: str) -> Iterator[tuple[PostgresNotificati
         log_source.close()
         raise
     try:
+        # Read models upgraded from before version 5: holders and packages, once.
+        backfill_holders_and_packages(store.conn, schema, decoder.decode)
         yield log_source, store, decoder
     finally:
         store.close()

@@ -61,7 +61,8 @@ def test_replay_equals_the_live_read_models(projected: Projected) -> None:
     assert report.position == projected.log.head_position()
     assert report.canonical_hash("live") == report.canonical_hash("replay")
     assert {t.table: t.live_rows > 0 for t in report.tables} == dict.fromkeys(
-        ("teams", "accounts", "usage_daily", "audit", "invoices", "top_ups", "payments"), True)
+        ("teams", "accounts", "usage_daily", "audit", "invoices", "top_ups", "payments",
+         "package_assignments"), True)
 
 
 def test_replay_shows_the_row_an_edit_of_the_live_read_models_changed(

@@ -25,7 +25,7 @@ def test_replay_equals_live_after_a_mixed_history(database_url: str) -> None:
     assert report.canonical_hash("live") == report.canonical_hash("replay")
     assert {t.table: t.live_rows > 0 for t in report.tables} == {
         "teams": True, "accounts": True, "usage_daily": True, "audit": True, "invoices": True,
-        "top_ups": True, "payments": True}
+        "top_ups": True, "payments": True, "package_assignments": True}
 
 
 def test_replay_shows_the_first_differing_row_when_live_was_changed(database_url: str) -> None:

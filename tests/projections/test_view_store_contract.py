@@ -24,6 +24,7 @@ from projections.fold import ViewFolder
 from projections.ports import FailureKind, ProjectionFailure, TrackingConflictError
 from projections.views import BatchChanges
 from tests.projections.history import (
+    OWNER,
     ledger_at,
     make_team,
     memory_ledger,
@@ -223,3 +224,39 @@ def test_payments_read_back_with_their_outcome_and_their_audit_rows_name_the_tea
                         if row.event_type.startswith(("Payment.", "PaymentBook."))]
     assert len(payment_rows) == 13  # book: opened, 3 listed; 3 started, 3 attached, 3 outcomes
     assert {row.team_id for row in payment_rows} == {team_id}
+
+
+def _holders_history() -> tuple[UUID, list[UUID], list[BatchChanges]]:
+    """A team whose first account is given to ann, then to bob; the second to nobody; both
+    priced by the team's package from the start, the first also by a later version."""
+    with memory_ledger() as ledger:
+        team = make_team(ledger, key="held", accounts=2)
+        for user in ("ann", "bob"):
+            ledger.add_member(team.team_id, user, "member", OWNER)
+        first = team.account_ids[0]
+        ledger.assign_account_holder(first, "ann", OWNER)
+        ledger.assign_account_holder(first, "bob", OWNER)
+        package_id = ledger.get_account(first).assignments[0]["package_id"]
+        ledger.assign_package(first, package_id, OWNER, effective_from=NOW)
+        log, decoder, folder = memory_log(ledger), EventDecoder(ledger.mapper), ViewFolder()
+        batches = []
+        while entries := log.read_after(folder.position, 3):
+            batches.append(folder.fold_log(entries, decoder))
+    return team.team_id, team.account_ids, batches
+
+
+def test_holders_kinds_and_package_assignments_read_back(store: Any) -> None:
+    team_id, account_ids, batches = _holders_history()
+    for batch in batches:
+        store.finish(store.stage(batch))
+    accounts = {a.account_id: a for a in store.accounts_of(team_id)}
+    assert accounts[account_ids[0]].holder_user_id == "bob"
+    assert accounts[account_ids[1]].holder_user_id is None
+    assert {a.kind for a in accounts.values()} == {"seat"}
+    assignments = store.assignments_of(team_id)
+    assert [(a.account_id, a.effective_from == NOW) for a in assignments
+            if a.account_id == account_ids[0]] == [(account_ids[0], False),
+                                                    (account_ids[0], True)]
+    assert {a.account_id for a in assignments} == set(account_ids)
+    assert all(a.team_id == team_id and a.package_name and a.position > 0
+               for a in assignments)

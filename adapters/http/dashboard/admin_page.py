@@ -1,55 +1,69 @@
 """The admin page's context: members and roles, the account pool with packages and spend, limits.
 
-Members, holders and package assignments are read from the ledger's aggregates (the read models
-do not keep them); status and spend come from the read models like everywhere else.
+Members and roles come from the team aggregate (cached by version for authorization anyway);
+the accounts with their holders, kinds, status and package assignments, and the spend, from the
+read models (version 5 keeps holders and assignments), so the page loads no Account aggregate.
+An account opened a moment ago appears once the projections have folded it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from adapters.http.dashboard.admin_actions import ADMIN_ACTIONS
 from adapters.http.dashboard.money_display import format_cost, format_money
 from adapters.http.dashboard.team_page import Viewer
-from domain.account import Account
 from domain.roles import Role
 from domain.team import Team
-from services.ledger import Ledger
+from projections.views import AccountView, PackageAssignmentView
 
-# The admin page lists at most this many accounts (each is loaded from the event store).
+# The admin page lists at most this many accounts.
 ACCOUNTS_LISTED_MAX = 500
 
 
-def current_package(account: Account, now: datetime) -> dict[str, Any] | None:
-    """The assignment in force now, else the next one scheduled (None if there is none)."""
+def current_package(assignments: Sequence[PackageAssignmentView], now: datetime
+                    ) -> dict[str, Any] | None:
+    """The assignment in force now, else the next one scheduled (None if there is none);
+    `assignments` are one account's, by start."""
     in_force = None
-    for start, assignment in zip(account.assignment_starts, account.assignments, strict=True):
-        if start <= now:
-            in_force = assignment
+    for assignment in assignments:
+        shown = {"package_id": assignment.package_id,
+                 "package_version": assignment.package_version,
+                 "package_name": assignment.package_name,
+                 "effective_from": assignment.effective_from.astimezone(UTC)}
+        if assignment.effective_from <= now:
+            in_force = shown
         elif in_force is None:
-            return {**assignment, "scheduled": True}
+            return {**shown, "scheduled": True}
     return in_force
 
 
-def admin_context(ledger: Ledger, team: Team, answer: dict[str, Any], viewer: Viewer,
-                  now: datetime) -> dict[str, Any]:
+def admin_context(team: Team, accounts_viewed: Sequence[AccountView],
+                  assignments: Sequence[PackageAssignmentView], answer: dict[str, Any],
+                  viewer: Viewer, now: datetime) -> dict[str, Any]:
+    """`accounts_viewed` and `assignments`: the team's, from the read models."""
     currency = team.currency
     spent = {w: answer["usage"]["by_account"][w] for w in ("today", "month")}
-    listed = {a["account_id"]: a for a in answer["accounts"]}
-    accounts, packages = [], {}
+    by_id = {a.account_id: a for a in accounts_viewed}
+    assigned: dict[UUID, list[PackageAssignmentView]] = {}
+    packages = {}
+    for assignment in sorted(assignments, key=lambda a: a.effective_from):
+        assigned.setdefault(assignment.account_id, []).append(assignment)
+        packages[str(assignment.package_id)] = assignment.package_name
+    accounts = []
     for account_id in team.account_ids[:ACCOUNTS_LISTED_MAX]:
-        account = ledger.get_account(account_id)
-        package = current_package(account, now)
-        for assignment in account.assignments:
-            packages[str(assignment["package_id"])] = assignment["package_name"]
+        account = by_id.get(account_id)
+        if account is None:  # not folded yet
+            continue
         key = str(account_id)
         accounts.append({
             "id": key, "key": account.account_key, "name": account.name,
-            "kind": account.kind.value, "holder": account.holder_user_id or "",
-            "status": listed.get(key, {}).get("status", account.status.value),
-            "package": package,
+            "kind": account.kind, "holder": account.holder_user_id or "",
+            "status": account.status,
+            "package": current_package(assigned.get(account_id, []), now),
             "today": format_cost(spent["today"].get(key, {}).get("cost_nanos", 0), currency),
             "month": format_cost(spent["month"].get(key, {}).get("cost_nanos", 0), currency),
         })

@@ -3,9 +3,12 @@
 The projection runner publishes `ledger.views.{balance,usage,audit}.<team_id>` on NATS after each
 batch commits (adapters/nats/views_publisher.py). `LiveHub` holds one subscription to
 `ledger.views.>` per app process and, for each message, wakes the server-sent-event streams of
-that team; each browser then re-reads its page fragment. A message says only "this team changed
-at log position P": the numbers always come from the read models, so a lost or reordered message
-costs freshness, never correctness, and several messages in a burst collapse into one re-read.
+that team; each browser then re-reads its page fragment. Its NATS connection authenticates with
+the ledger's NATS settings (LEDGER_NATS_TOKEN, ..._USER/_PASSWORD, NKEY seed, creds file, TLS:
+`adapters.nats.auth_settings`), like every other NATS connection of the ledger. A message says
+only "this team changed at log position P": the numbers always come from the read models, so a
+lost or reordered message costs freshness, never correctness, and several messages in a burst
+collapse into one re-read.
 
 Without NATS (no `nats_url`), the hub LISTENs on the channel the event recorder NOTIFYs after
 each insert, then re-reads the projections' tracking position a bounded number of times until it
@@ -29,12 +32,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from psycopg import sql
 
+from adapters.nats.auth_settings import NatsAuthSettings
 from adapters.nats.connection import (
     check_server_version,
     close_nats,
     nats_servers,
 )
 from adapters.postgres.view_schema import EVENTS_TABLE, LIVE_SCHEMA, TRACKING_NAME
+from adapters.runtime.settings import redacted
 
 VIEWS_SUBJECT = "ledger.views.>"
 VIEW_KINDS = frozenset({"balance", "usage", "audit"})
@@ -69,6 +74,9 @@ class LiveHub:
     database_url: str | None
     streams: dict[UUID, set[asyncio.Queue[Notice]]] = field(default_factory=dict)
     nats_start_timeout_seconds: float = NATS_START_TIMEOUT_SECONDS
+    # How the hub proves who it is to NATS; None: the environment's settings (LEDGER_NATS_*,
+    # as every other NATS connection of the ledger), read when the hub starts.
+    nats_auth: NatsAuthSettings | None = None
     received: int = 0
     source: str = "none"
     # Set once the hub listens (NATS subscribed, or PostgreSQL LISTEN in place).
@@ -82,12 +90,16 @@ class LiveHub:
         """Subscribe on NATS; without NATS, or if it cannot be reached at start, follow
         PostgreSQL instead (the API must start even when the bus is down)."""
         if self.nats_url:
+            # Outside the `try`: a wrong setting (a missing seed file...) stops the app at start
+            # with the variable to fix, as it stops every other process of the ledger.
+            auth = self.nats_auth if self.nats_auth is not None else NatsAuthSettings.from_env()
             try:
-                self._nats = await self._connect_nats(self.nats_url)
+                self._nats = await self._connect_nats(self.nats_url, auth)
                 await self._nats.subscribe(VIEWS_SUBJECT, cb=self._on_message)
             except Exception:
-                log.warning("dashboard live updates: NATS at %s unreachable; following "
-                            "PostgreSQL instead", self.nats_url, exc_info=True)
+                log.warning("dashboard live updates: NATS at %s unreachable or refused us "
+                            "(auth: %s); following PostgreSQL instead", redacted(self.nats_url),
+                            auth.described(), exc_info=True)
                 if self._nats is not None:
                     await self._nats.close()
                 self._nats = None
@@ -99,15 +111,16 @@ class LiveHub:
             self.source = "postgres-notify"
         log.info("dashboard live updates from %s", self.source)
 
-    async def _connect_nats(self, url: str) -> Client:
-        """A connection that reconnects forever once up; the first connect is bounded (nats-py
-        would otherwise retry a server that is not there forever)."""
+    async def _connect_nats(self, url: str, auth: NatsAuthSettings) -> Client:
+        """A connection with the ledger's NATS auth settings that reconnects forever once up;
+        the first connect is bounded (nats-py would otherwise retry a server that is not there,
+        or that refuses our credentials, forever)."""
         client = Client()
         try:
             await asyncio.wait_for(
                 client.connect(servers=nats_servers(url), name="ledger-dashboard",
                                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                               max_reconnect_attempts=-1),
+                               max_reconnect_attempts=-1, **auth.connect_options()),
                 self.nats_start_timeout_seconds)
             await check_server_version(client)
         except BaseException:

@@ -71,14 +71,14 @@ def admin_page(request: Request, access: TeamAccess, viewer: Viewer, session: st
                                                   "the admin page is for owners, admins, "
                                                   "billing and auditors"), session)
     team_id = access.team.id
-    ledger: Ledger = request.app.state.ledger
     now = now_of(request)
     with views(request) as store:
         answer = store.balance(team_id, now)
+        accounts, assignments = store.accounts_of(team_id), store.assignments_of(team_id)
         outcome = audit_row(store.conn, team_id, done) if done is not None else None
     if answer is None:
         return render(request, "pending.html", base_context(access, viewer, session, "admin"))
-    context = admin_context(ledger, access.team, answer, viewer, now)
+    context = admin_context(access.team, accounts, assignments, answer, viewer, now)
     currency = access.team.currency
     balance = answer["balance"]
     return render(request, "admin.html", {

@@ -33,6 +33,7 @@ from adapters.http.dashboard.pages import (
 )
 from adapters.http.dashboard.team_page import Viewer, parse_window, team_page
 from adapters.http.problems import ProblemError
+from adapters.http.read_queries import held_accounts
 from adapters.http.routes_billing import checkout_of, stripe_billing
 from adapters.http.views import views
 from adapters.runtime.settings import ConfigurationError
@@ -50,11 +51,9 @@ router = page_router()
 
 def dashboard_context(request: Request, access: TeamAccess, viewer: Viewer,
                       window: str) -> dict[str, Any] | None:
-    held = None
-    if not viewer.sees_all_accounts:
-        held = {str(a) for a in access.team.account_ids
-                if request.app.state.ledger.get_account(a).holder_user_id == viewer.user_id}
     with views(request) as store:
+        held = None if viewer.sees_all_accounts else held_accounts(
+            store.conn, access.team.id, viewer.user_id)
         page = team_page(store, access.team.id, viewer, window, now_of(request), held)
     if page is not None:
         page["billing"] = billing_panel(request, access.team.id, access.team.currency, viewer)
