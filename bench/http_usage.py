@@ -101,13 +101,14 @@ async def post_all(base: str, token: str, bodies: list[bytes], clients: int) -> 
     return recorded
 
 
-def bench_http(database_url: str, records: list[UsageRecord], batch: int, clients: int) -> float:
+def bench_http(database_url: str, nats_url: str, records: list[UsageRecord], batch: int,
+               clients: int, workers: int) -> float:
     token = publisher_token(database_url)
     bodies = [b'{"records": [' + b",".join(UsageMessage.from_record(r).to_json()
                                              for r in records[offset:offset + batch]) + b"]}"
               for offset in range(0, len(records), batch)]
     port = free_port()
-    server = serve(database_url, port)
+    server = serve(database_url, nats_url, port, workers)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(base)
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=RECORDS_DEFAULT)
     parser.add_argument("--batch", type=int, default=BATCH_DEFAULT)
     parser.add_argument("--clients", type=int, default=CLIENTS_DEFAULT)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="HTTP worker processes of the served API (LEDGER_HTTP_WORKERS)")
     args = parser.parse_args()
     with bench_servers() as servers:
         service_url, http_url = servers.database("service"), servers.database("http")
@@ -135,14 +138,16 @@ def main() -> None:
             service_seconds = bench_service(
                 service_url, make_records(service_accounts, args.records), args.batch)
         with console.status(f"POST /v1/usage: {args.records} records"):
-            http_seconds = bench_http(http_url, make_records(http_accounts, args.records),
-                                      args.batch, args.clients)
+            http_seconds = bench_http(http_url, servers.nats_url,
+                                      make_records(http_accounts, args.records), args.batch,
+                                      args.clients, args.workers)
     service_rate, http_rate = args.records / service_seconds, args.records / http_seconds
     table = Table(title=f"{args.records} records, batches of {args.batch}; {machine()}")
     for column in ("path", "seconds", "records/s", "vs service"):
         table.add_column(column, justify="right")
     table.add_row("service layer", f"{service_seconds:.2f}", f"{service_rate:,.0f}", "1.00x")
-    table.add_row(f"POST /v1/usage ({args.clients} clients)", f"{http_seconds:.2f}",
+    table.add_row(f"POST /v1/usage ({args.clients} clients, {args.workers} worker(s))",
+                  f"{http_seconds:.2f}",
                   f"{http_rate:,.0f}", f"{http_rate / service_rate:.2f}x")
     console.print(table)
 
