@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -38,7 +37,7 @@ import stripe
 from adapters.postgres.view_schema import LIVE_SCHEMA, connect, q
 from adapters.runtime.composition import open_ledger
 from adapters.runtime.processes import Runtime
-from adapters.runtime.settings import ConfigurationError
+from adapters.runtime.settings import bounded_number
 from adapters.stripe.billing import StripeBilling
 from adapters.stripe.settings import StripeSettings
 from domain.errors import LedgerError
@@ -62,27 +61,13 @@ FAILURE_TEXT_LENGTH_MAX = 500
 log = logging.getLogger(__name__)
 
 
-def _bounded(env: dict[str, str] | None, name: str, default: float, low: float, high: float,
-             unit: str) -> float:
-    raw = (env if env is not None else os.environ).get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of {unit}, got {raw[:50]!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be {low:g} to {high:g} {unit}, got {raw[:50]!r}")
-    return value
-
-
 def interval_seconds(env: dict[str, str] | None = None) -> float:
-    return _bounded(env, ENV_INTERVAL, INTERVAL_SECONDS_DEFAULT, INTERVAL_SECONDS_MIN,
+    return bounded_number(env, ENV_INTERVAL, INTERVAL_SECONDS_DEFAULT, INTERVAL_SECONDS_MIN,
                     INTERVAL_SECONDS_MAX, "seconds")
 
 
 def finalize_after(env: dict[str, str] | None = None) -> timedelta:
-    return timedelta(hours=_bounded(env, ENV_FINALIZE_AFTER, FINALIZE_AFTER_HOURS_DEFAULT,
+    return timedelta(hours=bounded_number(env, ENV_FINALIZE_AFTER, FINALIZE_AFTER_HOURS_DEFAULT,
                                     FINALIZE_AFTER_HOURS_MIN, FINALIZE_AFTER_HOURS_MAX, "hours"))
 
 

@@ -15,6 +15,7 @@ Values are checked when read: a malformed URL is a `ConfigurationError` naming t
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -30,6 +31,22 @@ NATS_SCHEMES = ("nats", "tls")
 
 class ConfigurationError(ValueError):
     """Bad configuration or input: the message names what to fix, in one line."""
+
+
+def bounded_number(env: Mapping[str, str] | None, name: str, default: float, low: float,
+                   high: float, unit: str) -> float:
+    """The number setting `name` (default when unset or empty), refused outside [low, high]
+    with a message that names it, its range and its unit."""
+    raw = (env if env is not None else os.environ).get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of {unit}, got {raw[:50]!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be {low:g} to {high:g} {unit}, got {raw[:50]!r}")
+    return value
 
 
 def check_database_url(url: str, name: str = "LEDGER_DATABASE_URL") -> str:

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -32,12 +31,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import stripe
 
 from adapters.postgres.view_schema import LIVE_SCHEMA, connect, q
 from adapters.runtime.composition import open_ledger
 from adapters.runtime.processes import Runtime
-from adapters.runtime.settings import ConfigurationError
+from adapters.runtime.settings import bounded_number
 from adapters.stripe.gateway import StripeGateway, make_client
 from adapters.stripe.invoices import StripeInvoices
 from adapters.stripe.settings import StripeSettings
@@ -59,18 +59,8 @@ log = logging.getLogger(__name__)
 
 
 def interval_seconds(env: dict[str, str] | None = None) -> float:
-    raw = (env if env is not None else os.environ).get(ENV_INTERVAL)
-    if raw is None or raw == "":
-        return INTERVAL_SECONDS_DEFAULT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{ENV_INTERVAL} must be a number of seconds, got "
-                                 f"{raw[:50]!r}") from None
-    if not INTERVAL_SECONDS_MIN <= value <= INTERVAL_SECONDS_MAX:
-        raise ConfigurationError(f"{ENV_INTERVAL} must be {INTERVAL_SECONDS_MIN:.0f} to "
-                                 f"{INTERVAL_SECONDS_MAX:.0f} seconds, got {raw[:50]!r}")
-    return value
+    return bounded_number(env, ENV_INTERVAL, INTERVAL_SECONDS_DEFAULT, INTERVAL_SECONDS_MIN,
+                          INTERVAL_SECONDS_MAX, "seconds")
 
 
 def teams_with_payments(database_url: str, limit: int = RECONCILE_TEAMS_PER_PASS_MAX,
@@ -78,9 +68,12 @@ def teams_with_payments(database_url: str, limit: int = RECONCILE_TEAMS_PER_PASS
     """Teams that started a payment through the ledger or have an invoice, from the read
     models (a team that has neither has nothing at Stripe to compare)."""
     with connect(database_url) as conn:
-        rows = conn.execute(q("SELECT team_id FROM {s}.payments UNION SELECT team_id FROM "
-                              "{s}.invoices ORDER BY team_id LIMIT %s", schema),
-                            (limit,)).fetchall()
+        try:
+            rows = conn.execute(q("SELECT team_id FROM {s}.payments UNION SELECT team_id FROM "
+                                  "{s}.invoices ORDER BY team_id LIMIT %s", schema),
+                                (limit,)).fetchall()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            return []  # a new ledger whose projections have not made the read models yet
     return [row[0] for row in rows]
 
 

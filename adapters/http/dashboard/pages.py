@@ -10,8 +10,9 @@ from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from adapters.http.auth import (
     Authenticator,
@@ -26,6 +27,7 @@ from adapters.http.dashboard.page_security import (
     CSRF_FIELD,
     SecureHeadersRoute,
     csrf_token,
+    csrf_valid,
 )
 from adapters.http.dashboard.team_page import Viewer
 from adapters.http.problems import ProblemError
@@ -70,6 +72,26 @@ def access_of(request: Request, team_id: UUID) -> tuple[TeamAccess, Viewer, str]
     principal, session = signed_in(request)
     access = team_access(aggregates(request), principal, team_id)
     return access, Viewer(principal.subject, access.role), session
+
+
+FORM_EXPIRED = ProblemError(403, "csrf", "Form expired", "this form was not sent from your "
+                           "current session; reload the page and try again")
+
+
+async def form_access(request: Request, team_id: UUID, csrf: str
+                      ) -> tuple[TeamAccess, Viewer, str] | Response:
+    """Who posted a dashboard form, and may they reach the team: their access, or the answer to
+    give instead (the login page, a problem page, or "form expired" for a bad CSRF token). The
+    action itself checks the role again, in the service."""
+    try:
+        access, viewer, session = await run_in_threadpool(access_of, request, team_id)
+    except LoginRequired:
+        return to_login(request)
+    except ProblemError as problem:
+        return problem_page(request, problem)
+    if not csrf_valid(session, csrf):
+        return problem_page(request, FORM_EXPIRED, session)
+    return access, viewer, session
 
 
 def render(request: Request, name: str, context: dict[str, Any],

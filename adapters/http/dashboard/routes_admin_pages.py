@@ -23,12 +23,12 @@ from adapters.http.dashboard.admin_page import admin_context
 from adapters.http.dashboard.money_display import format_money
 from adapters.http.dashboard.page_security import (
     CSRF_FIELD,
-    csrf_valid,
 )
 from adapters.http.dashboard.pages import (
     LoginRequired,
     access_of,
     base_context,
+    form_access,
     now_of,
     page_router,
     problem_page,
@@ -92,16 +92,10 @@ def admin_page(request: Request, access: TeamAccess, viewer: Viewer, session: st
 @router.post("/dashboard/teams/{team_id}/admin/{action}")
 async def admin_action(request: Request, team_id: UUID, action: str) -> Response:
     form = await request.form(max_fields=FORM_FIELDS_MAX)
-    try:
-        access, _, session = await run_in_threadpool(access_of, request, team_id)
-    except LoginRequired:
-        return to_login(request)
-    except ProblemError as problem:
-        return problem_page(request, problem)
-    if not csrf_valid(session, str(form.get(CSRF_FIELD, ""))):
-        return problem_page(request, ProblemError(
-            403, "csrf", "Form expired", "this form was not sent from your current session; "
-            "reload the page and try again"), session)
+    checked = await form_access(request, team_id, str(form.get(CSRF_FIELD, "")))
+    if isinstance(checked, Response):
+        return checked
+    access, _, session = checked
     spec = ADMIN_ACTIONS.get(action)
     if spec is None:
         return problem_page(request, ProblemError(404, "not_found", "No such action",

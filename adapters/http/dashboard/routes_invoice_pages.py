@@ -17,11 +17,12 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.http.auth import TeamAccess
 from adapters.http.dashboard.invoice_page import OUTCOMES, invoice_context
-from adapters.http.dashboard.page_security import CSRF_FIELD, csrf_valid
+from adapters.http.dashboard.page_security import CSRF_FIELD
 from adapters.http.dashboard.pages import (
     LoginRequired,
     access_of,
     base_context,
+    form_access,
     page_router,
     problem_page,
     render,
@@ -115,16 +116,10 @@ def _run(request: Request, access: TeamAccess, invoice_id: UUID, action: str,
 async def invoice_action(request: Request, team_id: UUID, invoice_id: UUID,
                          action: str) -> Response:
     form = await request.form(max_fields=FORM_FIELDS_MAX)
-    try:
-        access, viewer, session = await run_in_threadpool(access_of, request, team_id)
-    except LoginRequired:
-        return to_login(request)
-    except ProblemError as problem:
-        return problem_page(request, problem)
-    if not csrf_valid(session, str(form.get(CSRF_FIELD, ""))):
-        return problem_page(request, ProblemError(
-            403, "csrf", "Form expired", "this form was not sent from your current session; "
-            "reload the page and try again"), session)
+    checked = await form_access(request, team_id, str(form.get(CSRF_FIELD, "")))
+    if isinstance(checked, Response):
+        return checked
+    access, viewer, session = checked
     if action not in ("finalize", "void"):
         return problem_page(request, ProblemError(404, "not_found", "No such action",
                                                   f"there is no invoice action {action[:40]!r}"),

@@ -20,11 +20,12 @@ from adapters.http.dashboard.admin_actions import FormError, parse_amount
 from adapters.http.dashboard.auto_recharge_block import auto_recharge_context
 from adapters.http.dashboard.billing_panel import billing_panel, page_policy
 from adapters.http.dashboard.live_updates import STREAMS_MAX, LiveHub, sse_event
-from adapters.http.dashboard.page_security import CSRF_FIELD, csrf_valid
+from adapters.http.dashboard.page_security import CSRF_FIELD
 from adapters.http.dashboard.pages import (
     LoginRequired,
     access_of,
     base_context,
+    form_access,
     now_of,
     page_router,
     problem_page,
@@ -171,16 +172,10 @@ async def billing_action(request: Request, team_id: UUID, csrf: str,
                          action: Callable[[Checkout, TeamAccess], str | None]) -> Response:
     """Check the session and the form, run `action(checkout, access)` (the service checks the
     role again), and answer a 303 to the URL it returns (the team page if none)."""
-    try:
-        access, _, session = await run_in_threadpool(access_of, request, team_id)
-    except LoginRequired:
-        return to_login(request)
-    except ProblemError as problem:
-        return problem_page(request, problem)
-    if not csrf_valid(session, csrf):
-        return problem_page(request, ProblemError(
-            403, "csrf", "Form expired", "this form was not sent from your current session; "
-            "reload the page and try again"), session)
+    checked = await form_access(request, team_id, csrf)
+    if isinstance(checked, Response):
+        return checked
+    access, _, session = checked
 
     def run() -> str | None:
         checkout = checkout_of(stripe_billing(request))
