@@ -39,7 +39,12 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import ConcurrentUpdateError, IdempotencyConflictError, InvalidInputError
+from domain.errors import (
+    ConcurrentUpdateError,
+    IdempotencyConflictError,
+    InvalidInputError,
+    LedgerError,
+)
 from services.backoff import Backoff
 from services.keyed_recording import COMMAND_SCOPE, KeyedRecorder, KeyRow
 
@@ -136,7 +141,17 @@ class CommandRunner:
                     if earlier is not None:
                         self.stats.add("replayed_keys")
                         return earlier
-                decided = attempt()
+                try:
+                    decided = attempt()
+                except LedgerError:
+                    # Refused, perhaps because the same command (same key) by another process
+                    # committed between our look at the key and our look at the aggregates:
+                    # then it is a repeat, answered with the first answer, not an error.
+                    earlier = self._earlier_result(key_row) if key_row is not None else None
+                    if earlier is None:
+                        raise
+                    self.stats.add("replayed_keys")
+                    return earlier
                 keys = [KeyRow(key_row.scope, key_row.key, key_row.fingerprint,
                                decided.result)] if key_row is not None else []
                 try:

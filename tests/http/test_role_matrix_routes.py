@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from adapters.runtime.projection_process import open_runner
 from domain.roles import Action, Role, may
 from services.actor import Actor
 from tests.http.conftest import Api
@@ -234,6 +235,8 @@ def test_a_member_sees_only_the_accounts_they_hold(api: Api) -> None:
                  f"/v1/accounts/{team.other_account}/authorization",
                  f"/v1/teams/{team.team_id}/usage?account_id={team.other_account}"):
         assert c.get(path, headers=member).status_code == 404, path
+    with open_runner(api.database_url) as runner:  # the pool is listed from the read models
+        runner.catch_up()
     listed = c.get(f"/v1/teams/{team.team_id}/accounts", headers=member).json()["accounts"]
     assert [a["account_id"] for a in listed] == [team.member_account]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 import pytest
 
+from adapters.runtime.composition import open_ledger
 from adapters.runtime.settings import eventsourcing_env
 from domain.errors import IdempotencyConflictError, InvalidInputError
 from domain.pricing import PriceTerms
@@ -172,3 +174,34 @@ def test_a_command_that_loses_a_race_reloads_and_applies_on_the_winner(
         del ledger.get_team
         rival.close()
         ledger.close()
+
+
+def test_a_command_refused_because_its_own_key_just_committed_elsewhere_answers_the_first_answer(
+        database_url: str) -> None:
+    """Two processes run the same command with the same key: B looks for the key (not there
+    yet), A commits, B's attempt then sees A's change and refuses ("already finalized"). B must
+    answer A's result, as any retry with that key does, not fail (found by two concurrent
+    invoicing passes)."""
+    first, second = open_ledger(database_url), open_ledger(database_url)
+    try:
+        setup = team_with_accounts(first, accounts=1)
+        invoice = first.draft_invoice(setup.team_id, period_start="2026-10-01",
+                                      period_end="2026-11-01", lines=[], actor=OWNER)
+        original = second.get_invoice
+        calls: list[UUID] = []
+
+        def load_after_the_other_process_committed(invoice_id: UUID) -> Any:
+            calls.append(invoice_id)
+            if len(calls) == 2:  # inside the second's attempt, after it looked for the key
+                first.finalize_invoice(invoice_id, OWNER, idempotency_key="finalize-october")
+            return original(invoice_id)
+
+        second.get_invoice = load_after_the_other_process_committed  # type: ignore[method-assign]
+        second.finalize_invoice(invoice, OWNER, idempotency_key="finalize-october")
+        assert len(calls) >= 2 and first.get_invoice(invoice).number is not None
+        # A different command under the same key is still refused.
+        with pytest.raises(IdempotencyConflictError):
+            second.void_invoice(invoice, "no", OWNER, idempotency_key="finalize-october")
+    finally:
+        first.close()
+        second.close()
