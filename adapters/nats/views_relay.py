@@ -2,8 +2,10 @@
 
 The projection writes each batch's `ledger.views.*` messages into an outbox in the batch's own
 transaction (adapters/postgres/view_outbox.py). This relay, running in a thread next to the
-projection runner, reads the outbox in order, publishes each row to JetStream and waits for the
-stream's acknowledgement, then marks the rows relayed (the outbox deletes them). So:
+projection runner, reads the outbox in order, publishes the rows to JetStream, waits for the
+stream's acknowledgements, then marks the rows relayed (the outbox deletes them). A round's rows
+are published in waves (`relay_waves`): many acknowledgements in flight, but at most one per
+subject, so each subject's messages are stored in outbox order. So:
 
 - nothing is lost while NATS is down: the rows wait, the relay retries by the one backoff rule
   (`services.backoff`, `RELAY_BACKOFF`), and publishes them in order once NATS is back;
@@ -43,6 +45,7 @@ from nats.js.errors import BadRequestError
 from adapters.nats.auth_settings import NatsAuthSettings
 from adapters.nats.connection import nats_servers
 from adapters.nats.ingest_settings import IngestSettings
+from adapters.nats.relay_waves import publish_in_waves
 from adapters.nats.views_publisher import broker_security
 from projections.view_messages import OutboxRow, ViewOutbox
 from services.backoff import Backoff
@@ -180,11 +183,14 @@ class NatsViewsRelay:
             rows = self.outbox.pending(RELAY_BATCH_ROWS)
             if not rows:
                 break
-            for row in rows:
-                await self._publish(broker, row)
-            self.outbox.mark_relayed(rows[-1].seq)
-            self.relayed += len(rows)
-            total += len(rows)
+            stored, failure = await publish_in_waves(
+                rows, lambda row: self._publish(broker, row))
+            if stored:
+                self.outbox.mark_relayed(rows[stored - 1].seq)
+                self.relayed += stored
+                total += stored
+            if failure is not None:
+                raise failure
         return total
 
     @staticmethod
