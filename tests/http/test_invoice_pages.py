@@ -205,3 +205,28 @@ def test_finalizing_an_amount_due_without_stripe_is_refused_on_the_page(
     assert 'id="action-error"' in refused.text
     invoice = pages.ledger.get_invoice(pages.invoice_id)
     assert (invoice.status, invoice.number) == (InvoiceStatus.DRAFT, None)  # no number taken
+
+
+def test_a_finalized_invoice_is_corrected_by_a_credit_note_from_the_page_once(
+        pages: Pages) -> None:
+    billing = pages.sign_in("billing")
+    draft = pages.client.get(pages.url()).text
+    assert 'id="credit-form"' not in draft  # a draft is voided or finalized, not credited
+    assert pages.post("finalize", billing).status_code == 303
+    page = pages.client.get(pages.url()).text
+    assert 'id="credit-form"' in page
+    nonce = page.split('name="nonce" value="')[1].split('"')[0]
+    refused = pages.post("credit", billing, nonce=nonce, amount="five", reason="outage")
+    assert refused.status_code == 400 and "type an amount like 25" in refused.text
+    for _ in range(2):  # the same form sent twice: one credit note
+        done = pages.post("credit", billing, nonce=nonce, amount="1.50",
+                          reason="service outage on the 3rd")
+        assert done.status_code == 303, done.text[:300]
+        assert done.headers["location"].endswith("?done=credited#result")
+    invoice = pages.ledger.get_invoice(pages.invoice_id)
+    assert invoice.credited_nanos == 1_500_000_000
+    assert len(pages.double.of_kind("cn_")) == 1  # Stripe collects it: a Stripe credit note
+    after = pages.client.get(f"{pages.url()}?done=credited").text
+    assert "Credit note issued" in after and "1.50" in after
+    auditor = pages.sign_in("auditor")
+    assert pages.post("credit", auditor, nonce="n2", amount="1", reason="x").status_code == 403

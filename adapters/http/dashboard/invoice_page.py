@@ -21,6 +21,8 @@ OUTCOMES = {
     "finalized": "Finalized. Its number and rounded total are fixed; an amount due is "
                  "collected through Stripe, a zero total is settled by the prepaid credit.",
     "voided": "Voided. Its usage comes back as corrections on the next month's invoice.",
+    "credited": "Credit note issued (at Stripe too when Stripe collects this invoice; refunded "
+                "there when the invoice was paid). The invoice itself is not changed.",
 }
 KIND_LABELS = {USAGE_KIND: "Usage", CORRECTION_KIND: "Correction", PREPAID_KIND: "Prepaid credit"}
 
@@ -80,5 +82,6 @@ def invoice_context(invoice: Invoice, may_manage: bool,
         },
         "can_finalize": may_manage and status == InvoiceStatus.DRAFT,
         "can_void": may_manage and status in (InvoiceStatus.DRAFT, InvoiceStatus.FINALIZED),
+        "can_credit": may_manage and status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID),
         "may_manage": may_manage,
     }

@@ -74,6 +74,8 @@ def access_of(request: Request, team_id: UUID) -> tuple[TeamAccess, Viewer, str]
     return access, Viewer(principal.subject, access.role), session
 
 
+# A form's nonce (its idempotency key: sending it twice does the thing once) is at most this long.
+FORM_NONCE_LENGTH_MAX = 64
 FORM_EXPIRED = ProblemError(403, "csrf", "Form expired", "this form was not sent from your "
                            "current session; reload the page and try again")
 

@@ -1,13 +1,15 @@
-"""The invoice page (`/dashboard/teams/{team_id}/invoices/{invoice_id}`) and its two actions,
-"Finalize and collect" and "Void", for owners and billing members (`manage_invoices`); owners,
-admins, billing and auditors see it (`view_billing`). The actions run the API's own handlers
-(`adapters.http.routes_invoices.finalize` and `void`) as the signed-in person, so the rules are
-exactly the API's: Stripe must be configured before an amount due is numbered, a Stripe outage
+"""The invoice page (`/dashboard/teams/{team_id}/invoices/{invoice_id}`) and its actions,
+"Finalize and collect", "Void" and "Issue credit note", for owners and billing members
+(`manage_invoices`); owners, admins, billing and auditors see it (`view_billing`). The actions
+run the API's own handlers (`adapters.http.routes_invoices.finalize`, `void` and `credit_note`,
+whose idempotency key is the form's nonce) as the signed-in person, so the rules are exactly the
+API's: Stripe must be configured before an amount due is numbered, a Stripe outage
 is retried by sending the form again, a paid invoice is not voided. Forms carry the session's
 CSRF token; a refusal is answered on the page itself (never through a URL)."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from uuid import UUID
 
@@ -16,9 +18,11 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from adapters.http.auth import TeamAccess
+from adapters.http.dashboard.admin_actions import FormError, parse_amount
 from adapters.http.dashboard.invoice_page import OUTCOMES, invoice_context
 from adapters.http.dashboard.page_security import CSRF_FIELD
 from adapters.http.dashboard.pages import (
+    FORM_NONCE_LENGTH_MAX,
     LoginRequired,
     access_of,
     base_context,
@@ -30,7 +34,14 @@ from adapters.http.dashboard.pages import (
 )
 from adapters.http.dashboard.team_page import Viewer
 from adapters.http.problems import ProblemError
-from adapters.http.routes_invoices import REASON_LENGTH_MAX, VoidInvoice, finalize, void
+from adapters.http.routes_invoices import (
+    REASON_LENGTH_MAX,
+    CreditNote,
+    VoidInvoice,
+    credit_note,
+    finalize,
+    void,
+)
 from adapters.runtime.settings import ConfigurationError
 from adapters.stripe.billing import StripeBilling
 from domain.errors import InvoiceNotFoundError, LedgerError
@@ -39,6 +50,7 @@ from domain.roles import Action
 from services.ledger import Ledger
 
 FORM_FIELDS_MAX = 5
+INVOICE_ACTIONS = ("finalize", "void", "credit")
 router = page_router()
 
 NOT_FOUND = ProblemError(404, "not_found", "No such invoice",
@@ -81,7 +93,7 @@ def invoice_page(request: Request, access: TeamAccess, viewer: Viewer, session: 
                               lambda stripe_id: _hosted_url(request, stripe_id))
     return render(request, "invoice.html", {
         **base_context(access, viewer, session, "usage"), **context,
-        "outcome": OUTCOMES.get(done, ""), "error": error,
+        "outcome": OUTCOMES.get(done, ""), "error": error, "nonce": secrets.token_hex(16),
         "reason_length_max": REASON_LENGTH_MAX}, status_code)
 
 
@@ -107,7 +119,21 @@ def _run(request: Request, access: TeamAccess, invoice_id: UUID, action: str,
     if not reason or len(reason) > REASON_LENGTH_MAX:
         raise ProblemError(400, "invalid_input", "Reason needed",
                            f"a reason of 1 to {REASON_LENGTH_MAX} characters says why the "
-                           "invoice is voided")
+                           f"invoice is {'credited' if action == 'credit' else 'voided'}")
+    if action == "credit":
+        try:
+            amount_nanos = parse_amount("amount", str(form.get("amount", "")))
+        except FormError as error:
+            raise ProblemError(400, "invalid_input", "Amount needed", str(error)) from None
+        # The form's nonce is the idempotency key: sending the form twice makes one note.
+        nonce = str(form.get("nonce", ""))
+        if not nonce.isalnum() or len(nonce) > FORM_NONCE_LENGTH_MAX:
+            raise ProblemError(400, "invalid_input", "Form expired",
+                               "reload the invoice page and send the form again")
+        credit_note(access.team.id, invoice_id,
+                    CreditNote(amount_nanos=str(amount_nanos), reason=reason), request,
+                    f"dashboard:{nonce}", principal)
+        return "credited"
     void(access.team.id, invoice_id, VoidInvoice(reason=reason), request, principal)
     return "voided"
 
@@ -120,7 +146,7 @@ async def invoice_action(request: Request, team_id: UUID, invoice_id: UUID,
     if isinstance(checked, Response):
         return checked
     access, viewer, session = checked
-    if action not in ("finalize", "void"):
+    if action not in INVOICE_ACTIONS:
         return problem_page(request, ProblemError(404, "not_found", "No such action",
                                                   f"there is no invoice action {action[:40]!r}"),
                             session)

@@ -22,6 +22,7 @@ from adapters.http.dashboard.billing_panel import billing_panel, page_policy
 from adapters.http.dashboard.live_updates import STREAMS_MAX, LiveHub, sse_event
 from adapters.http.dashboard.page_security import CSRF_FIELD
 from adapters.http.dashboard.pages import (
+    FORM_NONCE_LENGTH_MAX,
     LoginRequired,
     access_of,
     base_context,
@@ -45,7 +46,6 @@ from services.payments.checkout import Checkout
 SSE_KEEPALIVE_SECONDS = 15.0
 SSE_RETRY_MILLISECONDS = 2000
 BILLING_FORM_FIELDS_MAX = 5
-FORM_NONCE_LENGTH_MAX = 64
 
 router = page_router()
 
