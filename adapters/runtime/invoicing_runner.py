@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -36,6 +34,7 @@ import stripe
 
 from adapters.postgres.view_schema import LIVE_SCHEMA, connect, q
 from adapters.runtime.composition import open_ledger
+from adapters.runtime.job_status import write_job_status
 from adapters.runtime.processes import Runtime
 from adapters.runtime.settings import bounded_number
 from adapters.stripe.billing import StripeBilling
@@ -63,12 +62,13 @@ log = logging.getLogger(__name__)
 
 def interval_seconds(env: dict[str, str] | None = None) -> float:
     return bounded_number(env, ENV_INTERVAL, INTERVAL_SECONDS_DEFAULT, INTERVAL_SECONDS_MIN,
-                    INTERVAL_SECONDS_MAX, "seconds")
+                          INTERVAL_SECONDS_MAX, "seconds")
 
 
 def finalize_after(env: dict[str, str] | None = None) -> timedelta:
     return timedelta(hours=bounded_number(env, ENV_FINALIZE_AFTER, FINALIZE_AFTER_HOURS_DEFAULT,
-                                    FINALIZE_AFTER_HOURS_MIN, FINALIZE_AFTER_HOURS_MAX, "hours"))
+                                          FINALIZE_AFTER_HOURS_MIN, FINALIZE_AFTER_HOURS_MAX,
+                                          "hours"))
 
 
 def teams_after(database_url: str, after: UUID | None, limit: int = TEAMS_PER_PASS_MAX,
@@ -147,12 +147,7 @@ def invoicing_pass(ledger: Ledger, database_url: str, settings: StripeSettings |
 
 
 def write_status(data_dir: Path, report: PassReport) -> Path:
-    path = data_dir / STATUS_FILE_NAME
-    temporary = path.with_suffix(".tmp")
-    status: dict[str, Any] = {**asdict(report), "clean": report.clean}
-    temporary.write_text(json.dumps(status, indent=2))
-    temporary.replace(path)  # readers never see half a file
-    return path
+    return write_job_status(data_dir / STATUS_FILE_NAME, report)
 
 
 async def run_invoicing(runtime: Runtime, stop: asyncio.Event) -> None:

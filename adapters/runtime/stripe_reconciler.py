@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ import stripe
 
 from adapters.postgres.view_schema import LIVE_SCHEMA, connect, q
 from adapters.runtime.composition import open_ledger
+from adapters.runtime.job_status import write_job_status
 from adapters.runtime.processes import Runtime
 from adapters.runtime.settings import bounded_number
 from adapters.stripe.gateway import StripeGateway, make_client
@@ -132,11 +132,7 @@ def reconcile_all(database_url: str, settings: StripeSettings,
 
 
 def write_status(data_dir: Path, report: PassReport) -> Path:
-    path = data_dir / STATUS_FILE_NAME
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({**asdict(report), "clean": report.clean}, indent=2))
-    temporary.replace(path)  # readers never see half a file
-    return path
+    return write_job_status(data_dir / STATUS_FILE_NAME, report)
 
 
 async def run_stripe_reconciler(runtime: Runtime, stop: asyncio.Event) -> None:

@@ -12,11 +12,10 @@ from typing import Any
 
 import stripe
 
-from adapters.stripe.gateway import METADATA_VALUE_LENGTH_MAX, intent_outcome
+from adapters.stripe.gateway import METADATA_VALUE_LENGTH_MAX
 from services.payments.port import (
     CheckoutRequest,
     CheckoutSessionInfo,
-    IntentOutcome,
     PaymentProviderError,
 )
 
@@ -96,13 +95,6 @@ class StripeCheckoutGateway:
         if url is None:
             raise PaymentProviderError("Stripe answered a billing-portal session without a URL")
         return url
-
-    def retrieve_payment_intent(self, intent_id: str) -> IntentOutcome:
-        try:
-            return intent_outcome(self.client.v1.payment_intents.retrieve(intent_id))
-        except stripe.StripeError as error:
-            raise PaymentProviderError(f"Stripe did not answer for {intent_id}: {error}") \
-                from None
 
     def receipt_url(self, intent_id: str) -> str | None:
         """The receipt of the PaymentIntent's charge (`latest_charge` expanded; older API

@@ -165,7 +165,7 @@ class Checkout:
         self.record_session(payment.id, session, STRIPE_ACTOR)
         if session.intent_id is None:
             return f"session recorded; no PaymentIntent yet ({session.payment_status})"
-        intent = self.gateway.retrieve_payment_intent(session.intent_id)
+        intent = self.top_ups.gateway.retrieve_payment_intent(session.intent_id)
         # Not keyed by the event id: what is recorded is read now, and a later delivery of the
         # same event may read more (processing, then succeeded), which a key recorded with the
         # first reading would refuse as a conflict for ever. A repeat is harmless all the same:

@@ -76,6 +76,16 @@ async def wait_until(condition, timeout_seconds: float, what: str) -> None:  # t
     raise AssertionError(f"{what} did not happen within {timeout_seconds:.0f}s")
 
 
+def assert_charged_exactly_once(ledger: Ledger, priced: list[PricedAccount],
+                                records: list[UsageRecord]) -> None:
+    """Every record recorded once, none rejected or in conflict, and each account charged
+    exactly what its records cost."""
+    counters = ledger.keyed.counter_values()
+    assert counters["usage_recorded"] == len(records)
+    assert counters.get("usage_rejected", 0) == counters.get("usage_conflicts", 0) == 0
+    assert spent_by_account(ledger, priced) == expected_spent(records)
+
+
 class ConsumerProcess:
     """A real `ledger consume` process."""
 

@@ -32,9 +32,8 @@ from tests.integration.pins import pinned_and_delivered, wait_for_resumption
 from tests.integration.support import (
     ConsumerProcess,
     accounts,
-    expected_spent,
+    assert_charged_exactly_once,
     make_records,
-    spent_by_account,
     wait_until,
 )
 
@@ -172,8 +171,5 @@ async def test_a_node_and_a_consumer_killed_mid_stream_lose_and_double_nothing(
         survivor_exit = survivor.stop()
         await observer.close()
     assert survivor_exit == 0
-    counters = ledger.keyed.counter_values()
-    assert counters["usage_recorded"] == WARMUP_RECORDS + STREAM_RECORDS
-    assert counters.get("usage_rejected", 0) == counters.get("usage_conflicts", 0) == 0
-    assert spent_by_account(ledger, priced) == expected_spent(warmup + stream)
+    assert_charged_exactly_once(ledger, priced, warmup + stream)
     ledger.close()

@@ -21,9 +21,8 @@ from adapters.runtime.composition import open_ledger
 from adapters.runtime.embedded_nats import EmbeddedNats
 from tests.integration.support import (
     accounts,
-    expected_spent,
+    assert_charged_exactly_once,
     make_records,
-    spent_by_account,
     wait_until,
 )
 
@@ -114,10 +113,7 @@ async def test_consumer_and_publisher_ride_out_a_nats_restart(database_url: str,
         await wait_until(consumer.is_healthy, WAIT_SECONDS, "the consumer connected again")
         consumer.stop()
         await asyncio.wait_for(running, WAIT_SECONDS)
-        counters = ledger.keyed.counter_values()
-        assert counters["usage_recorded"] == len(records)
-        assert counters.get("usage_rejected", 0) == counters.get("usage_conflicts", 0) == 0
-        assert spent_by_account(ledger, priced) == expected_spent(records)
+        assert_charged_exactly_once(ledger, priced, records)
         consumer.ledger.close()
     finally:
         ledger.close()

@@ -23,6 +23,7 @@ from domain.usage import UsageRecord
 from tests.integration.support import (
     ConsumerProcess,
     accounts,
+    assert_charged_exactly_once,
     expected_spent,
     make_records,
     processed,
@@ -151,9 +152,6 @@ async def test_consumers_killed_at_random_moments_lose_nothing_and_charge_nothin
     assert kills >= KILLS_MIN
     # Most kills landed while charges were being committed, not before or after the run.
     assert kills_mid_work >= KILLS_MIN // 2, kills_mid_work
-    counters = ledger.keyed.counter_values()
-    assert counters["usage_recorded"] == KILL_RECORDS
-    assert counters.get("usage_rejected", 0) == counters.get("usage_conflicts", 0) == 0
-    assert spent_by_account(ledger, priced) == expected_spent(records)
+    assert_charged_exactly_once(ledger, priced, records)
     assert sum(ledger.get_account(a.account_id).usage_count for a in priced) == KILL_RECORDS
     ledger.close()

@@ -85,15 +85,23 @@ async def form_access(request: Request, team_id: UUID, csrf: str
     """Who posted a dashboard form, and may they reach the team: their access, or the answer to
     give instead (the login page, a problem page, or "form expired" for a bad CSRF token). The
     action itself checks the role again, in the service."""
+    checked = await run_in_threadpool(page_access, request, team_id)
+    if isinstance(checked, Response):
+        return checked
+    if not csrf_valid(checked[2], csrf):
+        return problem_page(request, FORM_EXPIRED, checked[2])
+    return checked
+
+
+def page_access(request: Request, team_id: UUID) -> tuple[TeamAccess, Viewer, str] | Response:
+    """Who asks for a team's page and may they see the team: their access, or the answer to
+    give instead (the login page, or a problem page)."""
     try:
-        access, viewer, session = await run_in_threadpool(access_of, request, team_id)
+        return access_of(request, team_id)
     except LoginRequired:
         return to_login(request)
     except ProblemError as problem:
         return problem_page(request, problem)
-    if not csrf_valid(session, csrf):
-        return problem_page(request, FORM_EXPIRED, session)
-    return access, viewer, session
 
 
 def render(request: Request, name: str, context: dict[str, Any],

@@ -25,15 +25,14 @@ from adapters.http.dashboard.page_security import (
     CSRF_FIELD,
 )
 from adapters.http.dashboard.pages import (
-    LoginRequired,
     access_of,
     base_context,
     form_access,
     now_of,
+    page_access,
     page_router,
     problem_page,
     render,
-    to_login,
 )
 from adapters.http.dashboard.team_page import Viewer
 from adapters.http.problems import ProblemError
@@ -52,12 +51,10 @@ router = page_router()
 @router.get("/dashboard/teams/{team_id}/admin")
 def admin(request: Request, team_id: UUID, done: int | None = None,
           pending: str = "") -> Response:
-    try:
-        access, viewer, session = access_of(request, team_id)
-    except LoginRequired:
-        return to_login(request)
-    except ProblemError as problem:
-        return problem_page(request, problem)
+    checked = page_access(request, team_id)
+    if isinstance(checked, Response):
+        return checked
+    access, viewer, session = checked
     return admin_page(request, access, viewer, session, done=done, pending=bool(pending))
 
 

@@ -20,13 +20,11 @@ from adapters.http.audit_queries import (
     export_rows,
 )
 from adapters.http.dashboard.pages import (
-    LoginRequired,
-    access_of,
     base_context,
+    page_access,
     page_router,
     problem_page,
     render,
-    to_login,
 )
 from adapters.http.problems import ProblemError
 from adapters.http.views import views
@@ -46,12 +44,10 @@ def audit_filters(request: Request) -> AuditFilters:
 
 @router.get("/dashboard/teams/{team_id}/audit")
 def audit(request: Request, team_id: UUID, before: int | None = None) -> Response:
-    try:
-        access, viewer, session = access_of(request, team_id)
-    except LoginRequired:
-        return to_login(request)
-    except ProblemError as problem:
-        return problem_page(request, problem)
+    checked = page_access(request, team_id)
+    if isinstance(checked, Response):
+        return checked
+    access, viewer, session = checked
     if not viewer.may(Action.VIEW_AUDIT):
         return problem_page(request, ProblemError(403, "forbidden", "Not for your role",
                                                   "the audit trail is for owners, admins and "
@@ -81,12 +77,10 @@ def audit(request: Request, team_id: UUID, before: int | None = None) -> Respons
 
 @router.get("/dashboard/teams/{team_id}/audit/export")
 def audit_export(request: Request, team_id: UUID, format: str = "csv") -> Response:
-    try:
-        _, viewer, _session = access_of(request, team_id)
-    except LoginRequired:
-        return to_login(request)
-    except ProblemError as problem:
-        return problem_page(request, problem)
+    checked = page_access(request, team_id)
+    if isinstance(checked, Response):
+        return checked
+    _, viewer, _session = checked
     if not viewer.may(Action.VIEW_AUDIT):
         return Response("the audit trail is for owners, admins and auditors", status_code=403)
     if format not in ("csv", "jsonl"):

@@ -23,14 +23,12 @@ from adapters.http.dashboard.invoice_page import OUTCOMES, invoice_context
 from adapters.http.dashboard.page_security import CSRF_FIELD
 from adapters.http.dashboard.pages import (
     FORM_NONCE_LENGTH_MAX,
-    LoginRequired,
-    access_of,
     base_context,
     form_access,
+    page_access,
     page_router,
     problem_page,
     render,
-    to_login,
 )
 from adapters.http.dashboard.team_page import Viewer
 from adapters.http.problems import ProblemError
@@ -99,12 +97,10 @@ def invoice_page(request: Request, access: TeamAccess, viewer: Viewer, session: 
 
 @router.get("/dashboard/teams/{team_id}/invoices/{invoice_id}")
 def show_invoice(request: Request, team_id: UUID, invoice_id: UUID, done: str = "") -> Response:
-    try:
-        access, viewer, session = access_of(request, team_id)
-    except LoginRequired:
-        return to_login(request)
-    except ProblemError as problem:
-        return problem_page(request, problem)
+    checked = page_access(request, team_id)
+    if isinstance(checked, Response):
+        return checked
+    access, viewer, session = checked
     return invoice_page(request, access, viewer, session, invoice_id, done=done)
 
 

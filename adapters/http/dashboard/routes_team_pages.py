@@ -28,10 +28,10 @@ from adapters.http.dashboard.pages import (
     base_context,
     form_access,
     now_of,
+    page_access,
     page_router,
     problem_page,
     render,
-    to_login,
 )
 from adapters.http.dashboard.team_page import Viewer, parse_window, team_page
 from adapters.http.problems import ProblemError
@@ -63,12 +63,10 @@ def dashboard_context(request: Request, access: TeamAccess, viewer: Viewer,
 
 @router.get("/dashboard/teams/{team_id}")
 def team_dashboard(request: Request, team_id: UUID, window: str = "today") -> Response:
-    try:
-        access, viewer, session = access_of(request, team_id)
-    except LoginRequired:
-        return to_login(request)
-    except ProblemError as error:
-        return problem_page(request, error)
+    checked = page_access(request, team_id)
+    if isinstance(checked, Response):
+        return checked
+    access, viewer, session = checked
     page = dashboard_context(request, access, viewer, parse_window(window))
     if page is None:
         return render(request, "pending.html", base_context(access, viewer, session, "usage"))
