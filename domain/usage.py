@@ -47,6 +47,13 @@ def check_usage_id(usage_id: object) -> str:
     return check_text("usage_id", usage_id, USAGE_ID_LENGTH_MAX)
 
 
+def _check_tokens(name: str, value: object) -> None:
+    if type(value) is not int or not 0 <= value <= TOKENS_MAX:
+        raise InvalidUsageError(
+            f"{name} must be a whole number from 0 to {TOKENS_MAX}, got {value!r}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
     usage_id: str
@@ -67,12 +74,10 @@ class UsageRecord:
         check_text("model", self.model, MODEL_NAME_LENGTH_MAX)
         if type(self.success) is not bool:
             raise InvalidUsageError("success must be true or false")
-        for name in ("input_tokens", "output_tokens", "cached_input_tokens"):
-            value = getattr(self, name)
-            if type(value) is not int or not 0 <= value <= TOKENS_MAX:
-                raise InvalidUsageError(
-                    f"{name} must be a whole number from 0 to {TOKENS_MAX}, got {value!r}"
-                )
+        # Written out, not a loop over names: this runs once per record on the ingest path.
+        _check_tokens("input_tokens", self.input_tokens)
+        _check_tokens("output_tokens", self.output_tokens)
+        _check_tokens("cached_input_tokens", self.cached_input_tokens)
 
     def fingerprint(self) -> str:
         """A digest of the canonical content; equal records give equal fingerprints.

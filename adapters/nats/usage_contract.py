@@ -33,6 +33,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -330,6 +331,10 @@ class _Window:
 
 
 _window = _Window()
+# A ledger has far fewer accounts than records: each account's text form (in the subject check
+# and the message id) is made once, not once per record (0.47 us against ~0.1 us).
+ACCOUNT_TEXTS_CACHED = 65_536
+_account_text = lru_cache(maxsize=ACCOUNT_TEXTS_CACHED)(UUID.__str__)
 
 
 def _check_context(record: UsageRecord, subject_account: str | None, msg_id: str | None,
@@ -350,7 +355,7 @@ def _check_context(record: UsageRecord, subject_account: str | None, msg_id: str
                             f"({now.isoformat()}); usage that old belongs to a closed billing "
                             "period and is settled by finance as an adjustment",
                             record.usage_id)
-    account_text = str(record.account_id)
+    account_text = _account_text(record.account_id)
     if subject_account is not None and subject_account != account_text:
         return BusRejection(BusRejectionCode.SUBJECT_MISMATCH,
                             f"record of account {record.account_id} was published on the "
