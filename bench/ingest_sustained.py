@@ -128,7 +128,7 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
 
 
 async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace,
-                      folder: Path) -> dict[str, float]:
+                      folder: Path, checkout: Path = REPO_ROOT) -> dict[str, float]:
     settings = IngestSettings.from_env()
     await recreate_stream(nats_url, settings)
     ledger = open_ledger(database_url)
@@ -139,7 +139,8 @@ async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace
             async with await UsagePublisher.connect(nats_url) as publisher:
                 report = await publisher.publish_many(records)
         assert report.published == args.records
-        consumers = ConsumerProcesses(database_url, nats_url, settings, args.consumers, folder)
+        consumers = ConsumerProcesses(database_url, nats_url, settings, args.consumers, folder,
+                                      checkout)
         try:
             first: tuple[float, int] | None = None
             cpu_first = 0.0
@@ -177,7 +178,8 @@ def main() -> None:
     parser.add_argument("--compare-checkout", type=Path, default=None,
                         help="another source tree with its own .venv (say, `git archive` of an "
                              "older commit, then `uv sync` in it): its consumer is measured "
-                             "first, in the same run, against the same service-layer baseline")
+                             "first, in the same run, against the same service-layer baseline "
+                             "(with --drain, its drain too)")
     parser.add_argument("--drain", action="store_true",
                         help="also drain a backlog published before the consumers start")
     args = parser.parse_args()
@@ -197,6 +199,11 @@ def main() -> None:
         ingest = asyncio.run(bench_ingest(servers.database("bench_ingest"), servers.nats_url,
                                           args, servers.folder))
         console.print(f"this checkout: {ingest}", markup=False)
+        compared_drain = None
+        if args.drain and args.compare_checkout is not None:
+            compared_drain = asyncio.run(bench_drain(
+                servers.database("bench_compared_drain"), servers.nats_url, args,
+                servers.folder, args.compare_checkout.resolve()))
         drain = (asyncio.run(bench_drain(servers.database("bench_drain"), servers.nats_url,
                                          args, servers.folder)) if args.drain else None)
     table = Table(title=f"sustained ingest, {args.records:,} records, "
@@ -219,6 +226,11 @@ def main() -> None:
                       "user + system, all consumer processes")
         table.add_row(f"{label}consumer RSS peak", f"{result['rss_peak_mib']:.0f} MiB",
                       "all processes")
+    if compared_drain is not None:
+        table.add_row(f"{args.compare_checkout.name}: drain a backlog",
+                      f"{compared_drain['drain_rate']:,.0f}",
+                      f"ratio to service layer {compared_drain['drain_rate'] / service_rate:.2f}; "
+                      f"consumer CPU {compared_drain['cpu_us_per_record']:.0f} us/record")
     if drain is not None:
         table.add_row("drain a backlog (no publisher running)", f"{drain['drain_rate']:,.0f}",
                       f"ratio to service layer {drain['drain_rate'] / service_rate:.2f}; "

@@ -2,10 +2,12 @@
 
 `bus_asyncapi()` declares, on an unconnected faststream `NatsBroker`, what the ledger receives
 and sends: usage records in (`ledger.usage.v1.{account_id}`, payload `UsageMessage`), rejections
-out (`ledger.usage.rejected`, the original bytes with the reason in headers), and the read-model
-changes out (`ledger.views.{balance,usage,audit}.{team_id}`, JSON objects). The usage consumer
-itself runs on nats-py (docs/ingestion.md); these declarations exist only to describe the
-contract. `docs/bus-asyncapi.json` holds the generated document and a test checks it is current.
+out (`ledger.usage.rejected`, the original bytes with the reason in headers: declared by
+`adapters.nats.rejection_publisher.declare_rejected`, the very publisher the consumer uses),
+and the read-model changes out (`ledger.views.{balance,usage,audit}.{team_id}`, JSON objects).
+The usage consumer's pull loop runs on nats-py (docs/ingestion.md); the usage and views
+declarations here exist only to describe the contract.
+`docs/bus-asyncapi.json` holds the generated document and a test checks it is current.
 
 Regenerate: `uv run python -m adapters.nats.bus_asyncapi > docs/bus-asyncapi.json`
 """
@@ -18,11 +20,8 @@ from typing import Any
 from faststream.nats import JStream, NatsBroker
 from faststream.specification import AsyncAPI
 
-from adapters.nats.ingest_settings import (
-    REJECTED_SUBJECT,
-    STREAM_NAME,
-    USAGE_SUBJECT_PREFIX,
-)
+from adapters.nats.ingest_settings import STREAM_NAME, USAGE_SUBJECT_PREFIX
+from adapters.nats.rejection_publisher import declare_rejected
 from adapters.nats.usage_contract import UsageMessage
 
 CONTRACT_VERSION = "1"
@@ -41,14 +40,7 @@ def bus_asyncapi() -> dict[str, Any]:
     async def usage(record: UsageMessage) -> None:
         """Declared for the document only."""
 
-    broker.publisher(
-        REJECTED_SUBJECT, title="rejected", schema=bytes,
-        description="A record that cannot be accepted: the original payload (bytes as sent, "
-                    "cut to 8 KiB), with headers Ledger-Rejection-Code, "
-                    "Ledger-Rejection-Reason, Ledger-Original-Subject, "
-                    "Ledger-Original-Sequence, Ledger-Original-Size, Ledger-Original-Sha256, "
-                    "Ledger-Payload-Truncated, Ledger-Original-Msg-Id. Stream "
-                    "LEDGER_USAGE_REJECTED.")
+    declare_rejected(broker)
     for kind in VIEW_KINDS:
         broker.publisher(
             f"ledger.views.{kind}.{{team_id}}", title=f"views-{kind}", schema=dict[str, Any],

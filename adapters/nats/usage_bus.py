@@ -1,9 +1,12 @@
-"""The usage consumer's bus on NATS JetStream: one nats-py connection for everything.
+"""The usage consumer's bus on NATS JetStream: deliveries on nats-py, rejections on faststream.
 
 `NatsUsageBus.open` connects (through `adapters.nats.connection`, so every auth setting and the
 fail-fast on bad credentials apply), creates or checks the streams and consumers, reads the
 stream's creation time (the epoch of rejection keys), and gives one `NatsPullFeed` per
-partition. nats-py reconnects by itself (to any node of a cluster, with the servers it learns
+partition. Rejections go out through faststream like the rest of the bus the ledger speaks
+(`adapters.nats.rejection_publisher`, its own connection with the same settings).
+
+nats-py reconnects by itself (to any node of a cluster, with the servers it learns
 from INFO); pull requests lost in a reconnect are asked again (see `pull_feed`), and what was
 taken but not acknowledged comes again after `ack_wait`.
 
@@ -28,22 +31,14 @@ from nats.js.api import StreamInfo
 from nats.js.errors import ServerError, ServiceUnavailableError
 
 from adapters.nats.connection import close_nats, connect_nats
-from adapters.nats.ingest_settings import (
-    REJECTED_STREAM_NAME,
-    REJECTED_SUBJECT,
-    STREAM_NAME,
-    IngestSettings,
-)
+from adapters.nats.ingest_settings import STREAM_NAME, IngestSettings
 from adapters.nats.pull_feed import NatsPullFeed
+from adapters.nats.rejection_publisher import RejectionPublisher
 from adapters.nats.streams import PRIORITY_GROUP, consumer_name, ensure_stream
-from adapters.nats.usage_port import RejectionRefused
 from services.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-REJECTED_PUBLISH_TIMEOUT_SECONDS = 5.0
-# Why a rejection's publish can fail; each is an error of that message, not of the session.
-REJECTED_PUBLISH_FAILURES = (nats.errors.Error, TimeoutError)
 CONSUMER_CLIENT_NAME = "ledger-usage-consumer"
 # How long set-up waits for JetStream to answer (leader elections after a node loss take
 # seconds; a loaded cluster more) before the consumer gives up and says so.
@@ -84,10 +79,11 @@ async def set_up_streams(js: JetStreamContext, settings: IngestSettings, *,
 
 class NatsUsageBus:
     def __init__(self, client: Client, js: JetStreamContext, stream_epoch: str,
-                 settings: IngestSettings) -> None:
+                 settings: IngestSettings, rejections: RejectionPublisher) -> None:
         self.client = client
         self.js = js
         self.settings = settings
+        self.rejections = rejections
         self._stream_epoch = stream_epoch
 
     @classmethod
@@ -98,11 +94,12 @@ class NatsUsageBus:
             js = client.jetstream()
             info = await set_up_streams(js, settings, create_stream=create_stream,
                                         wait_seconds=setup_wait_seconds)
+            rejections = await RejectionPublisher(nats_url).start()
         except BaseException:
             await close_nats(client)
             raise
         created = info.created or datetime.fromtimestamp(0, UTC)
-        return cls(client, js, created.isoformat(), settings)
+        return cls(client, js, created.isoformat(), settings, rejections)
 
     @property
     def stream_epoch(self) -> str:
@@ -113,15 +110,13 @@ class NatsUsageBus:
                                   batch_size, group=PRIORITY_GROUP).start()
 
     async def publish_rejection(self, headers: dict[str, str], body: bytes) -> None:
-        try:
-            await self.js.publish(REJECTED_SUBJECT, body, headers=headers,
-                                  stream=REJECTED_STREAM_NAME,
-                                  timeout=REJECTED_PUBLISH_TIMEOUT_SECONDS)
-        except REJECTED_PUBLISH_FAILURES as error:
-            raise RejectionRefused(repr(error)) from None
+        await self.rejections.publish(headers, body)
 
     def is_connected(self) -> bool:
         return self.client.is_connected
 
     async def close(self) -> None:
-        await close_nats(self.client)
+        try:
+            await self.rejections.close()
+        finally:
+            await close_nats(self.client)

@@ -120,25 +120,45 @@ class UsageRecording:
                   ) -> Iterator[UsageBatchOutcome]:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-commit") as committer:
             in_flight: InFlight | None = None
-            for records in batches:
-                if records is None:
+            unsent: PreparedBatch | None = None  # prepared on the cached accounts, not committing
+            try:
+                for records in batches:
+                    if records is None:
+                        if in_flight is not None:
+                            yield self._finish(in_flight)
+                            in_flight = None
+                        continue
+                    previous = in_flight[1] if in_flight else None
+                    unsent = self._preparer.prepare(records, in_flight=previous)
                     if in_flight is not None:
-                        yield self._finish(in_flight)
-                        in_flight = None
-                    continue
-                previous = in_flight[1] if in_flight else None
-                prepared = self._preparer.prepare(records, in_flight=previous)
+                        if not self._committed(in_flight):
+                            # The previous batch failed: this one was built on its state.
+                            self._drop(unsent)
+                            unsent = None
+                            yield self.record_batch(in_flight[0])
+                            unsent = self._preparer.prepare(records, in_flight=None)
+                        else:
+                            yield in_flight[1].outcome
+                    in_flight = (records, unsent, committer.submit(self._commit, unsent))
+                    unsent = None
                 if in_flight is not None:
-                    if not self._committed(in_flight):
-                        # The previous batch failed: this one was built on its state.
-                        self._drop(prepared)
-                        yield self.record_batch(in_flight[0])
-                        prepared = self._preparer.prepare(records, in_flight=None)
-                    else:
-                        yield in_flight[1].outcome
-                in_flight = (records, prepared, committer.submit(self._commit, prepared))
-            if in_flight is not None:
-                yield self._finish(in_flight)
+                    yield self._finish(in_flight)
+                    in_flight = None
+            except BaseException:
+                # Leaving early (a failed commit, a database gone, the caller closing the
+                # stream): no cached account may keep events that were never stored, or a
+                # later batch would store its events after a gap in the account's versions.
+                if unsent is not None:
+                    self._drop(unsent)
+                if in_flight is not None:
+                    self._drop_unless_committed(in_flight)
+                raise
+
+    def _drop_unless_committed(self, in_flight: InFlight) -> None:
+        try:
+            in_flight[2].result()
+        except BaseException:
+            self._drop(in_flight[1])
 
     def _finish(self, in_flight: InFlight) -> UsageBatchOutcome:
         """The outcome of the batch in flight once committed, or of recording it again."""

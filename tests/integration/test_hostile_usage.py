@@ -31,6 +31,7 @@ from adapters.nats.ingest_settings import (
     USAGE_MAX_BYTES_MIN,
     IngestSettings,
 )
+from adapters.nats.rejection_publisher import RejectionPublisher
 from adapters.nats.rejection_store import RejectionStore
 from adapters.nats.streams import ensure_stream, recreate_stream, rejected_stream_config
 from adapters.nats.usage_bus import NatsUsageBus
@@ -152,15 +153,15 @@ async def test_a_rejection_is_stored_once_even_when_its_original_comes_after_the
     settings = IngestSettings(partitions=1, duplicate_window_seconds=1.0)
     await recreate_stream(nats_server_url, settings)
     connection = await nats.connect(nats_server_url)
+    rejections = await RejectionPublisher(nats_server_url).start()
+    bus = NatsUsageBus(connection, connection.jetstream(), "epoch-1", settings, rejections)
     ledger = open_ledger(database_url)
     other_url = pg_server.create_database()
     forgetful = open_ledger(other_url)
     try:
-        js = connection.jetstream()
         original = Delivery("ledger.usage.v1.0.x", b"not json", None, 7, None)
         item = Rejected(original, "invalid_json", "not JSON")
         stats = IngestStats()
-        bus = NatsUsageBus(connection, js, "epoch-1", settings)
         store = RejectionStore(ledger, bus, stats)
         assert await store.store([item]) == set()
         await asyncio.sleep(settings.duplicate_window_seconds * 2.5)  # the broker forgot it
@@ -175,7 +176,7 @@ async def test_a_rejection_is_stored_once_even_when_its_original_comes_after_the
         forgetful.close()
         pg_server.drop_database(other_url)
         ledger.close()
-        await connection.close()
+        await bus.close()
 
 
 async def test_a_refused_rejection_publish_costs_that_message_a_retry_not_the_session(

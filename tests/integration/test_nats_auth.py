@@ -35,6 +35,9 @@ from adapters.nats.connection import (
     close_nats,
     connect_nats,
 )
+from adapters.nats.ingest_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT, IngestSettings
+from adapters.nats.rejection_publisher import RejectionPublisher
+from adapters.nats.streams import ensure_stream
 from adapters.nats.views_publisher import NatsViewsPublisher
 from adapters.runtime.embedded_nats import nats_server_binary
 from adapters.runtime.server_files import free_port
@@ -123,6 +126,25 @@ async def test_the_views_publisher_uses_the_same_auth_settings(
     finally:
         await asyncio.to_thread(publisher.close)
         await close_nats(listener)
+
+
+async def test_the_rejections_publisher_uses_the_same_auth_settings(
+        nkey_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, seed = nkey_server
+    monkeypatch.setenv(ENV_NKEY_SEED_FILE, str(seed))
+    control = await connect_nats(url, "auth-test")
+    js = control.jetstream()
+    await ensure_stream(js, IngestSettings())
+    rejections = await RejectionPublisher(url).start()
+    try:
+        await rejections.publish({"Ledger-Rejection-Code": "invalid_json"}, b"not json")
+        stored = await js.get_last_msg(REJECTED_STREAM_NAME, REJECTED_SUBJECT)
+        assert stored.data == b"not json"
+        assert stored.headers is not None
+        assert stored.headers["Ledger-Rejection-Code"] == "invalid_json"
+    finally:
+        await rejections.close()
+        await close_nats(control)
 
 
 async def test_a_token_and_a_user_password_authenticate(tmp_path: Path) -> None:

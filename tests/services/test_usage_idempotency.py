@@ -265,3 +265,59 @@ def test_batches_recorded_from_many_threads_of_one_ledger_are_each_charged_once(
     spent = sum(ledger.get_account(a).spent_nanos for a in setup.account_ids)
     one = expected_cost(usage(setup.account_ids[0], "x"))
     assert spent == total * one
+
+
+def stored_version(ledger: Ledger, account_id: Any) -> int:
+    """The account as the store has it, folded from its events (a gap in its versions raises
+    OriginatorVersionError here), not the usage cache's copy."""
+    return int(ledger.repository.get(account_id).version)
+
+
+def test_a_commit_lost_with_the_next_batch_prepared_leaves_no_gap_in_versions(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch N's commit fails (the database went away) while N+1, on another account, is
+    prepared: N+1's events must leave the cache too, or that account's next event would be
+    stored after a gap and the account could never be loaded again (seen once under
+    PostgreSQL restarts, tests/integration/test_crash_recovery.py)."""
+    setup = team_with_accounts(ledger, accounts=2)
+    first, second = setup.account_ids
+    before = stored_version(ledger, second)
+    original = ledger.save_events
+    calls = {"n": 0}
+
+    def lose_the_first_commit(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("injected: the database went away during the commit")
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "save_events", lose_the_first_commit)
+    batches = [[usage(first, f"a{n}", minutes=n) for n in range(5)],
+               [usage(second, f"b{n}", minutes=n) for n in range(5)]]
+    with pytest.raises(ConnectionError):
+        list(ledger.record_usage_batches(batches))
+    assert ledger.record_usage_batch([usage(second, "after", minutes=99)]).recorded
+    assert stored_version(ledger, second) == before + 1
+    assert ledger.get_account(second).usage_count == 1
+
+
+def test_pricing_stopped_half_way_leaves_no_priced_account_cached(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first account is priced, the second cannot be loaded: the first must leave the
+    cache with the events it will never store (`BatchPreparer.price`)."""
+    setup = team_with_accounts(ledger, accounts=2)
+    first, second = setup.account_ids
+    before = stored_version(ledger, first)
+    original = ledger.repository.get
+
+    def second_unreadable(aggregate_id: Any, *args: Any, **kwargs: Any) -> Any:
+        if aggregate_id == second:
+            raise ConnectionError("injected: the database went away while loading")
+        return original(aggregate_id, *args, **kwargs)
+
+    monkeypatch.setattr(ledger.repository, "get", second_unreadable)
+    with pytest.raises(ConnectionError):
+        ledger.record_usage_batch([usage(first, "x1"), usage(second, "x2")])
+    monkeypatch.setattr(ledger.repository, "get", original)
+    assert ledger.record_usage_batch([usage(first, "x3", minutes=1)]).recorded
+    assert stored_version(ledger, first) == before + 1
