@@ -12,6 +12,10 @@ N+1 is prepared on top of N's (not yet committed) account state, with N's keys c
 recorded. The database and Python then work at the same time, which on a 2-core machine nearly
 doubles throughput. If N fails to commit, N+1 was prepared on a state that never existed: both
 are dropped and recorded again one at a time, so the pipeline changes speed, never results.
+Whatever ends the pipeline early (a commit that failed outright, the caller closing the stream),
+every batch not known to be committed leaves the account cache: a cached account must never hold
+an event that was not stored, or the account's next event would be stored after a gap in its
+versions (its history could not be loaded again).
 A long-lived caller (the bus consumer) puts `None` in the stream when it has nothing more for
 now: the batch in flight is then finished and its outcome yielded at once, instead of waiting
 for a next batch that may be a while coming.
