@@ -6,17 +6,11 @@ N commits in PostgreSQL. Measured with the consumer alone on queued records, the
 was busy ~96% of the time when it prepared and committed each batch in turn; overlapping the two
 is the cheapest large gain left on this path.
 
-Group commit is kept: the writer takes its next job only when the pipeline is ready for one,
+Group commit is kept: the writer asks for its next job only when the pipeline is ready for one,
 and a job is every submission waiting at that moment (up to the service's 10,000-record limit),
 so a slow trickle over many partitions is still one transaction, not one per partition. When
 nothing is waiting, the writer tells the pipeline so (a `None` in its stream) and the batch in
 flight is finished and answered at once: latency at low rates does not wait for a next batch.
-
-Submissions travel on a thread-safe queue: the writer takes them without a round trip through
-the event loop, which is busy decoding (py-spy: the writer spent ~30% of a drain waiting for
-that round trip). Throughput did not change with it, since the process is bound by its CPU
-under one interpreter lock (BENCHMARKS.md, 2026-12-02 second session), but the writer no longer
-needs the loop to find work.
 
 If the same `usage_id` occurs twice in one job, the job is split into groups in which each id
 occurs once, recorded in order, so the service's answer maps back to exactly one message.
@@ -28,8 +22,8 @@ sequence), in their own transaction, when no batch is in flight.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +47,8 @@ BUS_REJECTION_SCOPE = "bus_rejection"
 COUNTER_INVALID = "usage_invalid"
 # The writer thread looks at its stop flag this often while it waits for work.
 WRITER_POLL_SECONDS = 0.5
+# If the event loop does not answer the writer for this long, it is checked for being gone.
+LOOP_GONE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +106,8 @@ class UsageWriter:
     def __init__(self, ledger: Ledger, rejection_key: Callable[[Delivery], str]) -> None:
         self.ledger = ledger
         self.rejection_key = rejection_key
-        # Thread-safe: the event loop puts, the writer thread takes without asking the loop.
-        self._submissions: queue.SimpleQueue[Submission] = queue.SimpleQueue()
-        self._carried: Submission | None = None  # taken, but over the batch limit: next job
+        self._submissions: asyncio.Queue[Submission] = asyncio.Queue()
+        self._carried: Submission | None = None
         self._stopping = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix="ledger-usage-writer")
@@ -141,29 +136,27 @@ class UsageWriter:
         if self._thread_done.done():
             raise RuntimeError("the usage writer thread is not running")
         submission = Submission(items, bus_rejected, self._loop.create_future())
-        self._submissions.put(submission)
+        await self._submissions.put(submission)
         return await submission.done
 
-    # In the writer thread: taking jobs ---------------------------------------------------------
+    # On the event loop, asked by the writer thread -------------------------------------------
 
-    def _next_job(self, wait_seconds: float) -> _Job | None:
+    async def _next_job(self, wait_seconds: float) -> _Job | None:
         """Every submission waiting now (up to the service's batch limit), or None if none
         came within `wait_seconds` (0: do not wait)."""
         first = self._carried
         self._carried = None
         if first is None:
+            if self._submissions.empty() and wait_seconds <= 0:
+                return None
             try:
-                first = (self._submissions.get(timeout=wait_seconds) if wait_seconds > 0
-                         else self._submissions.get_nowait())
-            except queue.Empty:
+                first = await asyncio.wait_for(self._submissions.get(), wait_seconds)
+            except TimeoutError:
                 return None
         taken = [first]
         size = len(first.items)
-        while True:
-            try:
-                following = self._submissions.get_nowait()
-            except queue.Empty:
-                break
+        while not self._submissions.empty():
+            following = self._submissions.get_nowait()
             if size + len(following.items) > USAGE_BATCH_SIZE_MAX:
                 self._carried = following
                 break
@@ -172,8 +165,6 @@ class UsageWriter:
         items = [item for submission in taken for item in submission.items]
         bus_rejected = [r for submission in taken for r in submission.bus_rejected]
         return _Job(taken, split_by_repeats(items), bus_rejected)
-
-    # On the event loop, called by the writer thread ------------------------------------------
 
     @staticmethod
     def _answer(job: _Job) -> None:
@@ -195,6 +186,21 @@ class UsageWriter:
                 submission.done.set_exception(error)
 
     # In the writer thread ----------------------------------------------------------------------
+
+    def _ask_loop(self, wait_seconds: float) -> _Job | None:
+        """The next job from the event loop (`_next_job` bounds its own wait; the long timeout
+        here only notices an event loop that stopped running)."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(self._next_job(wait_seconds), self._loop)
+        while True:
+            try:
+                return future.result(timeout=wait_seconds + LOOP_GONE_SECONDS)
+            except concurrent.futures.TimeoutError:
+                if not self._loop.is_running():
+                    self._stopping.set()
+                    return None
+            except concurrent.futures.CancelledError:
+                return None
 
     def _write_forever(self) -> None:
         """Run the pipeline until stopped; after a failed commit, fail the jobs it held and
@@ -222,14 +228,12 @@ class UsageWriter:
         """The batches for `record_usage_batches`, one per group, as the pipeline asks.
         Every job taken is in `unanswered` until answered, so a failure can fail it."""
         while not self._stopping.is_set():
-            job = self._next_job(0)
+            job = self._ask_loop(0)
             if job is None:
                 # Nothing waiting: finish the batch in flight, then wait for work.
                 yield None
-                job = self._next_job(WRITER_POLL_SECONDS)
+                job = self._ask_loop(WRITER_POLL_SECONDS)
                 if job is None:
-                    if self._loop_gone():
-                        self._stopping.set()  # nobody is left to submit or to answer
                     continue
             unanswered[id(job)] = job
             if job.bus_rejected:
@@ -248,9 +252,6 @@ class UsageWriter:
             for index, group in enumerate(job.groups):
                 pulled.append((job, index))
                 yield [record for _, record in group]
-
-    def _loop_gone(self) -> bool:
-        return self._loop is None or self._loop.is_closed() or not self._loop.is_running()
 
     def _call_loop(self, callback: Callable[..., None], *args: object) -> None:
         assert self._loop is not None
