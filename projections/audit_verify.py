@@ -12,6 +12,11 @@ position:
 - an event at or below the audited position without an audit row was inserted afterwards.
 Positions missing from both the log and the audit trail are gaps the database left when an
 inserting transaction rolled back; they are counted, not treated as tampering.
+
+Each aggregate's versions must also follow one another along the log (1, 2, 3...): an event
+whose version does not follow the one before it of the same aggregate is a `version_gap` (an
+event removed before it, or a writer that stored an event on top of one it never stored; such
+an aggregate cannot be loaded). The walk keeps the last version of every aggregate it met.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ PROBLEMS_KEPT_MAX = 1000
 @dataclass(frozen=True)
 class Problem:
     position: int
-    kind: str  # unreadable, removed, moved, changed, chain_broken, unaudited, head_mismatch
+    kind: str  # unreadable, removed, moved, changed, chain_broken, unaudited, head_mismatch,
+    # version_gap
     aggregate_id: UUID | None
     detail: str
 
@@ -77,6 +83,7 @@ def verify_audit(log: LogReader, trail: AuditTrail, decoder: Decoder,
     audit = iter(trail.audit_rows(audited_position))
     previous_hash = GENESIS_HASH
     last_position = 0
+    versions: dict[UUID, int] = {}  # each aggregate's last version met in the log
     entry, row = next(events, None), next(audit, None)
     while entry is not None or row is not None:
         position = min(x.position for x in (entry, row) if x is not None)
@@ -88,6 +95,7 @@ def verify_audit(log: LogReader, trail: AuditTrail, decoder: Decoder,
         if stored is not None:
             report.events += 1
             _check_readable(report, decoder, stored)
+            _check_version_follows(report, versions, stored)
             if audited is None and position <= audited_position:
                 report.add(Problem(position, "unaudited", stored.originator_id,
                                    "event is in the log but not in the audit trail: it was "
@@ -116,6 +124,16 @@ def _check_readable(report: VerifyReport, decoder: Decoder, entry: LogEntry) -> 
         report.add(Problem(entry.position, "unreadable", entry.originator_id,
                            f"version {entry.originator_version} ({entry.topic}) does not "
                            f"decode: {error}"))
+
+
+def _check_version_follows(report: VerifyReport, versions: dict[UUID, int],
+                           entry: LogEntry) -> None:
+    before = versions.get(entry.originator_id, 0)
+    if entry.originator_version != before + 1:
+        report.add(Problem(entry.position, "version_gap", entry.originator_id,
+                           f"version {entry.originator_version} follows version {before} of "
+                           "this aggregate in the log; the aggregate cannot be loaded"))
+    versions[entry.originator_id] = entry.originator_version
 
 
 def _check_audited(report: VerifyReport, entry: LogEntry | None, row: AuditRow,

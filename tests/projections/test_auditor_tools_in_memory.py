@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from adapters.memory.notification_log import MemoryNotificationLog
 from adapters.memory.view_store import MemoryViewStore
@@ -97,6 +98,22 @@ def test_verify_names_an_edited_audit_row_and_an_edited_or_removed_event(
     removed = EditedLog(projected.log, target.position, None)
     assert ("removed", target.position) in {
         (p.kind, p.position) for p in verify_audit(removed, live, projected.decoder).problems}
+
+
+def test_verify_names_a_gap_in_an_aggregates_versions() -> None:
+    """An event stored on top of a version that was never stored (the lost-commit cache bug
+    of issue 10's third pass did this) is found, and only that event."""
+    with memory_ledger() as ledger:
+        team = mixed_history(ledger)
+        log, decoder, live = memory_log(ledger), EventDecoder(ledger.mapper), MemoryViewStore()
+        last = ledger.recorder.select_events(team.team_id, desc=True, limit=1)[0]
+        ledger.recorder.insert_events([StoredEvent(
+            originator_id=last.originator_id, originator_version=last.originator_version + 2,
+            topic=last.topic, state=last.state)])
+        ProjectionRunner(log, live, decoder, batch_size=16).catch_up()
+        report = verify_audit(log, live, decoder)
+    assert [(p.kind, p.aggregate_id, p.position) for p in report.problems] == [
+        ("version_gap", team.team_id, log.head_position())]
 
 
 def _timestamp_of(projected: Projected, event_type: str) -> Any:
