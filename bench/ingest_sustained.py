@@ -42,6 +42,7 @@ from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.composition import open_ledger
 from adapters.runtime.demo import PricedAccount, realistic_record
 from domain.usage import UsageRecord
+from services.ledger import Ledger
 
 console = Console()
 SERVICE_BATCH_RECORDS = 1000
@@ -74,13 +75,21 @@ def bench_service(database_url: str, accounts_count: int, count: int) -> float:
     return count / seconds
 
 
-async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespace,
-                       folder: Path, checkout: Path = REPO_ROOT) -> dict[str, float]:
+async def fresh_ledger_and_stream(database_url: str, nats_url: str, args: argparse.Namespace,
+                                  prefix: str) -> tuple[IngestSettings, Ledger, list[UsageRecord]]:
+    """An empty usage stream, a ledger with --accounts priced accounts, and --records records
+    for them (made before any timing starts)."""
     settings = IngestSettings.from_env()
     await recreate_stream(nats_url, settings)
     ledger = open_ledger(database_url)
     accounts = priced_accounts(ledger, args.accounts)
-    records = make_records(accounts, args.records, "ingest")
+    return settings, ledger, make_records(accounts, args.records, prefix)
+
+
+async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespace,
+                       folder: Path, checkout: Path = REPO_ROOT) -> dict[str, float]:
+    settings, ledger, records = await fresh_ledger_and_stream(database_url, nats_url, args,
+                                                              "ingest")
     consumers = ConsumerProcesses(database_url, nats_url, settings, args.consumers, folder,
                                   checkout)
     try:
@@ -129,11 +138,8 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
 
 async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace,
                       folder: Path, checkout: Path = REPO_ROOT) -> dict[str, float]:
-    settings = IngestSettings.from_env()
-    await recreate_stream(nats_url, settings)
-    ledger = open_ledger(database_url)
-    accounts = priced_accounts(ledger, args.accounts)
-    records = make_records(accounts, args.records, "drain")
+    settings, ledger, records = await fresh_ledger_and_stream(database_url, nats_url, args,
+                                                              "drain")
     try:
         with console.status(f"drain: publishing a backlog of {args.records:,} records"):
             async with await UsagePublisher.connect(nats_url) as publisher:

@@ -24,12 +24,9 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,17 +37,14 @@ from rich.table import Table
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.streams import recreate_stream
 from adapters.nats.usage_publisher import UsagePublisher
-from adapters.runtime.embedded_nats import EmbeddedNats, nats_server_binary
-from adapters.runtime.server_files import free_port
-from adapters.runtime.server_processes import wait_for_port
+from adapters.runtime.embedded_nats import EmbeddedNats
+from adapters.runtime.loopback_nats import loopback_cluster
 from domain.usage import UsageRecord
 
 console = Console()
 NODES = 3
 ACCOUNTS = 500
-CLUSTER_READY_SECONDS = 60.0
 STREAM_READY_SECONDS = 60.0
-NODE_STOP_SECONDS = 30.0
 
 
 def make_records(count: int) -> list[UsageRecord]:
@@ -65,52 +59,9 @@ def make_records(count: int) -> list[UsageRecord]:
             for i in range(count)]
 
 
-@contextmanager
-def cluster(folder: Path, sync_always: bool) -> Iterator[str]:
-    """Three routed nodes on loopback; yields their URLs joined by commas."""
-    ports = [free_port() for _ in range(NODES)]
-    routes = [free_port() for _ in range(NODES)]
-    sync = ", sync_interval: always" if sync_always else ""
-    processes = []
-    try:
-        for index in range(NODES):
-            node = folder / f"n{index}"
-            node.mkdir(parents=True)
-            others = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes if p != routes[index])
-            (node / "nats.conf").write_text(
-                f'server_name: n{index}\nlisten: "127.0.0.1:{ports[index]}"\n'
-                f'jetstream {{ store_dir: "{node / "js"}"{sync} }}\n'
-                f'cluster {{ name: bench, listen: "127.0.0.1:{routes[index]}", '
-                f'routes: [{others}] }}\n')
-            processes.append(subprocess.Popen(
-                [nats_server_binary(), "-c", str(node / "nats.conf"), "-l",
-                 str(node / "nats.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for index, port in enumerate(ports):
-            wait_for_port(port, CLUSTER_READY_SECONDS, f"node n{index}",
-                          folder / f"n{index}" / "nats.log")
-        yield ",".join(f"nats://127.0.0.1:{port}" for port in ports)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(NODE_STOP_SECONDS)
-
-
-async def stream_ready(url: str, settings: IngestSettings) -> None:
-    """Recreate the stream, waiting for the cluster's JetStream meta leader first."""
-    deadline = time.monotonic() + STREAM_READY_SECONDS
-    while True:
-        try:
-            await recreate_stream(url, settings)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1.0)
-
-
 async def publish_round(url: str, replicas: int, records: list[UsageRecord]) -> float:
-    await stream_ready(url, IngestSettings(replicas=replicas))
+    await recreate_stream(url, IngestSettings(replicas=replicas),
+                          wait_seconds=STREAM_READY_SECONDS)
     async with await UsagePublisher.connect(url) as publisher:
         started = time.perf_counter()
         report = await publisher.publish_many(records)
@@ -132,12 +83,15 @@ def main() -> None:
         base = Path(folder)
         single = EmbeddedNats(base / "single").start()
         try:
-            with cluster(base / "default", sync_always=False) as r3, \
-                    cluster(base / "always", sync_always=True) as r3_always:
+            with loopback_cluster(base / "default", NODES, name="bench",
+                                  sync_always=False) as r3, \
+                    loopback_cluster(base / "always", NODES, name="bench",
+                                     sync_always=True) as r3_always:
                 for round_number in range(1, args.rounds + 1):
                     for name, url, replicas in (("one node, R1", single.url, 1),
-                                                ("3 nodes, R3", r3, NODES),
-                                                ("3 nodes, R3, sync always", r3_always, NODES)):
+                                                ("3 nodes, R3", r3.url, NODES),
+                                                ("3 nodes, R3, sync always", r3_always.url,
+                                                 NODES)):
                         with console.status(f"round {round_number}: {name}"):
                             rates[name].append(asyncio.run(publish_round(url, replicas,
                                                                          records)))

@@ -27,7 +27,9 @@ Starting with a different number is refused with a message that says how to chan
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -63,6 +65,8 @@ USAGE_MAX_AGE_SECONDS = OCCURRED_AT_PAST_HORIZON.total_seconds()
 # A batch the consumer cannot commit is offered again after this delay (the database may be
 # restarting); the message is never given up on, because it may be a valid charge.
 NAK_DELAY_SECONDS = 2.0
+# `recreate_stream` with a wait tries again this often.
+RECREATE_RETRY_SECONDS = 1.0
 
 
 def partition_transform(partitions: int) -> SubjectTransform:
@@ -213,12 +217,23 @@ __all__ = ["NAK_DELAY_SECONDS", "REJECTED_STREAM_NAME", "REJECTED_SUBJECT", "con
            "delete_stream", "ensure_stream", "partition_filter"]
 
 
-async def recreate_stream(nats_url: str, settings: IngestSettings) -> None:
-    """Delete and create the usage stream, so a test or benchmark sees only its own messages."""
-    connection = await connect_nats(nats_url, "ledger-streams")
-    try:
-        js = connection.jetstream()
-        await delete_stream(js)
-        await ensure_stream(js, settings)
-    finally:
-        await connection.close()
+async def recreate_stream(nats_url: str, settings: IngestSettings, *,
+                          wait_seconds: float = 0.0) -> None:
+    """Delete and create the usage stream, so a test or benchmark sees only its own messages.
+    With `wait_seconds`, failures are tried again every `RECREATE_RETRY_SECONDS` for that long
+    (a new cluster elects its JetStream meta leader first)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            connection = await connect_nats(nats_url, "ledger-streams")
+            try:
+                js = connection.jetstream()
+                await delete_stream(js)
+                await ensure_stream(js, settings)
+                return
+            finally:
+                await connection.close()
+        except Exception:
+            if time.monotonic() + RECREATE_RETRY_SECONDS > deadline:
+                raise
+            await asyncio.sleep(RECREATE_RETRY_SECONDS)

@@ -5,7 +5,6 @@ token from the environment, and falls back (never subscribes) with a wrong one."
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -15,29 +14,17 @@ import pytest
 from adapters.http.dashboard.live_updates import LiveHub, Notice
 from adapters.nats.auth_settings import ENV_TOKEN, NatsAuthSettings
 from adapters.nats.connection import close_nats, connect_nats
-from adapters.runtime.embedded_nats import nats_server_binary
-from adapters.runtime.server_files import free_port
-from adapters.runtime.server_processes import wait_for_port
+from adapters.runtime.loopback_nats import configured_nats_server
 
-SERVER_START_SECONDS = 30.0
 NOTICE_WAIT_SECONDS = 5.0
 TOKEN = "dashboard-s3cret"
 
 
 @pytest.fixture
 def token_nats(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(f'listen: "127.0.0.1:{port}"\nauthorization {{ token: "{TOKEN}" }}\n')
-    log = tmp_path / "nats.log"
-    server = subprocess.Popen([nats_server_binary(), "-c", str(conf), "-l", str(log)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, SERVER_START_SECONDS, "token-auth nats-server", log)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(SERVER_START_SECONDS)
+    with configured_nats_server(tmp_path, f'authorization {{ token: "{TOKEN}" }}',
+                                "token-auth nats-server") as url:
+        yield url
 
 
 async def test_the_hub_uses_the_token_from_the_environment_and_hears_views(

@@ -39,31 +39,18 @@ from adapters.nats.ingest_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT
 from adapters.nats.rejection_publisher import RejectionPublisher
 from adapters.nats.streams import ensure_stream
 from adapters.nats.views_publisher import NatsViewsPublisher
-from adapters.runtime.embedded_nats import nats_server_binary
-from adapters.runtime.server_files import free_port
-from adapters.runtime.server_processes import wait_for_port
+from adapters.runtime.loopback_nats import configured_nats_server
 from adapters.runtime.settings import ConfigurationError
 from tests.integration.nats_jwt import operator_chain, write_creds
 
-SERVER_START_SECONDS = 30.0
 # A refusal must come much sooner than the first-connect bound (which is for servers that are
 # slow or absent): a third of it leaves room for a loaded machine.
 REFUSAL_SECONDS_MAX = FIRST_CONNECT_WAIT_SECONDS / 3
 
 
 def start_server(tmp_path: Path, config: str) -> Iterator[str]:
-    port = free_port()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(f'listen: "127.0.0.1:{port}"\n{config}\n')
-    log = tmp_path / "nats.log"
-    server = subprocess.Popen([nats_server_binary(), "-c", str(conf), "-l", str(log)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, SERVER_START_SECONDS, "nats-server for an auth test", log)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(SERVER_START_SECONDS)
+    with configured_nats_server(tmp_path, config, "nats-server for an auth test") as url:
+        yield url
 
 
 def user_seed_file(path: Path) -> str:

@@ -12,7 +12,6 @@ charged exactly once. The time from the kill until every partition delivers agai
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +24,7 @@ from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.streams import recreate_stream
 from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.composition import open_ledger
-from adapters.runtime.embedded_nats import nats_server_binary
-from adapters.runtime.server_files import free_port
-from adapters.runtime.server_processes import wait_for_port
+from adapters.runtime.loopback_nats import LoopbackCluster, loopback_cluster
 from tests.integration.pins import pinned_and_delivered, wait_for_resumption
 from tests.integration.support import (
     ConsumerProcess,
@@ -56,61 +53,19 @@ CHUNK_RETRY_PAUSE_SECONDS = 2.0
 RESUME_BOUND_SECONDS = 30.0
 
 
-def node_config(name: str, port: int, cluster_ports: list[int], own: int, store: Path) -> str:
-    routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in cluster_ports if p != own)
-    return (f'server_name: {name}\nlisten: "127.0.0.1:{port}"\n'
-            f'jetstream {{ store_dir: "{store}", sync_interval: always }}\n'
-            f'cluster {{ name: ledger-test, listen: "127.0.0.1:{own}", routes: [{routes}] }}\n')
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
-    ports = [free_port() for _ in range(NODES)]
-    cluster_ports = [free_port() for _ in range(NODES)]
-    processes = []
-    for index in range(NODES):
-        folder = tmp_path / f"n{index}"
-        folder.mkdir()
-        conf = folder / "nats.conf"
-        conf.write_text(node_config(f"n{index}", ports[index], cluster_ports,
-                                    cluster_ports[index], folder / "js"))
-        processes.append(subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf), "-l", str(folder / "nats.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    try:
-        for index, port in enumerate(ports):
-            wait_for_port(port, CLUSTER_READY_SECONDS, f"NATS node n{index}",
-                          tmp_path / f"n{index}" / "nats.log")
-        yield [f"nats://127.0.0.1:{port}" for port in ports], processes
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            process.wait(30)
-
-
-async def cluster_ready(url: str, settings: IngestSettings) -> None:
-    """Create the replicated stream once the cluster has elected its JetStream meta leader."""
-    deadline = time.monotonic() + CLUSTER_READY_SECONDS
-    while True:
-        try:
-            await recreate_stream(url, settings)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1.0)
+def cluster(tmp_path: Path) -> Iterator[LoopbackCluster]:
+    with loopback_cluster(tmp_path, NODES, name="ledger-test", sync_always=True) as nodes:
+        yield nodes
 
 
 async def test_a_node_and_a_consumer_killed_mid_stream_lose_and_double_nothing(
-        database_url: str, cluster: tuple[list[str], list[subprocess.Popen[bytes]]],
-        tmp_path: Path) -> None:
-    urls, nodes = cluster
-    all_urls = ",".join(urls)
+        database_url: str, cluster: LoopbackCluster, tmp_path: Path) -> None:
+    urls, nodes = cluster.urls, cluster.processes
+    all_urls = cluster.url
     settings = IngestSettings(partitions=PARTITIONS, batch_size=100, replicas=NODES,
                               ack_wait_seconds=ACK_WAIT_SECONDS, pin_ttl_seconds=PIN_TTL_SECONDS)
-    await cluster_ready(all_urls, settings)
+    await recreate_stream(all_urls, settings, wait_seconds=CLUSTER_READY_SECONDS)
     ledger = open_ledger(database_url)
     priced = accounts(ledger, 40)
     warmup = make_records(priced, WARMUP_RECORDS, "cluster-warmup")
