@@ -39,6 +39,7 @@ from rich.table import Table
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.streams import recreate_stream
 from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.collector import tune_collector
 from adapters.runtime.composition import open_ledger
 from adapters.runtime.demo import PricedAccount, realistic_record
 from domain.usage import UsageRecord
@@ -189,6 +190,9 @@ def main() -> None:
     parser.add_argument("--drain", action="store_true",
                         help="also drain a backlog published before the consumers start")
     args = parser.parse_args()
+    # The collector settings of `ledger consume` (adapters.runtime.collector), so the
+    # service-layer baseline runs as the consumer process does.
+    tune_collector()
     console.print(f"machine: {machine()}")
     settings = IngestSettings.from_env()
     console.print(f"settings: {settings}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import signal
 import sys
@@ -28,6 +27,7 @@ from rich.console import Console
 
 from adapters.nats.connection import connect_nats
 from adapters.nats.ingest_settings import IngestSettings
+from adapters.runtime.collector import tune_collector
 from adapters.runtime.composition import (
     attached_servers,
     configured_runtime,
@@ -93,6 +93,7 @@ def run_up(args: argparse.Namespace) -> int:
             return await run_together(runtime, runners, stop, watch=servers.stopped_server)
 
         try:
+            tune_collector()  # the usage consumer runs in this process
             problem = asyncio.run(main())
         finally:
             path.unlink(missing_ok=True)
@@ -156,9 +157,7 @@ def run_consume(args: argparse.Namespace) -> int:
         stop_on_signals(stop)
         await consume(runtime, stop, partitions, console)
 
-    # Start-up's objects (modules, settings, the CLI) live as long as the process: kept out of
-    # the collector's full scans, which a record stream triggers often (issue 10's profile).
-    gc.freeze()
+    tune_collector()  # see adapters.runtime.collector: ~20% of the bus path's CPU otherwise
     asyncio.run(main())
     return 0
 
