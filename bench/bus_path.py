@@ -14,20 +14,26 @@ draining the same backlog from every partition at once (as the consumer drains o
 - feed+decode:  the consumer's whole bus path: the feed, `decode_usage` with the `Nats-Msg-Id`
                 check (as `UsageConsumer` does), acks.
 - ... on uvloop: the last again on uvloop's event loop instead of asyncio's.
+- ..., default collector: the last again with CPython's default collector settings instead of
+                the consumer's (`adapters.runtime.collector`, which the other layers run with).
 
 Each round: a fresh usage stream, a backlog of --records records published through
 `UsagePublisher` (not timed: with its headers, as producers send them), then the drain, timed
 in this process's CPU time (other processes' load disturbs it less than wall time) and wall
-time. Layers alternate round by round and the best round of each is printed, with its ratio to
-the `client` layer of the same run. Embedded NATS (file storage) on a free port.
+time. Layers alternate round by round; the best and the median round of each are printed, with
+the best's ratio to the `client` layer of the same run (this machine's CPU time per record moves
+by +-15% between rounds minutes apart: read layers against each other, over several rounds).
+Embedded NATS (file storage) on a free port.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -56,6 +62,8 @@ ACCOUNTS = 500
 # A pull request with nothing to deliver ends after this long (the consumer's own figure).
 IDLE_SECONDS = 1.0
 DRAIN_TIMEOUT_SECONDS = 600.0
+# CPython 3.11's own, read before anything changes them.
+DEFAULT_COLLECTOR_THRESHOLDS = gc.get_threshold()
 
 Drain = Callable[[str, IngestSettings, int], Awaitable[None]]
 Runner = Callable[[Coroutine[Any, Any, tuple[float, float]]], tuple[float, float]]
@@ -156,11 +164,26 @@ async def drain_feed_decode(nats_url: str, settings: IngestSettings, count: int)
     await drain_feeds(nats_url, settings, count, decode=True)
 
 
+def on_default_collector(coroutine: Coroutine[Any, Any, tuple[float, float]]
+                         ) -> tuple[float, float]:
+    """asyncio's loop with CPython's default collector settings instead of the consumer's
+    (`adapters.runtime.collector`), put back after."""
+    tuned = gc.get_threshold()
+    gc.unfreeze()
+    gc.set_threshold(*DEFAULT_COLLECTOR_THRESHOLDS)
+    try:
+        return asyncio.run(coroutine)
+    finally:
+        tune_collector()
+        gc.set_threshold(*tuned)
+
+
 LAYERS: dict[str, tuple[Drain, Runner]] = {
     "client": (drain_client, asyncio.run),
     "feed": (drain_feed, asyncio.run),
     "feed+decode": (drain_feed_decode, asyncio.run),
     "feed+decode on uvloop": (drain_feed_decode, uvloop.run),
+    "feed+decode, default collector": (drain_feed_decode, on_default_collector),
 }
 
 
@@ -195,13 +218,16 @@ def main() -> None:
                               f"{args.records / wall:,.0f} records/s")
     table = Table(title=f"the consumer's bus path alone, {args.records:,} records, "
                         f"{settings.partitions} partitions, best of {args.rounds} rounds")
-    for column in ("layer", "CPU per record", "records/s (wall)", "CPU ratio to client"):
+    for column in ("layer", "CPU per record, best", "median", "records/s (wall, best)",
+                   "best CPU ratio to client"):
         table.add_column(column)
     floor = min(cpu for cpu, _ in results["client"])
     for name, rounds in results.items():
         cpu = min(c for c, _ in rounds)
+        median = statistics.median(c for c, _ in rounds)
         wall = min(w for _, w in rounds)
-        table.add_row(name, f"{cpu / args.records * 1e6:.1f} us", f"{args.records / wall:,.0f}",
+        table.add_row(name, f"{cpu / args.records * 1e6:.1f} us",
+                      f"{median / args.records * 1e6:.1f} us", f"{args.records / wall:,.0f}",
                       f"{cpu / floor:.2f}")
     console.print(table)
 
