@@ -41,6 +41,7 @@ from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.streams import recreate_stream
 from adapters.nats.usage_consumer import UsageConsumer
 from adapters.nats.usage_publisher import UsagePublisher
+from adapters.runtime.collector import tune_collector
 from adapters.runtime.composition import open_ledger
 from adapters.runtime.demo import PricedAccount, realistic_record
 from domain.usage import UsageRecord
@@ -213,6 +214,8 @@ def main() -> None:
     parser.add_argument("--burst-factor", type=int, default=10)
     parser.add_argument("--burst-seconds", type=float, default=10.0)
     args = parser.parse_args()
+    # The consumer in this process runs with `ledger consume`'s collector settings.
+    tune_collector()
     console.print(f"machine: {machine()}")
     console.print(f"settings: {IngestSettings.from_env()}")
     console.print(f"load average at start: {os.getloadavg()[0]:.1f}")

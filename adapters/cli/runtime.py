@@ -157,7 +157,7 @@ def run_consume(args: argparse.Namespace) -> int:
         stop_on_signals(stop)
         await consume(runtime, stop, partitions, console)
 
-    tune_collector()  # see adapters.runtime.collector: ~20% of the bus path's CPU otherwise
+    tune_collector()  # adapters.runtime.collector: ~15% of the bus path's CPU otherwise
     asyncio.run(main())
     return 0
 

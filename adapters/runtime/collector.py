@@ -4,10 +4,11 @@ CPython frees almost every object of the usage path by reference counting; the c
 only finds reference cycles, and it runs whenever allocations of container objects outnumber
 deallocations by its youngest generation's threshold (700 by default). A consumer draining a
 backlog holds up to partitions x 2 x batch size deliveries (each a message, a header dict and a
-record), so with the default every few dozen records a collection scanned that whole live set
-again: measured with `bench/bus_path.py` (issue 10, 2-core VM), the collector cost ~20% of the
-bus path's CPU (feed + decode: 35-37 us per record with the defaults, 27-28 us with the
-threshold below or with the collector off).
+record), so with the default every few dozen records a collection scanned much of that live
+set again. Measured (issue 10, 2-core VM, BENCHMARKS.md): `bench/bus_path.py`, six alternating
+rounds, the bus path (feed + decode) took a median 34.4 us of CPU per record with these settings
+against 40.3 us with CPython's defaults, lower in every round; in `bench/ingest_sustained.py`
+the consumer process's CPU per record fell 8-17% in three same-run comparisons.
 
 `tune_collector()`:
 - freezes what exists at start-up (modules, pydantic models, settings: alive for the whole
