@@ -38,7 +38,6 @@ from urllib.parse import unquote, urlsplit
 from uuid import uuid4
 
 import natsrpy
-from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from rich.console import Console
 from rich.table import Table
@@ -101,34 +100,50 @@ async def prepare(url: str, count: int, consumers: list[str]) -> None:
         await close_nats(client)
 
 
+class AckingDrain:
+    """Pull requests of `BATCH` on one consumer, replies under `<inbox>.<n>`, each delivery
+    acknowledged in the callback at once, until `count` were: the same protocol on either
+    client (both publish with `publish(subject, payload, reply=...)`)."""
+
+    def __init__(self, publish: Callable[..., Awaitable[None]], consumer: str, inbox: str,
+                 count: int) -> None:
+        self.publish = publish
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer}"
+        self.inbox = inbox
+        self.left = count
+        self.open = 0  # messages the open request may still bring
+        self.requests = 0
+        self.done = asyncio.Event()
+
+    async def ask(self) -> None:
+        self.open = BATCH
+        self.requests += 1
+        await self.publish(self.subject, pull_request(), reply=f"{self.inbox}.{self.requests}")
+
+    async def on_message(self, msg: Any) -> None:
+        if msg.reply:
+            assert msg.headers  # read, as the consumer reads them
+            await self.publish(msg.reply, ACK_PAYLOAD)
+            self.left -= 1
+            self.open -= 1
+            if self.left <= 0:
+                self.done.set()
+            elif self.open == 0:
+                await self.ask()
+        elif self.left > 0:  # the request ended (a status): ask again
+            await self.ask()
+
+    async def run(self) -> None:
+        await self.ask()
+        await asyncio.wait_for(self.done.wait(), DRAIN_TIMEOUT_SECONDS)
+
+
 async def drain_nats_py(url: str, consumer: str, count: int) -> None:
     client = await connect_nats(url, "probe-nats-py")
-    subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer}"
-    inbox = client.new_inbox()
-    left, open_ = [count], [0]
-    done = asyncio.Event()
-
-    async def ask() -> None:
-        open_[0] = BATCH
-        await client.publish(subject, pull_request(), reply=inbox)
-
-    async def on_message(msg: Msg) -> None:
-        if msg.reply:
-            assert msg.headers
-            await client.publish(msg.reply, ACK_PAYLOAD)
-            left[0] -= 1
-            open_[0] -= 1
-            if left[0] <= 0:
-                done.set()
-            elif open_[0] == 0:
-                await ask()
-        elif left[0] > 0:
-            await ask()
-
     try:
-        await client.subscribe(inbox, cb=on_message)
-        await ask()
-        await asyncio.wait_for(done.wait(), DRAIN_TIMEOUT_SECONDS)
+        drain = AckingDrain(client.publish, consumer, client.new_inbox(), count)
+        await client.subscribe(f"{drain.inbox}.*", cb=drain.on_message)
+        await drain.run()
         await client.flush()
     finally:
         await close_nats(client)
@@ -137,36 +152,12 @@ async def drain_nats_py(url: str, consumer: str, count: int) -> None:
 async def drain_natsrpy_callback(url: str, consumer: str, count: int) -> None:
     client = natsrpy_client(url)
     await client.startup()
-    subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer}"
-    inbox = f"_INBOX.probe.{uuid4().hex}"
-    left, open_ = [count], [0]
-    done = asyncio.Event()
-
-    requests = [0]
-
-    async def ask() -> None:
-        open_[0] = BATCH
-        requests[0] += 1
-        await client.publish(subject, pull_request(), reply=f"{inbox}.{requests[0]}")
-
-    async def on_message(msg: Any) -> None:
-        if msg.reply:
-            assert msg.headers
-            await client.publish(msg.reply, ACK_PAYLOAD)
-            left[0] -= 1
-            open_[0] -= 1
-            if left[0] <= 0:
-                done.set()
-            elif open_[0] == 0:
-                await ask()
-        elif left[0] > 0:
-            await ask()
-
     try:
+        drain = AckingDrain(client.publish, consumer, f"_INBOX.probe.{uuid4().hex}", count)
         # Held: natsrpy unsubscribes a subscription object once it is dropped.
-        subscription = await client.subscribe(f"{inbox}.*", callback=on_message).detatch()
-        await ask()
-        await asyncio.wait_for(done.wait(), DRAIN_TIMEOUT_SECONDS)
+        subscription = await client.subscribe(f"{drain.inbox}.*",
+                                              callback=drain.on_message).detatch()
+        await drain.run()
         await client.flush()
         await subscription.unsubscribe()
     finally:
