@@ -76,8 +76,9 @@ def test_a_token_is_shown_once_and_stored_nowhere_in_plain_text(api: Api) -> Non
 def test_revoked_tokens_and_their_sessions_stop_working_at_once(api: Api) -> None:
     secret = api.token_for("user", "alice")
     session = api.client.app.state.auth.create_session(secret)  # type: ignore[attr-defined]
-    cookie_client = api.client
-    assert cookie_client.get("/v1/me", cookies={SESSION_COOKIE_NAME: session}).status_code == 200
+    # The session cookie as the browser sends it, per request (the client keeps no cookies).
+    with_cookie = {"Cookie": f"{SESSION_COOKIE_NAME}={session}"}
+    assert api.client.get("/v1/me", headers=with_cookie).status_code == 200
     token_id = api.client.get("/v1/me", headers=api.headers(secret)).json()["token_id"]
     revoked = api.client.post(f"/v1/tokens/{token_id}/revoke", headers=api.as_operator(),
                               json={"reason": "laptop lost"})
@@ -86,7 +87,7 @@ def test_revoked_tokens_and_their_sessions_stop_working_at_once(api: Api) -> Non
     assert refused.status_code == 401
     assert refused.headers["content-type"] == "application/problem+json"
     assert "revoked" in refused.json()["detail"]
-    assert cookie_client.get("/v1/me", cookies={SESSION_COOKIE_NAME: session}).status_code == 401
+    assert api.client.get("/v1/me", headers=with_cookie).status_code == 401
 
 
 def test_an_expired_token_is_refused(clocked: tuple[Api, Clock]) -> None:
