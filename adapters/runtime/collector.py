@@ -8,15 +8,15 @@ record), so with the default every few dozen records a collection scanned much o
 set again. Measured (issue 10, 2-core VM, BENCHMARKS.md): `bench/bus_path.py`, six alternating
 rounds, the bus path (feed + decode) took a median 34.4 us of CPU per record with these settings
 against 40.3 us with CPython's defaults, lower in every round; in `bench/ingest_sustained.py`
-the consumer process's CPU per record fell 8-17% in three same-run comparisons.
+the consumer processes' CPU per record fell 5-22% in eight same-run comparisons.
 
 `tune_collector()`:
 - freezes what exists at start-up (modules, pydantic models, settings: alive for the whole
   process), so no full collection scans it again;
 - raises the youngest generation's threshold to `YOUNG_GENERATION_ALLOCATIONS`. Cycles are still
   collected, only less often: between collections at most that many net container allocations
-  can accumulate as cyclic garbage (a few tens of MiB at worst; the consumer's RSS in a 10x burst
-  is measured by `bench/ingest_sustained.py`).
+  can accumulate as cyclic garbage (a few tens of MiB at worst; `bench/ingest_latency.py`
+  measured `ledger consume` at 82 MiB steady and 112 MiB at the peak of a 10x burst, as before).
 """
 
 from __future__ import annotations
