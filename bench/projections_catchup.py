@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from adapters.postgres.notification_log import PostgresNotificationLog
+from adapters.runtime.collector import tune_collector
 from adapters.runtime.embedded_postgres import EmbeddedPostgres
 from adapters.runtime.priced_teams import numbered_keys, open_priced_team
 from adapters.runtime.projection_process import open_runner
@@ -225,6 +226,9 @@ def main() -> None:
                              "--events events (drop only its read models); for repeated runs")
     parser.add_argument("--skip-lag", action="store_true", help="measure the catch-up only")
     args = parser.parse_args()
+    # As `ledger project` and `ledger up` run the runner (adapters.runtime.collector); the raw
+    # reads, measured in this process too, get the same settings.
+    tune_collector()
     with tempfile.TemporaryDirectory(prefix="bench-projections-") as folder:
         Path(folder).chmod(0o711)  # as root, PostgreSQL's own user passes through
         external = os.environ.get("LEDGER_BENCH_DATABASE_URL")
