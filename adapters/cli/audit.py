@@ -88,7 +88,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     configure_logging(logging.INFO)
     if args.nats_url:
         nats_servers(args.nats_url, "--nats-url")
-    # Catch-up holds whole pages of events alive: 22,000-24,000 -> 35,000-37,000 events/s with
+    # Catch-up holds whole pages of events alive: 21,700-26,100 -> 32,600-37,100 events/s with
     # the collector run less often (bench/projections_catchup.py, adapters.runtime.collector).
     tune_collector()
     with _database_url() as url:
@@ -113,7 +113,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 # replay -----------------------------------------------------------------------------------
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    tune_collector()  # 7-19% faster on a 200,000-event log (BENCHMARKS.md)
+    tune_collector()  # 7-19% less time on a 200,000-event log (BENCHMARKS.md)
     with _database_url() as url, _progress() as progress:
         task = progress.add_task("replaying the log", total=None)
         report = replay(url, on_start=lambda p: progress.update(task, total=p),
@@ -202,7 +202,7 @@ def cmd_authorize(args: argparse.Namespace) -> int:
 # audit ------------------------------------------------------------------------------------
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    tune_collector()  # 14-23% faster on a 200,000-event log (BENCHMARKS.md)
+    tune_collector()  # 14-23% less time on a 200,000-event log (BENCHMARKS.md)
     with _database_url() as url:
         decoder = ledger_decoder(url)
         log = PostgresNotificationLog(url)
