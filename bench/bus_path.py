@@ -168,14 +168,12 @@ def on_default_collector(coroutine: Coroutine[Any, Any, tuple[float, float]]
                          ) -> tuple[float, float]:
     """asyncio's loop with CPython's default collector settings instead of the consumer's
     (`adapters.runtime.collector`), put back after."""
-    tuned = gc.get_threshold()
     gc.unfreeze()
     gc.set_threshold(*DEFAULT_COLLECTOR_THRESHOLDS)
     try:
         return asyncio.run(coroutine)
     finally:
-        tune_collector()
-        gc.set_threshold(*tuned)
+        tune_collector()  # what the other layers run with
 
 
 LAYERS: dict[str, tuple[Drain, Runner]] = {
