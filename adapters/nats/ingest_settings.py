@@ -43,11 +43,17 @@ BATCH_SIZE_DEFAULT = 1000
 BATCH_SIZE_MAX = 10_000  # the service's own limit on one usage batch
 WAIT_MS_DEFAULT = 20
 WAIT_MS_MAX = 60_000
-# Room for two writer jobs of ~4 batches: one commits while the next is prepared (the writer's
-# pipeline); with 4, one job took every batch in flight and the pipeline had nothing to prepare
-# (the figures: BENCHMARKS.md, "Figures moved from code comments").
+# Room for two writer jobs of JOB_BATCHES_MAX batches: one commits while the next is prepared
+# (the writer's pipeline); with 4, one job took every batch in flight and the pipeline had
+# nothing to prepare (the figures: BENCHMARKS.md, "Figures moved from code comments").
 IN_FLIGHT_MAX_DEFAULT = 8
 IN_FLIGHT_MAX_LIMIT = 64
+# A writer job (one transaction) takes at most this many batches' worth of records. Without
+# this bound one job took every batch in flight (8 x 1,000 fit in the service's 10,000 limit)
+# and the next had nothing to prepare while it committed. Draining, one consumer process ran
+# 6-9% faster with it (BENCHMARKS.md, "Session of 2026-12-02, 15:05"); two processes (4
+# partitions each) are unchanged; jobs of 2 batches were slower.
+JOB_BATCHES_MAX = 4
 PARTITIONS_DEFAULT = 8
 PARTITIONS_MAX = 256
 DUPLICATE_WINDOW_SECONDS_DEFAULT = 120.0
@@ -154,6 +160,12 @@ class IngestSettings:
                                              PIN_TTL_SECONDS_DEFAULT, PIN_TTL_SECONDS_MIN,
                                              PIN_TTL_SECONDS_MAX),
         )
+
+    @property
+    def job_records_max(self) -> int:
+        """The most records a consumer's writer records in one transaction (`JOB_BATCHES_MAX`
+        batches): with the default 8 in flight, one job commits while the next is prepared."""
+        return JOB_BATCHES_MAX * self.batch_size
 
     @property
     def max_ack_pending(self) -> int:

@@ -140,7 +140,8 @@ class UsageConsumer:
         bus = await self._open_bus()
         self._bus = bus
         self.stats.sessions += 1
-        writer = UsageWriter(self.ledger, self._rejection_key)
+        writer = UsageWriter(self.ledger, self._rejection_key,
+                             job_records_max=self.settings.job_records_max)
         helpers: list[asyncio.Task[Any]] = []
         try:
             in_flight = asyncio.Semaphore(self.settings.in_flight_max)

@@ -7,8 +7,10 @@ was busy ~96% of the time when it prepared and committed each batch in turn; ove
 is the cheapest large gain left on this path.
 
 Group commit is kept: the writer asks for its next job only when the pipeline is ready for one,
-and a job is every submission waiting at that moment (up to the service's 10,000-record limit),
-so a slow trickle over many partitions is still one transaction, not one per partition. When
+and a job is every submission waiting at that moment, up to `job_records_max` records (the
+consumer's setting, a few batches; never above the service's 10,000-record limit), so a slow
+trickle over many partitions is still one transaction, not one per partition, and a burst over
+every partition still leaves a second job to prepare while the first commits. When
 nothing is waiting, the writer tells the pipeline so (a `None` in its stream) and the batch in
 flight is finished and answered at once: latency at low rates does not wait for a next batch.
 
@@ -103,9 +105,11 @@ def split_by_repeats(items: Sequence[tuple[Delivery, UsageRecord]]
 
 
 class UsageWriter:
-    def __init__(self, ledger: Ledger, rejection_key: Callable[[Delivery], str]) -> None:
+    def __init__(self, ledger: Ledger, rejection_key: Callable[[Delivery], str], *,
+                 job_records_max: int = USAGE_BATCH_SIZE_MAX) -> None:
         self.ledger = ledger
         self.rejection_key = rejection_key
+        self.job_records_max = min(job_records_max, USAGE_BATCH_SIZE_MAX)
         self._submissions: asyncio.Queue[Submission] = asyncio.Queue()
         self._carried: Submission | None = None
         self._stopping = threading.Event()
@@ -157,7 +161,7 @@ class UsageWriter:
         size = len(first.items)
         while not self._submissions.empty():
             following = self._submissions.get_nowait()
-            if size + len(following.items) > USAGE_BATCH_SIZE_MAX:
+            if size + len(following.items) > self.job_records_max:
                 self._carried = following
                 break
             taken.append(following)
