@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -27,6 +30,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.nats.usage_contract import UsageMessage
+from adapters.runtime.collector import tune_collector
 from bench.http_reads import free_port, serve, wait_ready
 from bench.ingest_common import bench_servers, machine, priced_accounts
 from bench.record_usage import make_records
@@ -122,6 +126,19 @@ def bench_http(database_url: str, nats_url: str, records: list[UsageRecord], bat
         server.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def collector_as_served() -> Iterator[None]:
+    """The collector settings `ledger serve` runs with (adapters.runtime.collector), for the
+    service-layer baseline only: the clients in this process keep CPython's defaults."""
+    thresholds = gc.get_threshold()
+    tune_collector()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=RECORDS_DEFAULT)
@@ -135,8 +152,9 @@ def main() -> None:
         with console.status("setting up two ledgers"):
             service_accounts, http_accounts = setup(service_url), setup(http_url)
         with console.status(f"service layer: {args.records} records"):
-            service_seconds = bench_service(
-                service_url, make_records(service_accounts, args.records), args.batch)
+            service_records = make_records(service_accounts, args.records)
+            with collector_as_served():
+                service_seconds = bench_service(service_url, service_records, args.batch)
         with console.status(f"POST /v1/usage: {args.records} records"):
             http_seconds = bench_http(http_url, servers.nats_url,
                                       make_records(http_accounts, args.records), args.batch,

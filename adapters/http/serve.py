@@ -38,6 +38,7 @@ from adapters.http.workers import (
     WorkerGroup,
     workers_setting,
 )
+from adapters.runtime.collector import tune_collector
 from adapters.runtime.processes import Runtime, thread_runner
 
 console = Console(stderr=True)
@@ -160,6 +161,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(ledger, runtime.database_url, nats_url=runtime.nats_url or None)
         _announce(args.host, args.port, workers)
+        tune_collector()  # POST /v1/usage +17-20%, reads unchanged (BENCHMARKS.md)
         uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
     finally:
         ledger.close()

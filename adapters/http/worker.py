@@ -30,6 +30,8 @@ from typing import Any
 
 import uvicorn
 
+from adapters.runtime.collector import tune_collector
+
 # How long a stopping server lets requests in flight finish.
 GRACEFUL_SHUTDOWN_SECONDS = 10
 DATABASE_URL_ENV = "LEDGER_DATABASE_URL"
@@ -57,6 +59,7 @@ def serve_on(listening: socket.socket, host: str, port: int) -> None:
     ledger = open_ledger(database_url)
     try:
         app = create_app(ledger, database_url, nats_url=os.environ.get(NATS_URL_ENV) or None)
+        tune_collector()  # as `ledger serve` with one worker (adapters.runtime.collector)
         uvicorn.Server(uvicorn_config(app, host, port)).run(sockets=[listening])
     finally:
         ledger.close()

@@ -15,8 +15,13 @@ catch-up, which holds whole pages of events alive, gained the most: `bench/proje
 `ledger replay` and `ledger audit verify` read the whole log too: 7-19% and 14-23% less time on a
 200,000-event log (two alternating pairs each).
 
-Used by `ledger consume`, `ledger up` (the consumer and the projections run in it),
-`ledger project`, `ledger replay` and `ledger audit verify`.
+`ledger serve` (and each of its HTTP workers): `POST /v1/usage` parses, decodes and records
+whole batches, as the consumer does: `bench/http_usage.py`, three alternating pairs with the
+baseline under the same settings, 11,245-11,965 against 9,366-10,222 records/s (0.54-0.55x the
+service layer against 0.45-0.47x); reads (`bench/http_reads.py --wrk --paced 500`) unchanged.
+
+Used by `ledger consume`, `ledger up` (the consumer, the projections and, with one worker, the
+HTTP API run in it), `ledger serve`, `ledger project`, `ledger replay` and `ledger audit verify`.
 
 `tune_collector()`:
 - freezes what exists at start-up (modules, pydantic models, settings: alive for the whole
