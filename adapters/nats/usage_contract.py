@@ -102,6 +102,8 @@ class UsageMessage(BaseModel):
 
     @classmethod
     def from_record(cls, record: UsageRecord) -> UsageMessage:
+        # Validated again on purpose: pydantic's `__init__` runs in its Rust core and measured
+        # cheaper than the unvalidated `model_construct` (2.7 against 3.2 us per record).
         return cls(usage_id=record.usage_id, account_id=record.account_id,
                    occurred_at=record.occurred_at, model=record.model, success=record.success,
                    input_tokens=record.input_tokens, output_tokens=record.output_tokens,
@@ -117,9 +119,17 @@ class UsageMessage(BaseModel):
         return self.model_dump_json().encode()
 
 
+# A ledger has far fewer accounts than records: each account's text form (in the subject, the
+# subject check and the message id) is made once, not once per record (0.47 us against ~0.1 us;
+# publishing: subject, message id and JSON 6.5 -> 4.8 us per record).
+ACCOUNT_TEXTS_CACHED = 65_536
+_account_text = lru_cache(maxsize=ACCOUNT_TEXTS_CACHED)(UUID.__str__)
+
+
 def usage_subject(account_id: UUID | str) -> str:
     """Where a producer publishes a record of `account_id`."""
-    return f"{USAGE_SUBJECT_PREFIX}.{account_id}"
+    text = _account_text(account_id) if isinstance(account_id, UUID) else account_id
+    return f"{USAGE_SUBJECT_PREFIX}.{text}"
 
 
 # The message id ------------------------------------------------------------------------------
@@ -139,7 +149,8 @@ def canonical_content(record: UsageRecord | UsageMessage) -> str:
     number), model, `true`/`false`, input_tokens, cached_input_tokens, output_tokens (decimal).
     Text fields are printable, so they hold no LF and the lines cannot be confused.
     """
-    return _canonical(record, str(record.account_id), instant_microseconds(record.occurred_at))
+    return _canonical(record, _account_text(record.account_id),
+                      instant_microseconds(record.occurred_at))
 
 
 def _canonical(record: UsageRecord | UsageMessage, account_text: str, occurred_us: int) -> str:
@@ -331,10 +342,6 @@ class _Window:
 
 
 _window = _Window()
-# A ledger has far fewer accounts than records: each account's text form (in the subject check
-# and the message id) is made once, not once per record (0.47 us against ~0.1 us).
-ACCOUNT_TEXTS_CACHED = 65_536
-_account_text = lru_cache(maxsize=ACCOUNT_TEXTS_CACHED)(UUID.__str__)
 
 
 def _check_context(record: UsageRecord, subject_account: str | None, msg_id: str | None,
