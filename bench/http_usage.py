@@ -2,7 +2,8 @@
 
 Both sides record the same records (priced, idempotent, one event each) into their own fresh
 database on one embedded PostgreSQL (durable: fsync on):
-- service: `Ledger.record_usage_batch` in batches of `--batch`, in this process;
+- service: `Ledger.record_usage_batch` in batches of `--batch`, in this process, with the
+  collector settings `ledger serve` runs with (adapters.runtime.collector);
 - http: the API served by uvicorn in its own process (as `ledger serve` runs it), fed batches of
   `--batch` records as JSON by `--clients` concurrent clients in this process, each record
   answered recorded/duplicate/rejected. Every record must come back "recorded".

@@ -51,8 +51,8 @@ IN_FLIGHT_MAX_LIMIT = 64
 # A writer job (one transaction) takes at most this many batches' worth of records. Without
 # this bound one job took every batch in flight (8 x 1,000 fit in the service's 10,000 limit)
 # and the next had nothing to prepare while it committed. Draining, one consumer process ran
-# 6-9% faster with it (BENCHMARKS.md, "Session of 2026-12-02, 15:05"); two processes (4
-# partitions each) are unchanged; jobs of 2 batches were slower.
+# 6-19% faster with it in 5 of 6 same-run pairs (BENCHMARKS.md, "Session of 2026-12-02,
+# 15:05"); two processes (4 partitions each) are unchanged; jobs of 2 batches were slower.
 JOB_BATCHES_MAX = 4
 PARTITIONS_DEFAULT = 8
 PARTITIONS_MAX = 256
