@@ -63,6 +63,20 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
+class MachineIdle:
+    """The machine's idle share of all its cores between `__init__` and `share()` (system-wide
+    CPU times): near 0 means the run was bound by the machine's CPU, not by one process."""
+
+    def __init__(self) -> None:
+        self.before = psutil.cpu_times()
+
+    def share(self) -> float:
+        after = psutil.cpu_times()
+        spent = sum(after) - sum(self.before)
+        idle = (after.idle + after.iowait) - (self.before.idle + self.before.iowait)
+        return idle / spent if spent > 0 else 0.0
+
+
 def priced_accounts(ledger: Ledger, count: int) -> list[PricedAccount]:
     return open_priced_team(ledger, team_key="bench", terms=TERMS, owner=Actor("bench-owner"),
                             account_keys=numbered_keys("account-", count)).accounts

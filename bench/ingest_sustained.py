@@ -21,6 +21,10 @@ storage, the publisher in this process, `ledger consume` processes):
              the producers' machines) is then not on these 2 cores while the ledger consumes.
 
 Prints the rates and the ratios to the service layer. Records are made before timing starts.
+With each consumer figure: how busy each consumer process was (share of one core: its
+interpreter lock allows one) and how idle the whole machine was, so a run bound by the
+consumer's own pipeline (busy well under 100%, cores idle) reads apart from one bound by the
+machine's CPU (nothing idle: the publisher, NATS and PostgreSQL share the cores).
 """
 
 from __future__ import annotations
@@ -34,7 +38,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ingest_common import REPO_ROOT, ConsumerProcesses, bench_servers, machine, priced_accounts
+from ingest_common import (
+    REPO_ROOT,
+    ConsumerProcesses,
+    MachineIdle,
+    bench_servers,
+    machine,
+    priced_accounts,
+)
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -118,6 +129,7 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
             done.set()
 
         cpu_before = consumers.cpu_seconds()
+        idle = MachineIdle()
         async with await UsagePublisher.connect(nats_url) as publisher:
             started = time.perf_counter()
             watcher = threading.Thread(target=watch, args=(started,), daemon=True)
@@ -126,6 +138,7 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
             published = time.perf_counter()
         await asyncio.to_thread(done.wait)
         cpu_seconds = consumers.cpu_seconds() - cpu_before
+        idle_share = idle.share()
         if "committed" not in finished:
             raise RuntimeError(f"not every record was committed in {INGEST_TIMEOUT_SECONDS}s")
         assert report.published == args.records
@@ -134,7 +147,9 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
                 "commit_rate": args.records / (finished["committed"] - started),
                 "seconds": finished["committed"] - started,
                 "rss_peak_mib": rss_peak / 2**20,
-                "cpu_us_per_record": cpu_seconds / args.records * 1e6}
+                "cpu_us_per_record": cpu_seconds / args.records * 1e6,
+                "consumer_busy": cpu_seconds / (finished["committed"] - started) / args.consumers,
+                "machine_idle": idle_share}
     finally:
         consumers.stop()
         ledger.close()
@@ -163,6 +178,7 @@ async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace
                     progress.update(task, completed=recorded)
                     if first is None and recorded > 0:
                         first, cpu_first = (now, recorded), consumers.cpu_seconds()
+                        idle = MachineIdle()
                     if recorded >= args.records:
                         break
                     if now > deadline:
@@ -170,12 +186,22 @@ async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace
                     time.sleep(POLL_INTERVAL_SECONDS)
             assert first is not None
             drained = args.records - first[1]
+            cpu_seconds = consumers.cpu_seconds() - cpu_first
             return {"drain_rate": drained / (now - first[0]),
-                    "cpu_us_per_record": (consumers.cpu_seconds() - cpu_first) / drained * 1e6}
+                    "cpu_us_per_record": cpu_seconds / drained * 1e6,
+                    "consumer_busy": cpu_seconds / (now - first[0]) / args.consumers,
+                    "machine_idle": idle.share()}
         finally:
             consumers.stop()
     finally:
         ledger.close()
+
+
+def bound_by(result: dict[str, float]) -> str:
+    """Who limited the run: each consumer process's busy share of one core (its interpreter
+    lock allows at most one) and the machine's idle share of all cores."""
+    return (f"each consumer busy {result['consumer_busy']:.0%} of a core, machine idle "
+            f"{result['machine_idle']:.0%}")
 
 
 def main() -> None:
@@ -245,18 +271,20 @@ def main() -> None:
                       f"{result['seconds']:.1f}s; ratio to service layer "
                       f"{result['commit_rate'] / service_rate:.2f}")
         table.add_row(f"{label}consumer CPU", f"{result['cpu_us_per_record']:.0f} us/record",
-                      "user + system, all consumer processes")
+                      "user + system, all consumer processes; " + bound_by(result))
         table.add_row(f"{label}consumer RSS peak", f"{result['rss_peak_mib']:.0f} MiB",
                       "all processes")
     if compared_drain is not None:
         table.add_row(f"{args.compare_checkout.name}: drain a backlog",
                       f"{compared_drain['drain_rate']:,.0f}",
                       f"ratio to service layer {compared_drain['drain_rate'] / service_rate:.2f}; "
-                      f"consumer CPU {compared_drain['cpu_us_per_record']:.0f} us/record")
+                      f"consumer CPU {compared_drain['cpu_us_per_record']:.0f} us/record; "
+                      + bound_by(compared_drain))
     if drain is not None:
         table.add_row("drain a backlog (no publisher running)", f"{drain['drain_rate']:,.0f}",
                       f"ratio to service layer {drain['drain_rate'] / service_rate:.2f}; "
-                      f"consumer CPU {drain['cpu_us_per_record']:.0f} us/record")
+                      f"consumer CPU {drain['cpu_us_per_record']:.0f} us/record; "
+                      + bound_by(drain))
     console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     console.print(table)
 
