@@ -164,8 +164,9 @@ class IngestSettings:
     @property
     def job_records_max(self) -> int:
         """The most records a consumer's writer records in one transaction (`JOB_BATCHES_MAX`
-        batches): with the default 8 in flight, one job commits while the next is prepared."""
-        return JOB_BATCHES_MAX * self.batch_size
+        batches, never above the service's batch limit): with the default 8 in flight, one job
+        commits while the next is prepared."""
+        return min(BATCH_SIZE_MAX, JOB_BATCHES_MAX * self.batch_size)
 
     @property
     def max_ack_pending(self) -> int:
