@@ -105,8 +105,6 @@ class NatsPullFeed:
         self._subscription: Subscription | None = None
         self._trouble = ""  # the last status that ended a request with a problem
         self._first_arrival = 0.0  # when the oldest delivery in the buffer came
-        # The highest stream sequence acked or terminated here (the stream's purger reads it).
-        self.settled_through = 0
 
     async def start(self) -> NatsPullFeed:
         self._subscription = await self.client.subscribe(f"{self._inbox}.*", cb=self._on_message)
@@ -137,10 +135,6 @@ class NatsPullFeed:
         except NatsError as error:
             raise BusSessionLost(f"could not settle deliveries of {self._request_subject}: "
                                  f"{error!r}") from None
-        for settled in (ack, term):
-            if settled:
-                self.settled_through = max(self.settled_through,
-                                           max(d.stream_sequence for d in settled))
 
     async def _on_message(self, msg: Msg) -> None:
         if msg.reply:

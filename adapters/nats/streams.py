@@ -11,16 +11,10 @@ consumer process serves a fixed share of the partitions: one writer per account 
 writers never race on an account's version. Correctness does not depend on it: the ledger's
 idempotency keys and the event store's version check make any overlap safe, only slower.
 
-The stream takes `ledger.usage.v1.*` only, under "limits" retention, and the ledger removes a
-record once it is settled (acknowledged, or terminated after its rejection was stored): each
-consumer process purges its partitions below their consumers' ack floors every second, in
-bulk (`adapters.nats.acked_purger`; a work queue deleting each message on its ack cost the
-NATS server 15-24 us more per record, issue 10). So its byte limit bounds the backlog (plus
-about a second of settled traffic), and when the backlog is full the stream refuses new
-records (`discard=new`): the producer gets an error and keeps the record, instead of the
-broker dropping old unconsumed ones in silence. A work-queue stream made by an earlier
-ledger is used as it is (NATS cannot change a stream's retention to or from work queue): it
-deletes on each ack itself, and no purger runs on it.
+The stream is a work queue over `ledger.usage.v1.*` only: a record leaves it once acknowledged
+(or terminated after its rejection was stored), so its byte limit bounds the backlog, and when
+the backlog is full the stream refuses new records (`discard=new`): the producer gets an error
+and keeps the record, instead of the broker dropping old unconsumed ones in silence.
 
 Rejections have a stream of their own, `LEDGER_USAGE_REJECTED` over `ledger.usage.rejected`,
 with its own limits: a bigger message size (a rejection carries the original body and its
@@ -35,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -95,7 +88,7 @@ def stream_config(settings: IngestSettings) -> StreamConfig:
     return StreamConfig(
         name=STREAM_NAME,
         subjects=[STREAM_USAGE_SUBJECTS],
-        retention=RetentionPolicy.LIMITS,
+        retention=RetentionPolicy.WORK_QUEUE,
         discard=DiscardPolicy.NEW,
         max_bytes=settings.usage_max_bytes,
         max_age=USAGE_MAX_AGE_SECONDS,
@@ -151,9 +144,6 @@ async def ensure_stream(js: JetStreamContext, settings: IngestSettings) -> None:
         pass
     else:
         _check_usage_stream(info.config, wanted, settings)
-        if info.config.retention == RetentionPolicy.WORK_QUEUE:
-            # Kept as it is: NATS refuses to change retention to or from work queue.
-            wanted = dataclasses.replace(wanted, retention=RetentionPolicy.WORK_QUEUE)
     await _ensure(js, wanted)
     await _ensure(js, rejected_stream_config(settings))
     for partition in range(settings.partitions):
@@ -170,13 +160,11 @@ def _check_usage_stream(existing: StreamConfig, wanted: StreamConfig,
             f"{transform.dest if transform else None!r}, not {settings.partitions} partitions; "
             f"set LEDGER_USAGE_PARTITIONS to match it, or drain and delete the stream to "
             "change the partition count")
-    # A work queue (made by the ledger before the purger) works as it is, only dearer.
-    retentions = (wanted.retention, RetentionPolicy.WORK_QUEUE)
-    if existing.retention not in retentions or existing.subjects != wanted.subjects:
+    if existing.retention != wanted.retention or existing.subjects != wanted.subjects:
         raise RuntimeError(
             f"stream {STREAM_NAME} was created by an older ledger (subjects "
-            f"{existing.subjects}, retention {existing.retention}); this one needs "
-            f"limits retention over {wanted.subjects} with rejections in their own stream "
+            f"{existing.subjects}, retention {existing.retention}); this one needs a work "
+            f"queue over {wanted.subjects} with rejections in their own stream "
             f"{REJECTED_STREAM_NAME}. Stop the producers, let `ledger consume` drain it, then "
             f"delete it (`nats stream rm {STREAM_NAME}`) and start again: it is created anew")
 

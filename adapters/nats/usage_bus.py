@@ -27,10 +27,9 @@ from datetime import UTC, datetime
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StreamInfo
+from nats.js.api import StreamInfo
 from nats.js.errors import ServerError, ServiceUnavailableError
 
-from adapters.nats.acked_purger import AckedPurger
 from adapters.nats.connection import close_nats, connect_nats
 from adapters.nats.ingest_settings import STREAM_NAME, IngestSettings
 from adapters.nats.pull_feed import NatsPullFeed
@@ -80,15 +79,12 @@ async def set_up_streams(js: JetStreamContext, settings: IngestSettings, *,
 
 class NatsUsageBus:
     def __init__(self, client: Client, js: JetStreamContext, stream_epoch: str,
-                 settings: IngestSettings, rejections: RejectionPublisher,
-                 purger: AckedPurger | None = None) -> None:
+                 settings: IngestSettings, rejections: RejectionPublisher) -> None:
         self.client = client
         self.js = js
         self.settings = settings
         self.rejections = rejections
         self._stream_epoch = stream_epoch
-        # None on a work-queue stream made by an older ledger: it deletes on each ack itself.
-        self.purger = purger
 
     @classmethod
     async def open(cls, nats_url: str, settings: IngestSettings, *, create_stream: bool = True,
@@ -103,20 +99,15 @@ class NatsUsageBus:
             await close_nats(client)
             raise
         created = info.created or datetime.fromtimestamp(0, UTC)
-        purger = (AckedPurger(js).start()
-                  if info.config.retention != RetentionPolicy.WORK_QUEUE else None)
-        return cls(client, js, created.isoformat(), settings, rejections, purger)
+        return cls(client, js, created.isoformat(), settings, rejections)
 
     @property
     def stream_epoch(self) -> str:
         return self._stream_epoch
 
     async def open_feed(self, partition: int, batch_size: int) -> NatsPullFeed:
-        feed = await NatsPullFeed(self.client, STREAM_NAME, consumer_name(partition),
+        return await NatsPullFeed(self.client, STREAM_NAME, consumer_name(partition),
                                   batch_size, group=PRIORITY_GROUP).start()
-        if self.purger is not None:
-            self.purger.watch(partition, lambda: feed.settled_through)
-        return feed
 
     async def publish_rejection(self, headers: dict[str, str], body: bytes) -> None:
         await self.rejections.publish(headers, body)
@@ -126,8 +117,6 @@ class NatsUsageBus:
 
     async def close(self) -> None:
         try:
-            if self.purger is not None:
-                await self.purger.close()
             await self.rejections.close()
         finally:
             await close_nats(self.client)
