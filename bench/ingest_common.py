@@ -38,6 +38,12 @@ class BenchServers:
     postgres: EmbeddedPostgres
     nats_url: str
     folder: Path
+    nats_process: psutil.Process
+
+    def nats_cpu_seconds(self) -> float:
+        """User + system CPU the NATS server has used so far."""
+        times = self.nats_process.cpu_times()
+        return times.user + times.system
 
     def database(self, name: str) -> str:
         return self.postgres.create_database(name)
@@ -50,7 +56,9 @@ def bench_servers() -> Iterator[BenchServers]:
         postgres = EmbeddedPostgres(Path(folder) / "postgres").start()
         nats_server = EmbeddedNats(Path(folder) / "nats").start()
         try:
-            yield BenchServers(postgres, nats_server.url, Path(folder))
+            assert nats_server.process is not None
+            yield BenchServers(postgres, nats_server.url, Path(folder),
+                               psutil.Process(nats_server.process.pid))
         finally:
             nats_server.stop()
             postgres.stop()

@@ -24,7 +24,9 @@ Prints the rates and the ratios to the service layer. Records are made before ti
 With each consumer figure: how busy each consumer process was (share of one core: its
 interpreter lock allows one) and how idle the whole machine was, so a run bound by the
 consumer's own pipeline (busy well under 100%, cores idle) reads apart from one bound by the
-machine's CPU (nothing idle: the publisher, NATS and PostgreSQL share the cores).
+machine's CPU (nothing idle: the publisher, NATS and PostgreSQL share the cores). End to end,
+also the NATS server's CPU per record and this process's (the publisher, and the watcher
+thread polling PostgreSQL), so the three shares of the cores are read from one run.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 
 from ingest_common import (
     REPO_ROOT,
+    BenchServers,
     ConsumerProcesses,
     MachineIdle,
     bench_servers,
@@ -101,8 +104,9 @@ async def fresh_ledger_and_stream(database_url: str, nats_url: str, args: argpar
     return settings, ledger, make_records(accounts, args.records, prefix)
 
 
-async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespace,
-                       folder: Path, checkout: Path = REPO_ROOT) -> dict[str, float]:
+async def bench_ingest(database_url: str, servers: BenchServers, args: argparse.Namespace,
+                       checkout: Path = REPO_ROOT) -> dict[str, float]:
+    nats_url, folder = servers.nats_url, servers.folder
     settings, ledger, records = await fresh_ledger_and_stream(database_url, nats_url, args,
                                                               "ingest")
     consumers = ConsumerProcesses(database_url, nats_url, settings, args.consumers, folder,
@@ -129,6 +133,7 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
             done.set()
 
         cpu_before = consumers.cpu_seconds()
+        nats_before, bench_before = servers.nats_cpu_seconds(), time.process_time()
         idle = MachineIdle()
         async with await UsagePublisher.connect(nats_url) as publisher:
             started = time.perf_counter()
@@ -138,6 +143,8 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
             published = time.perf_counter()
         await asyncio.to_thread(done.wait)
         cpu_seconds = consumers.cpu_seconds() - cpu_before
+        nats_seconds = servers.nats_cpu_seconds() - nats_before
+        bench_seconds = time.process_time() - bench_before
         idle_share = idle.share()
         if "committed" not in finished:
             raise RuntimeError(f"not every record was committed in {INGEST_TIMEOUT_SECONDS}s")
@@ -148,6 +155,8 @@ async def bench_ingest(database_url: str, nats_url: str, args: argparse.Namespac
                 "seconds": finished["committed"] - started,
                 "rss_peak_mib": rss_peak / 2**20,
                 "cpu_us_per_record": cpu_seconds / args.records * 1e6,
+                "nats_us_per_record": nats_seconds / args.records * 1e6,
+                "bench_us_per_record": bench_seconds / args.records * 1e6,
                 "consumer_busy": cpu_seconds / (finished["committed"] - started) / args.consumers,
                 "machine_idle": idle_share}
     finally:
@@ -239,12 +248,10 @@ def main() -> None:
                       + ", ".join(f"{rate:,.0f}" for rate in service_rates) + " records/s")
         compared = None
         if args.compare_checkout is not None:
-            compared = asyncio.run(bench_ingest(servers.database("bench_compared"),
-                                                servers.nats_url, args, servers.folder,
-                                                args.compare_checkout.resolve()))
+            compared = asyncio.run(bench_ingest(servers.database("bench_compared"), servers,
+                                                args, args.compare_checkout.resolve()))
             console.print(f"{args.compare_checkout.name}: {compared}", markup=False)
-        ingest = asyncio.run(bench_ingest(servers.database("bench_ingest"), servers.nats_url,
-                                          args, servers.folder))
+        ingest = asyncio.run(bench_ingest(servers.database("bench_ingest"), servers, args))
         console.print(f"this checkout: {ingest}", markup=False)
         compared_drain = None
         if args.drain and args.compare_checkout is not None:
@@ -272,6 +279,9 @@ def main() -> None:
                       f"{result['commit_rate'] / service_rate:.2f}")
         table.add_row(f"{label}consumer CPU", f"{result['cpu_us_per_record']:.0f} us/record",
                       "user + system, all consumer processes; " + bound_by(result))
+        table.add_row(f"{label}NATS server CPU", f"{result['nats_us_per_record']:.0f} us/record",
+                      "storing, delivering, acks, removing settled records; the bench "
+                      f"process (publisher + watcher) {result['bench_us_per_record']:.0f}")
         table.add_row(f"{label}consumer RSS peak", f"{result['rss_peak_mib']:.0f} MiB",
                       "all processes")
     if compared_drain is not None:
