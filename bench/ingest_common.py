@@ -38,15 +38,19 @@ class BenchServers:
     postgres: EmbeddedPostgres
     nats_url: str
     folder: Path
-    nats_process: psutil.Process
+    nats_pid: int
 
     def nats_cpu_seconds(self) -> float:
-        """User + system CPU the NATS server has used so far."""
-        times = self.nats_process.cpu_times()
-        return times.user + times.system
+        return process_cpu_seconds(self.nats_pid)
 
     def database(self, name: str) -> str:
         return self.postgres.create_database(name)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time one process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 @contextmanager
@@ -57,8 +61,7 @@ def bench_servers() -> Iterator[BenchServers]:
         nats_server = EmbeddedNats(Path(folder) / "nats").start()
         try:
             assert nats_server.process is not None
-            yield BenchServers(postgres, nats_server.url, Path(folder),
-                               psutil.Process(nats_server.process.pid))
+            yield BenchServers(postgres, nats_server.url, Path(folder), nats_server.process.pid)
         finally:
             nats_server.stop()
             postgres.stop()
@@ -137,8 +140,7 @@ class ConsumerProcesses:
         total = 0.0
         for process in self.processes:
             with suppress(psutil.NoSuchProcess):
-                times = psutil.Process(process.pid).cpu_times()
-                total += times.user + times.system
+                total += process_cpu_seconds(process.pid)
         return total
 
     def stop(self) -> None:
