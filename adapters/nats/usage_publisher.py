@@ -39,7 +39,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from adapters.nats.connection import close_nats, connect_nats
 from adapters.nats.ingest_settings import STREAM_NAME
-from adapters.nats.usage_contract import UsageMessage, usage_message_id, usage_subject
+from adapters.nats.usage_contract import UsageMessage, usage_json, usage_message_id, usage_subject
 from domain.usage import UsageRecord
 from services.backoff import Backoff
 
@@ -92,9 +92,8 @@ class UsagePublisher:
 
     async def publish_usage(self, record: UsageRecord | UsageMessage) -> PubAck:
         """Publish one record and wait until the stream stored it (retrying with the same id)."""
-        message = record if isinstance(record, UsageMessage) else UsageMessage.from_record(record)
-        return await self.publish_raw(usage_subject(message.account_id), message.to_json(),
-                                      msg_id=usage_message_id(message))
+        return await self.publish_raw(usage_subject(record.account_id), usage_json(record),
+                                      msg_id=usage_message_id(record))
 
     async def publish_raw(self, subject: str, payload: bytes, *,
                           msg_id: str | None = None) -> PubAck:
@@ -132,15 +131,13 @@ class UsagePublisher:
         flags = iter(message_ids) if message_ids is not None else None
         try:
             for number, record in enumerate(records):
-                message = (record if isinstance(record, UsageMessage)
-                           else UsageMessage.from_record(record))
                 with_id = next(flags) if flags is not None else True
                 reply = f"{inbox}.{number}"
-                pipeline.outstanding[reply] = (message, with_id)
+                pipeline.outstanding[reply] = (record, with_id)
                 try:
                     await self.connection.publish(
-                        usage_subject(message.account_id), message.to_json(), reply=reply,
-                        headers=_headers(message, with_id))
+                        usage_subject(record.account_id), usage_json(record), reply=reply,
+                        headers=_headers(record, with_id))
                 except NatsError:
                     pipeline.failed.append(pipeline.outstanding.pop(reply))
                 if number % pipeline.chunk == pipeline.chunk - 1:
@@ -151,10 +148,10 @@ class UsagePublisher:
         finally:
             with contextlib.suppress(NatsError):
                 await subscription.unsubscribe()
-        for message, with_id in pipeline.failed:
+        for record, with_id in pipeline.failed:
             self.report.retries += 1
-            await self.publish_raw(usage_subject(message.account_id), message.to_json(),
-                                   msg_id=usage_message_id(message) if with_id else None)
+            await self.publish_raw(usage_subject(record.account_id), usage_json(record),
+                                   msg_id=usage_message_id(record) if with_id else None)
         return self.report
 
     def _count(self, ack: PubAck) -> None:
@@ -163,9 +160,9 @@ class UsagePublisher:
             self.report.broker_duplicates += 1
 
 
-def _headers(message: UsageMessage, with_id: bool) -> dict[str, str]:
+def _headers(record: UsageRecord | UsageMessage, with_id: bool) -> dict[str, str]:
     if with_id:
-        return {EXPECTED_STREAM_HEADER: STREAM_NAME, MSG_ID_HEADER: usage_message_id(message)}
+        return {EXPECTED_STREAM_HEADER: STREAM_NAME, MSG_ID_HEADER: usage_message_id(record)}
     return {EXPECTED_STREAM_HEADER: STREAM_NAME}
 
 
@@ -176,8 +173,8 @@ class _AckPipeline:
     def __init__(self, report: PublishReport, window: int) -> None:
         self.report = report
         self.chunk = max(1, min(PUBLISH_CHUNK_MAX, window // 4))
-        self.outstanding: dict[str, tuple[UsageMessage, bool]] = {}
-        self.failed: list[tuple[UsageMessage, bool]] = []
+        self.outstanding: dict[str, tuple[UsageRecord | UsageMessage, bool]] = {}
+        self.failed: list[tuple[UsageRecord | UsageMessage, bool]] = []
         self.progress = asyncio.Event()
 
     async def on_ack(self, msg: Msg) -> None:

@@ -1,6 +1,7 @@
-"""What a producer sends for a domain record (`UsageMessage.from_record`, `usage_subject`,
-`usage_message_id`, the last two with the account's text form cached): the same message, JSON
-and id as validating the fields from scratch, and the JSON decodes back to the record."""
+"""What a producer sends for a domain record (`UsageMessage.from_record`, `usage_json`,
+`usage_subject`, `usage_message_id`, the last two with the account's text form cached): the
+same message, JSON and id as validating the fields from scratch, and the JSON decodes back to
+the record."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from adapters.nats.usage_contract import (
     UsageMessage,
     decode_usage,
+    usage_json,
     usage_message_id,
     usage_subject,
 )
@@ -46,6 +48,7 @@ def test_the_message_of_a_record_is_what_full_validation_gives(record: UsageReco
         "cached_input_tokens": record.cached_input_tokens})
     assert fast == validated
     assert fast.to_json() == validated.to_json()
+    assert usage_json(record) == usage_json(fast) == validated.to_json()
     assert usage_message_id(fast) == usage_message_id(validated) == usage_message_id(record)
     decoded = decode_usage(fast.to_json(), str(record.account_id),
                            msg_id=usage_message_id(record), now=NOW)
@@ -56,3 +59,9 @@ def test_the_subject_names_the_account_in_its_usual_text_form() -> None:
     account = UUID("0b9e3c1e-2f4a-4d5b-9c6d-7e8f90a1b2c3")
     assert usage_subject(account) == "ledger.usage.v1.0b9e3c1e-2f4a-4d5b-9c6d-7e8f90a1b2c3"
     assert usage_subject(str(account)) == usage_subject(account)
+
+
+def test_the_record_and_the_schema_name_the_same_fields_in_the_same_order() -> None:
+    # `usage_json` writes a domain record's fields in its own order: the contract's JSON only
+    # stays the schema's while the two agree.
+    assert list(UsageRecord.__dataclass_fields__) == list(UsageMessage.model_fields)
