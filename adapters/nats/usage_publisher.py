@@ -8,6 +8,13 @@ A copy with the same usage_id and other content has another id: the broker never
 it always reaches the ledger and is rejected there as a conflict (and reported). A caller
 that gets no exception from `publish_usage` knows the record is stored durably in the stream.
 
+Which stream stored it is read from the acknowledgement, not asked of the server with a
+`Nats-Expected-Stream` header: the stream keeps every header of every message and each
+consumer parses them all again per delivery, and without that header the consumer's bus path
+measured 4-9 us cheaper per record (BENCHMARKS.md, 2026-12-03). Stream subjects cannot overlap
+within an account, so another stream only takes these subjects when `LEDGER_USAGE` is missing:
+an acknowledgement from any other stream is `UsageStreamMismatch`, never success.
+
 `publish_many` keeps up to `window` publishes waiting for their acknowledgement at once (the
 stream acknowledges in order, so throughput does not pay a round trip per record). It is
 `JetStreamContext.publish_async` done by hand on nats-py's public API: `Client.publish` with a
@@ -52,12 +59,17 @@ PUBLISH_WINDOW_DEFAULT = 2000
 PUBLISH_WINDOW_MAX = 20_000
 CLIENT_NAME = "ledger-usage-publisher"
 MSG_ID_HEADER = "Nats-Msg-Id"
-EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
+# How an acknowledgement from the usage stream starts (JetStream writes compact JSON).
+STORED_IN_USAGE_STREAM = b'{"stream":"' + STREAM_NAME.encode() + b'"'
 # Publishes written per chunk in publish_many; between chunks nats-py writes them in one go and
 # reads acknowledgements (one socket write per record cost ~1.6 ms of CPU here, issue 10).
 PUBLISH_CHUNK_MAX = 256
 
 RETRYABLE = (NatsTimeoutError, asyncio.TimeoutError, NoStreamResponseError, APIError)
+
+
+class UsageStreamMismatch(RuntimeError):
+    """A stream other than LEDGER_USAGE stored the record: the ledger never reads it there."""
 
 
 @dataclass
@@ -101,14 +113,19 @@ class UsagePublisher:
         for attempt in range(1, PUBLISH_ATTEMPTS_MAX + 1):
             try:
                 ack = await self.js.publish(subject, payload,
-                                            headers={MSG_ID_HEADER: msg_id} if msg_id else None,
-                                            stream=STREAM_NAME)
+                                            headers={MSG_ID_HEADER: msg_id} if msg_id else None)
             except RETRYABLE:
                 if attempt == PUBLISH_ATTEMPTS_MAX:
                     raise
                 self.report.retries += 1
                 await asyncio.sleep(PUBLISH_BACKOFF.delay_seconds(attempt))
                 continue
+            if ack.stream != STREAM_NAME:
+                raise UsageStreamMismatch(
+                    f"{subject} was stored by stream {ack.stream!r}, not {STREAM_NAME}: the "
+                    f"ledger reads usage only from {STREAM_NAME}. Remove that stream's "
+                    f"{subject.rsplit('.', 1)[0]}.* subjects and start the ledger (`ledger up` "
+                    f"or `ledger consume` creates {STREAM_NAME}), then publish again")
             self._count(ack)
             return ack
         raise AssertionError("unreachable")
@@ -160,10 +177,19 @@ class UsagePublisher:
             self.report.broker_duplicates += 1
 
 
-def _headers(record: UsageRecord | UsageMessage, with_id: bool) -> dict[str, str]:
-    if with_id:
-        return {EXPECTED_STREAM_HEADER: STREAM_NAME, MSG_ID_HEADER: usage_message_id(record)}
-    return {EXPECTED_STREAM_HEADER: STREAM_NAME}
+def _headers(record: UsageRecord | UsageMessage, with_id: bool) -> dict[str, str] | None:
+    return {MSG_ID_HEADER: usage_message_id(record)} if with_id else None
+
+
+def _from_usage_stream(ack: bytes) -> bool:
+    """Whether a JetStream acknowledgement comes from LEDGER_USAGE (compared as bytes first: the
+    server writes it compactly, `stream` first; parsed if it ever writes it otherwise)."""
+    if ack.startswith(STORED_IN_USAGE_STREAM):
+        return True
+    try:
+        return bool(json.loads(ack).get("stream") == STREAM_NAME)
+    except (ValueError, AttributeError):
+        return False
 
 
 class _AckPipeline:
@@ -182,8 +208,9 @@ class _AckPipeline:
         if item is None:
             return  # answered after we gave up on it: it is being published again anyway
         data = msg.data
-        # An empty body is a status (503: no stream took it); an error names "error".
-        if not data or b'"error"' in data:
+        # An empty body is a status (503: no stream took it); an error names "error"; another
+        # stream's acknowledgement is not one of ours: publish_raw says what is wrong.
+        if not data or b'"error"' in data or not _from_usage_stream(data):
             self.failed.append(item)
         else:
             self.report.published += 1
