@@ -11,9 +11,10 @@ that gets no exception from `publish_usage` knows the record is stored durably i
 Which stream stored it is read from the acknowledgement, not asked of the server with a
 `Nats-Expected-Stream` header: the stream keeps every header of every message and each
 consumer parses them all again per delivery, and without that header the consumer's bus path
-measured 4-9 us cheaper per record (BENCHMARKS.md, 2026-12-03). Stream subjects cannot overlap
-within an account, so another stream only takes these subjects when `LEDGER_USAGE` is missing:
-an acknowledgement from any other stream is `UsageStreamMismatch`, never success.
+measured 1-9 us cheaper per record (8-9 in three of four pairs; BENCHMARKS.md, 2026-12-03).
+Stream subjects cannot overlap within an account, so another stream only takes these subjects
+when `LEDGER_USAGE` is missing: an acknowledgement from any other stream is
+`UsageStreamMismatch`, never success.
 
 `publish_many` keeps up to `window` publishes waiting for their acknowledgement at once (the
 stream acknowledges in order, so throughput does not pay a round trip per record). It is
