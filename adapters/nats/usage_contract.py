@@ -20,9 +20,10 @@ Limits, in the order they are checked, each before the work it protects:
 7. the subject's account is the record's account, and `Nats-Msg-Id`, when sent, is the one
    `usage_message_id` derives from the record.
 
-One module of ~440 lines on purpose: it *is* the versioned contract (schema, message id,
-decoder and rejection format change together and are versioned as one, `ledger.usage.v1`), and
-producers, the HTTP API and the consumer read it as one page.
+One module of ~460 lines on purpose: it *is* the versioned contract (schema and the JSON
+producers write for it, message id, decoder and rejection format change together and are
+versioned as one, `ledger.usage.v1`), and producers, the HTTP API and the consumer read it as
+one page.
 """
 
 from __future__ import annotations
