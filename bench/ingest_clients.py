@@ -260,7 +260,7 @@ def main() -> None:
     best: dict[str, dict[str, float]] = {}
     with bench_servers() as servers:
         service_rate = bench_service(servers.database("bench_service"), args.accounts,
-                                     args.baseline_records)
+                                     args.baseline_records).rate
         console.print(f"service layer: {service_rate:,.0f} records/s")
         for round_number in range(args.rounds):
             for client in CLIENTS:

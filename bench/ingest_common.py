@@ -76,16 +76,36 @@ def machine() -> str:
 
 class MachineIdle:
     """The machine's idle share of all its cores between `__init__` and `share()` (system-wide
-    CPU times): near 0 means the run was bound by the machine's CPU, not by one process."""
+    CPU times): near 0 means the run was bound by the machine's CPU, not by one process.
+
+    `busy_seconds()` is the CPU time all cores spent on anything but idling (every process:
+    PostgreSQL, NATS, the publisher, the consumers, the kernel) over the same span: divided by
+    the records, the whole machine's CPU per record, the figure a 2-core machine's rate is
+    bound by (`cpu_ceiling`)."""
 
     def __init__(self) -> None:
         self.before = psutil.cpu_times()
 
-    def share(self) -> float:
+    def _spent_and_idle(self) -> tuple[float, float]:
         after = psutil.cpu_times()
         spent = sum(after) - sum(self.before)
         idle = (after.idle + after.iowait) - (self.before.idle + self.before.iowait)
+        return spent, idle
+
+    def share(self) -> float:
+        spent, idle = self._spent_and_idle()
         return idle / spent if spent > 0 else 0.0
+
+    def busy_seconds(self) -> float:
+        spent, idle = self._spent_and_idle()
+        return spent - idle
+
+
+def cpu_ceiling(machine_us_per_record: float) -> float:
+    """The most records/s this machine's cores can give at this much CPU per record (every core
+    busy all the time, nothing waiting): the bound on any rate, whatever the pipeline does."""
+    cores = os.cpu_count() or 1
+    return cores * 1e6 / machine_us_per_record if machine_us_per_record > 0 else 0.0
 
 
 def priced_accounts(ledger: Ledger, count: int) -> list[PricedAccount]:

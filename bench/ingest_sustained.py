@@ -27,6 +27,13 @@ consumer's own pipeline (busy well under 100%, cores idle) reads apart from one 
 machine's CPU (nothing idle: the publisher, NATS and PostgreSQL share the cores). End to end,
 also the NATS server's CPU per record and this process's (the publisher, and the watcher
 thread polling PostgreSQL), so the three shares of the cores are read from one run.
+
+The whole machine's CPU per record (all cores' busy time, every process: PostgreSQL and the
+kernel too) is measured for the service layer and for each consumer figure, with the ceiling it
+sets: at that CPU per record, with every core busy all the time, the rate could be at most
+cores / CPU per record. Divided by the service layer's rate, that ceiling says whether a ratio
+goal is reachable at all on this machine before any pipeline is tuned; the share of it a run
+reached says how much time went to waiting.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import os
 import random
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +54,7 @@ from ingest_common import (
     ConsumerProcesses,
     MachineIdle,
     bench_servers,
+    cpu_ceiling,
     machine,
     priced_accounts,
 )
@@ -76,21 +85,29 @@ def make_records(accounts: list[PricedAccount], count: int, prefix: str) -> list
             for i in range(count)]
 
 
-def bench_service(database_url: str, accounts_count: int, count: int) -> float:
+@dataclass(frozen=True)
+class ServiceRound:
+    rate: float  # records/s
+    machine_us_per_record: float  # the whole machine's CPU (this process and PostgreSQL)
+
+
+def bench_service(database_url: str, accounts_count: int, count: int) -> ServiceRound:
     ledger = open_ledger(database_url)
     accounts = priced_accounts(ledger, accounts_count)
     records = make_records(accounts, count, "service")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("service layer: record_usage_batch", total=count)
+        machine_cpu = MachineIdle()
         started = time.perf_counter()
         for offset in range(0, count, SERVICE_BATCH_RECORDS):
             outcome = ledger.record_usage_batch(records[offset:offset + SERVICE_BATCH_RECORDS])
             assert not outcome.rejections and not outcome.duplicates
             progress.advance(task, SERVICE_BATCH_RECORDS)
         seconds = time.perf_counter() - started
+        busy_seconds = machine_cpu.busy_seconds()
     assert ledger.keyed.counter_values()["usage_recorded"] == count
     ledger.close()
-    return count / seconds
+    return ServiceRound(count / seconds, busy_seconds / count * 1e6)
 
 
 async def fresh_ledger_and_stream(database_url: str, nats_url: str, args: argparse.Namespace,
@@ -146,6 +163,7 @@ async def bench_ingest(database_url: str, servers: BenchServers, args: argparse.
         nats_seconds = servers.nats_cpu_seconds() - nats_before
         bench_seconds = time.process_time() - bench_before
         idle_share = idle.share()
+        machine_seconds = idle.busy_seconds()
         if "committed" not in finished:
             raise RuntimeError(f"not every record was committed in {INGEST_TIMEOUT_SECONDS}s")
         assert report.published == args.records
@@ -157,6 +175,7 @@ async def bench_ingest(database_url: str, servers: BenchServers, args: argparse.
                 "cpu_us_per_record": cpu_seconds / args.records * 1e6,
                 "nats_us_per_record": nats_seconds / args.records * 1e6,
                 "bench_us_per_record": bench_seconds / args.records * 1e6,
+                "machine_us_per_record": machine_seconds / args.records * 1e6,
                 "consumer_busy": cpu_seconds / (finished["committed"] - started) / args.consumers,
                 "machine_idle": idle_share}
     finally:
@@ -164,8 +183,9 @@ async def bench_ingest(database_url: str, servers: BenchServers, args: argparse.
         ledger.close()
 
 
-async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace,
-                      folder: Path, checkout: Path = REPO_ROOT) -> dict[str, float]:
+async def bench_drain(database_url: str, servers: BenchServers, args: argparse.Namespace,
+                      checkout: Path = REPO_ROOT) -> dict[str, float]:
+    nats_url, folder = servers.nats_url, servers.folder
     settings, ledger, records = await fresh_ledger_and_stream(database_url, nats_url, args,
                                                               "drain")
     try:
@@ -177,7 +197,7 @@ async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace
                                       checkout)
         try:
             first: tuple[float, int] | None = None
-            cpu_first = 0.0
+            cpu_first = nats_first = 0.0
             deadline = time.perf_counter() + INGEST_TIMEOUT_SECONDS
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("drain: committed in the ledger", total=args.records)
@@ -187,6 +207,7 @@ async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace
                     progress.update(task, completed=recorded)
                     if first is None and recorded > 0:
                         first, cpu_first = (now, recorded), consumers.cpu_seconds()
+                        nats_first = servers.nats_cpu_seconds()
                         idle = MachineIdle()
                     if recorded >= args.records:
                         break
@@ -196,14 +217,33 @@ async def bench_drain(database_url: str, nats_url: str, args: argparse.Namespace
             assert first is not None
             drained = args.records - first[1]
             cpu_seconds = consumers.cpu_seconds() - cpu_first
+            nats_seconds = servers.nats_cpu_seconds() - nats_first
             return {"drain_rate": drained / (now - first[0]),
                     "cpu_us_per_record": cpu_seconds / drained * 1e6,
+                    "nats_us_per_record": nats_seconds / drained * 1e6,
                     "consumer_busy": cpu_seconds / (now - first[0]) / args.consumers,
-                    "machine_idle": idle.share()}
+                    "machine_idle": idle.share(),
+                    "machine_us_per_record": idle.busy_seconds() / drained * 1e6}
         finally:
             consumers.stop()
     finally:
         ledger.close()
+
+
+def machine_budget(result: dict[str, float], service_rate: float) -> tuple[str, str]:
+    """The whole machine's CPU per record, what is left of it besides the measured processes,
+    and the ceiling it sets: the rate with every core busy all the time, and how much of that
+    ceiling the run reached (the rest is time something waited while a core idled)."""
+    machine_us = result["machine_us_per_record"]
+    ceiling = cpu_ceiling(machine_us)
+    rate = result.get("commit_rate", result.get("drain_rate", 0.0))
+    named = sum(result.get(key, 0.0) for key in ("cpu_us_per_record", "nats_us_per_record",
+                                                 "bench_us_per_record"))
+    return (f"{machine_us:.0f} us/record",
+            f"{machine_us - named:.0f} us of it outside the processes above (PostgreSQL, the "
+            f"kernel); all cores busy, this CPU per record allows {ceiling:,.0f}/s = "
+            f"{ceiling / service_rate:.2f}x the service layer; reached {rate / ceiling:.0%} "
+            "of that")
 
 
 def bound_by(result: dict[str, float]) -> str:
@@ -240,12 +280,14 @@ def main() -> None:
     with bench_servers() as servers:
         # The best of several baseline rounds: the service layer alone moved by up to 30%
         # between runs here, and the highest is the conservative ceiling to divide by.
-        service_rates = [bench_service(servers.database(f"bench_service_{n}"), args.accounts,
+        service_rounds = [bench_service(servers.database(f"bench_service_{n}"), args.accounts,
                                        args.baseline_records)
                          for n in range(args.baseline_rounds)]
-        service_rate = max(service_rates)
+        best = max(service_rounds, key=lambda round_: round_.rate)
+        service_rate = best.rate
         console.print("service layer: "
-                      + ", ".join(f"{rate:,.0f}" for rate in service_rates) + " records/s")
+                      + ", ".join(f"{round_.rate:,.0f}" for round_ in service_rounds)
+                      + " records/s")
         compared = None
         if args.compare_checkout is not None:
             compared = asyncio.run(bench_ingest(servers.database("bench_compared"), servers,
@@ -256,17 +298,18 @@ def main() -> None:
         compared_drain = None
         if args.drain and args.compare_checkout is not None:
             compared_drain = asyncio.run(bench_drain(
-                servers.database("bench_compared_drain"), servers.nats_url, args,
-                servers.folder, args.compare_checkout.resolve()))
-        drain = (asyncio.run(bench_drain(servers.database("bench_drain"), servers.nats_url,
-                                         args, servers.folder)) if args.drain else None)
+                servers.database("bench_compared_drain"), servers, args,
+                args.compare_checkout.resolve()))
+        drain = (asyncio.run(bench_drain(servers.database("bench_drain"), servers, args))
+                 if args.drain else None)
     table = Table(title=f"sustained ingest, {args.records:,} records, "
                         f"{args.consumers} consumer process(es)")
     for column in ("path", "records/s", "note"):
         table.add_column(column)
     table.add_row("service layer (record_usage_batch)", f"{service_rate:,.0f}",
                   f"best of {args.baseline_rounds} rounds of {args.baseline_records:,} records, "
-                  f"batches of {SERVICE_BATCH_RECORDS}")
+                  f"batches of {SERVICE_BATCH_RECORDS}; the whole machine's CPU "
+                  f"{best.machine_us_per_record:.0f} us/record (this process and PostgreSQL)")
     rounds = [("", ingest)]
     if compared is not None:
         rounds.insert(0, (f"{args.compare_checkout.name}: ", compared))
@@ -284,19 +327,24 @@ def main() -> None:
         table.add_row(f"{label}bench process CPU",
                       f"{result['bench_us_per_record']:.0f} us/record",
                       "the publisher, and the watcher thread polling PostgreSQL")
+        table.add_row(f"{label}whole machine CPU", *machine_budget(result, service_rate))
         table.add_row(f"{label}consumer RSS peak", f"{result['rss_peak_mib']:.0f} MiB",
                       "all processes")
     if compared_drain is not None:
         table.add_row(f"{args.compare_checkout.name}: drain a backlog",
                       f"{compared_drain['drain_rate']:,.0f}",
                       f"ratio to service layer {compared_drain['drain_rate'] / service_rate:.2f}; "
-                      f"consumer CPU {compared_drain['cpu_us_per_record']:.0f} us/record; "
+                      f"consumer CPU {compared_drain['cpu_us_per_record']:.0f} us/record, "
+                      f"NATS {compared_drain['nats_us_per_record']:.0f}; "
                       + bound_by(compared_drain))
+        table.add_row(f"{args.compare_checkout.name}: drain: whole machine CPU",
+                      *machine_budget(compared_drain, service_rate))
     if drain is not None:
         table.add_row("drain a backlog (no publisher running)", f"{drain['drain_rate']:,.0f}",
                       f"ratio to service layer {drain['drain_rate'] / service_rate:.2f}; "
-                      f"consumer CPU {drain['cpu_us_per_record']:.0f} us/record; "
-                      + bound_by(drain))
+                      f"consumer CPU {drain['cpu_us_per_record']:.0f} us/record, NATS "
+                      f"{drain['nats_us_per_record']:.0f}; " + bound_by(drain))
+        table.add_row("drain: whole machine CPU", *machine_budget(drain, service_rate))
     console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     console.print(table)
 
