@@ -74,9 +74,11 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
-class MachineIdle:
-    """The machine's idle share of all its cores between `__init__` and `share()` (system-wide
-    CPU times): near 0 means the run was bound by the machine's CPU, not by one process.
+class MachineCpu:
+    """The whole machine's CPU between `__init__` and a reading (system-wide CPU times).
+
+    `idle_share()` is the idle share of all cores: near 0 means the run was bound by the
+    machine's CPU, not by one process.
 
     `busy_seconds()` is the CPU time all cores spent on anything but idling (every process:
     PostgreSQL, NATS, the publisher, the consumers, the kernel) over the same span: divided by
@@ -92,7 +94,7 @@ class MachineIdle:
         idle = (after.idle + after.iowait) - (self.before.idle + self.before.iowait)
         return spent, idle
 
-    def share(self) -> float:
+    def idle_share(self) -> float:
         spent, idle = self._spent_and_idle()
         return idle / spent if spent > 0 else 0.0
 

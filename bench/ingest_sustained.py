@@ -52,7 +52,7 @@ from ingest_common import (
     REPO_ROOT,
     BenchServers,
     ConsumerProcesses,
-    MachineIdle,
+    MachineCpu,
     bench_servers,
     cpu_ceiling,
     machine,
@@ -97,7 +97,7 @@ def bench_service(database_url: str, accounts_count: int, count: int) -> Service
     records = make_records(accounts, count, "service")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("service layer: record_usage_batch", total=count)
-        machine_cpu = MachineIdle()
+        machine_cpu = MachineCpu()
         started = time.perf_counter()
         for offset in range(0, count, SERVICE_BATCH_RECORDS):
             outcome = ledger.record_usage_batch(records[offset:offset + SERVICE_BATCH_RECORDS])
@@ -151,7 +151,7 @@ async def bench_ingest(database_url: str, servers: BenchServers, args: argparse.
 
         cpu_before = consumers.cpu_seconds()
         nats_before, bench_before = servers.nats_cpu_seconds(), time.process_time()
-        idle = MachineIdle()
+        machine_cpu = MachineCpu()
         async with await UsagePublisher.connect(nats_url) as publisher:
             started = time.perf_counter()
             watcher = threading.Thread(target=watch, args=(started,), daemon=True)
@@ -162,8 +162,8 @@ async def bench_ingest(database_url: str, servers: BenchServers, args: argparse.
         cpu_seconds = consumers.cpu_seconds() - cpu_before
         nats_seconds = servers.nats_cpu_seconds() - nats_before
         bench_seconds = time.process_time() - bench_before
-        idle_share = idle.share()
-        machine_seconds = idle.busy_seconds()
+        idle_share = machine_cpu.idle_share()
+        machine_seconds = machine_cpu.busy_seconds()
         if "committed" not in finished:
             raise RuntimeError(f"not every record was committed in {INGEST_TIMEOUT_SECONDS}s")
         assert report.published == args.records
@@ -208,7 +208,7 @@ async def bench_drain(database_url: str, servers: BenchServers, args: argparse.N
                     if first is None and recorded > 0:
                         first, cpu_first = (now, recorded), consumers.cpu_seconds()
                         nats_first = servers.nats_cpu_seconds()
-                        idle = MachineIdle()
+                        machine_cpu = MachineCpu()
                     if recorded >= args.records:
                         break
                     if now > deadline:
@@ -222,8 +222,8 @@ async def bench_drain(database_url: str, servers: BenchServers, args: argparse.N
                     "cpu_us_per_record": cpu_seconds / drained * 1e6,
                     "nats_us_per_record": nats_seconds / drained * 1e6,
                     "consumer_busy": cpu_seconds / (now - first[0]) / args.consumers,
-                    "machine_idle": idle.share(),
-                    "machine_us_per_record": idle.busy_seconds() / drained * 1e6}
+                    "machine_idle": machine_cpu.idle_share(),
+                    "machine_us_per_record": machine_cpu.busy_seconds() / drained * 1e6}
         finally:
             consumers.stop()
     finally:
