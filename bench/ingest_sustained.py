@@ -230,20 +230,27 @@ async def bench_drain(database_url: str, servers: BenchServers, args: argparse.N
         ledger.close()
 
 
-def machine_budget(result: dict[str, float], service_rate: float) -> tuple[str, str]:
+def machine_budget(result: dict[str, float], service_rate: float,
+                   consumers: int) -> tuple[str, str]:
     """The whole machine's CPU per record, what is left of it besides the measured processes,
-    and the ceiling it sets: the rate with every core busy all the time, and how much of that
-    ceiling the run reached (the rest is time something waited while a core idled)."""
+    and the two ceilings on the rate: every core busy all the time (`cpu_ceiling`), and every
+    consumer process busy all of its one core (its interpreter lock allows no more); the lower
+    one binds, and the share of it the run reached is the rest: time spent waiting."""
     machine_us = result["machine_us_per_record"]
     ceiling = cpu_ceiling(machine_us)
+    consumer_us = result["cpu_us_per_record"]
+    processes_ceiling = consumers * 1e6 / consumer_us if consumer_us > 0 else 0.0
+    binding = min(ceiling, processes_ceiling)
     rate = result.get("commit_rate", result.get("drain_rate", 0.0))
     named = sum(result.get(key, 0.0) for key in ("cpu_us_per_record", "nats_us_per_record",
                                                  "bench_us_per_record"))
     return (f"{machine_us:.0f} us/record",
             f"{machine_us - named:.0f} us of it outside the processes above (PostgreSQL, the "
             f"kernel); all cores busy, this CPU per record allows {ceiling:,.0f}/s = "
-            f"{ceiling / service_rate:.2f}x the service layer; reached {rate / ceiling:.0%} "
-            "of that")
+            f"{ceiling / service_rate:.2f}x the service layer; the consumer process(es), each "
+            f"busy all of one core, {processes_ceiling:,.0f}/s = "
+            f"{processes_ceiling / service_rate:.2f}x; reached {rate / binding:.0%} of the "
+            "lower")
 
 
 def bound_by(result: dict[str, float]) -> str:
@@ -327,7 +334,8 @@ def main() -> None:
         table.add_row(f"{label}bench process CPU",
                       f"{result['bench_us_per_record']:.0f} us/record",
                       "the publisher, and the watcher thread polling PostgreSQL")
-        table.add_row(f"{label}whole machine CPU", *machine_budget(result, service_rate))
+        table.add_row(f"{label}whole machine CPU",
+                      *machine_budget(result, service_rate, args.consumers))
         table.add_row(f"{label}consumer RSS peak", f"{result['rss_peak_mib']:.0f} MiB",
                       "all processes")
     if compared_drain is not None:
@@ -338,13 +346,14 @@ def main() -> None:
                       f"NATS {compared_drain['nats_us_per_record']:.0f}; "
                       + bound_by(compared_drain))
         table.add_row(f"{args.compare_checkout.name}: drain: whole machine CPU",
-                      *machine_budget(compared_drain, service_rate))
+                      *machine_budget(compared_drain, service_rate, args.consumers))
     if drain is not None:
         table.add_row("drain a backlog (no publisher running)", f"{drain['drain_rate']:,.0f}",
                       f"ratio to service layer {drain['drain_rate'] / service_rate:.2f}; "
                       f"consumer CPU {drain['cpu_us_per_record']:.0f} us/record, NATS "
                       f"{drain['nats_us_per_record']:.0f}; " + bound_by(drain))
-        table.add_row("drain: whole machine CPU", *machine_budget(drain, service_rate))
+        table.add_row("drain: whole machine CPU",
+                      *machine_budget(drain, service_rate, args.consumers))
     console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     console.print(table)
 
