@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -74,33 +75,28 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
+class MachineCpuReading(NamedTuple):
+    idle_share: float  # of all cores; near 0: the run was bound by the machine's CPU
+    busy_seconds: float  # CPU time all cores spent on anything but idling
+
+
 class MachineCpu:
-    """The whole machine's CPU between `__init__` and a reading (system-wide CPU times).
+    """The whole machine's CPU between `__init__` and `reading()` (system-wide CPU times).
 
-    `idle_share()` is the idle share of all cores: near 0 means the run was bound by the
-    machine's CPU, not by one process.
-
-    `busy_seconds()` is the CPU time all cores spent on anything but idling (every process:
-    PostgreSQL, NATS, the publisher, the consumers, the kernel) over the same span: divided by
-    the records, the whole machine's CPU per record, the figure a 2-core machine's rate is
-    bound by (`cpu_ceiling`)."""
+    A reading gives the idle share of all cores (near 0 means the run was bound by the
+    machine's CPU, not by one process) and the busy time of all cores (every process:
+    PostgreSQL, NATS, the publisher, the consumers, the kernel), both over the same span:
+    divided by the records, the busy time is the whole machine's CPU per record, the figure a
+    2-core machine's rate is bound by (`cpu_ceiling`)."""
 
     def __init__(self) -> None:
         self.before = psutil.cpu_times()
 
-    def _spent_and_idle(self) -> tuple[float, float]:
+    def reading(self) -> MachineCpuReading:
         after = psutil.cpu_times()
         spent = sum(after) - sum(self.before)
         idle = (after.idle + after.iowait) - (self.before.idle + self.before.iowait)
-        return spent, idle
-
-    def idle_share(self) -> float:
-        spent, idle = self._spent_and_idle()
-        return idle / spent if spent > 0 else 0.0
-
-    def busy_seconds(self) -> float:
-        spent, idle = self._spent_and_idle()
-        return spent - idle
+        return MachineCpuReading(idle / spent if spent > 0 else 0.0, spent - idle)
 
 
 def cpu_ceiling(machine_us_per_record: float) -> float:

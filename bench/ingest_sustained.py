@@ -104,7 +104,7 @@ def bench_service(database_url: str, accounts_count: int, count: int) -> Service
             assert not outcome.rejections and not outcome.duplicates
             progress.advance(task, SERVICE_BATCH_RECORDS)
         seconds = time.perf_counter() - started
-        busy_seconds = machine_cpu.busy_seconds()
+        busy_seconds = machine_cpu.reading().busy_seconds
     assert ledger.keyed.counter_values()["usage_recorded"] == count
     ledger.close()
     return ServiceRound(count / seconds, busy_seconds / count * 1e6)
@@ -162,8 +162,7 @@ async def bench_ingest(database_url: str, servers: BenchServers, args: argparse.
         cpu_seconds = consumers.cpu_seconds() - cpu_before
         nats_seconds = servers.nats_cpu_seconds() - nats_before
         bench_seconds = time.process_time() - bench_before
-        idle_share = machine_cpu.idle_share()
-        machine_seconds = machine_cpu.busy_seconds()
+        cpu_used = machine_cpu.reading()
         if "committed" not in finished:
             raise RuntimeError(f"not every record was committed in {INGEST_TIMEOUT_SECONDS}s")
         assert report.published == args.records
@@ -175,9 +174,9 @@ async def bench_ingest(database_url: str, servers: BenchServers, args: argparse.
                 "cpu_us_per_record": cpu_seconds / args.records * 1e6,
                 "nats_us_per_record": nats_seconds / args.records * 1e6,
                 "bench_us_per_record": bench_seconds / args.records * 1e6,
-                "machine_us_per_record": machine_seconds / args.records * 1e6,
+                "machine_us_per_record": cpu_used.busy_seconds / args.records * 1e6,
                 "consumer_busy": cpu_seconds / (finished["committed"] - started) / args.consumers,
-                "machine_idle": idle_share}
+                "machine_idle": cpu_used.idle_share}
     finally:
         consumers.stop()
         ledger.close()
@@ -217,13 +216,14 @@ async def bench_drain(database_url: str, servers: BenchServers, args: argparse.N
             assert first is not None
             drained = args.records - first[1]
             cpu_seconds = consumers.cpu_seconds() - cpu_first
+            cpu_used = machine_cpu.reading()
             nats_seconds = servers.nats_cpu_seconds() - nats_first
             return {"drain_rate": drained / (now - first[0]),
                     "cpu_us_per_record": cpu_seconds / drained * 1e6,
                     "nats_us_per_record": nats_seconds / drained * 1e6,
                     "consumer_busy": cpu_seconds / (now - first[0]) / args.consumers,
-                    "machine_idle": machine_cpu.idle_share(),
-                    "machine_us_per_record": machine_cpu.busy_seconds() / drained * 1e6}
+                    "machine_idle": cpu_used.idle_share,
+                    "machine_us_per_record": cpu_used.busy_seconds / drained * 1e6}
         finally:
             consumers.stop()
     finally:
