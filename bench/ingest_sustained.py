@@ -2,7 +2,7 @@
 
     uv run python bench/ingest_sustained.py [--records 300000] [--accounts 1000]
                                              [--consumers 1] [--baseline-records 100000]
-                                             [--baseline-rounds 3] [--drain]
+                                             [--baseline-rounds 3] [--rounds 1] [--drain]
                                              [--compare-checkout DIR]
 
 On one machine (everything on it: embedded PostgreSQL with fsync on, embedded NATS with file
@@ -13,7 +13,11 @@ storage, the publisher in this process, `ledger consume` processes):
              --baseline-rounds times, each in its own database, and the best is divided by.
 2. ingest:   publish --records records as fast as the publisher can (pipelined, each with
              Nats-Msg-Id), and measure the rate at which the ledger commits them, from the first
-             publish to the moment the ledger's `usage_recorded` counter reaches --records.
+             publish to the moment the ledger's `usage_recorded` counter reaches --records;
+             --rounds times, each in its own database and stream. With --rounds as many as
+             --baseline-rounds, the best end-to-end round is divided by the best service round:
+             the same estimator on both sides (one round against the best of three reads low
+             on a noisy machine). Every round's ratio is printed too.
 
 3. drain:   (with --drain) the same records published first with no consumer running, then
              the consumer processes started: the rate at which they drain the backlog, from
@@ -268,6 +272,9 @@ def main() -> None:
     parser.add_argument("--baseline-rounds", type=int, default=3,
                         help="service-layer rounds, each in a fresh database; the best is the "
                              "baseline")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="end-to-end rounds, each in a fresh database and stream; the best "
+                             "is reported (as many as --baseline-rounds: like with like)")
     parser.add_argument("--consumers", type=int, default=1,
                         help="`ledger consume` processes sharing the partitions")
     parser.add_argument("--compare-checkout", type=Path, default=None,
@@ -300,8 +307,17 @@ def main() -> None:
             compared = asyncio.run(bench_ingest(servers.database("bench_compared"), servers,
                                                 args, args.compare_checkout.resolve()))
             console.print(f"{args.compare_checkout.name}: {compared}", markup=False)
-        ingest = asyncio.run(bench_ingest(servers.database("bench_ingest"), servers, args))
-        console.print(f"this checkout: {ingest}", markup=False)
+        ingest_rounds = []
+        for number in range(args.rounds):
+            result = asyncio.run(bench_ingest(servers.database(f"bench_ingest_{number}"),
+                                              servers, args))
+            console.print(f"this checkout, round {number + 1}: {result}", markup=False)
+            ingest_rounds.append(result)
+        ingest = max(ingest_rounds, key=lambda result: result["commit_rate"])
+        if args.rounds > 1:
+            console.print("end to end: " + ", ".join(
+                f"{result['commit_rate']:,.0f} ({result['commit_rate'] / service_rate:.2f}x)"
+                for result in ingest_rounds) + " records/s")
         compared_drain = None
         if args.drain and args.compare_checkout is not None:
             compared_drain = asyncio.run(bench_drain(
@@ -326,7 +342,9 @@ def main() -> None:
         table.add_row(f"{label}end to end (publish -> committed)",
                       f"{result['commit_rate']:,.0f}",
                       f"{result['seconds']:.1f}s; ratio to service layer "
-                      f"{result['commit_rate'] / service_rate:.2f}")
+                      f"{result['commit_rate'] / service_rate:.2f}"
+                      + (f" (best of {args.rounds} rounds)" if label == "" and args.rounds > 1
+                         else ""))
         table.add_row(f"{label}consumer CPU", f"{result['cpu_us_per_record']:.0f} us/record",
                       "user + system, all consumer processes; " + bound_by(result))
         table.add_row(f"{label}NATS server CPU", f"{result['nats_us_per_record']:.0f} us/record",
