@@ -234,6 +234,23 @@ async def bench_drain(database_url: str, servers: BenchServers, args: argparse.N
         ledger.close()
 
 
+def best_ingest_round(servers: BenchServers, args: argparse.Namespace, service_rate: float,
+                      database_prefix: str, label: str, checkout: Path) -> dict[str, float]:
+    """--rounds end-to-end rounds of one source tree, each in a fresh database and stream;
+    every round is printed with its ratio, and the best is returned."""
+    rounds = []
+    for number in range(args.rounds):
+        result = asyncio.run(bench_ingest(servers.database(f"{database_prefix}_{number}"),
+                                          servers, args, checkout))
+        console.print(f"{label}, round {number + 1}: {result}", markup=False)
+        rounds.append(result)
+    if args.rounds > 1:
+        console.print(f"{label}, end to end: " + ", ".join(
+            f"{result['commit_rate']:,.0f} ({result['commit_rate'] / service_rate:.2f}x)"
+            for result in rounds) + " records/s")
+    return max(rounds, key=lambda result: result["commit_rate"])
+
+
 def machine_budget(result: dict[str, float], service_rate: float,
                    consumers: int) -> tuple[str, str]:
     """The whole machine's CPU per record, what is left of it besides the measured processes,
@@ -281,7 +298,7 @@ def main() -> None:
                         help="another source tree with its own .venv (say, `git archive` of an "
                              "older commit, then `uv sync` in it): its consumer is measured "
                              "first, in the same run, against the same service-layer baseline "
-                             "(with --drain, its drain too)")
+                             "(as many --rounds; with --drain, its drain too)")
     parser.add_argument("--drain", action="store_true",
                         help="also drain a backlog published before the consumers start")
     args = parser.parse_args()
@@ -304,20 +321,11 @@ def main() -> None:
                       + " records/s")
         compared = None
         if args.compare_checkout is not None:
-            compared = asyncio.run(bench_ingest(servers.database("bench_compared"), servers,
-                                                args, args.compare_checkout.resolve()))
-            console.print(f"{args.compare_checkout.name}: {compared}", markup=False)
-        ingest_rounds = []
-        for number in range(args.rounds):
-            result = asyncio.run(bench_ingest(servers.database(f"bench_ingest_{number}"),
-                                              servers, args))
-            console.print(f"this checkout, round {number + 1}: {result}", markup=False)
-            ingest_rounds.append(result)
-        ingest = max(ingest_rounds, key=lambda result: result["commit_rate"])
-        if args.rounds > 1:
-            console.print("end to end: " + ", ".join(
-                f"{result['commit_rate']:,.0f} ({result['commit_rate'] / service_rate:.2f}x)"
-                for result in ingest_rounds) + " records/s")
+            compared = best_ingest_round(servers, args, service_rate, "bench_compared",
+                                         args.compare_checkout.name,
+                                         args.compare_checkout.resolve())
+        ingest = best_ingest_round(servers, args, service_rate, "bench_ingest",
+                                   "this checkout", REPO_ROOT)
         compared_drain = None
         if args.drain and args.compare_checkout is not None:
             compared_drain = asyncio.run(bench_drain(
@@ -343,8 +351,7 @@ def main() -> None:
                       f"{result['commit_rate']:,.0f}",
                       f"{result['seconds']:.1f}s; ratio to service layer "
                       f"{result['commit_rate'] / service_rate:.2f}"
-                      + (f" (best of {args.rounds} rounds)" if label == "" and args.rounds > 1
-                         else ""))
+                      + (f" (best of {args.rounds} rounds)" if args.rounds > 1 else ""))
         table.add_row(f"{label}consumer CPU", f"{result['cpu_us_per_record']:.0f} us/record",
                       "user + system, all consumer processes; " + bound_by(result))
         table.add_row(f"{label}NATS server CPU", f"{result['nats_us_per_record']:.0f} us/record",
