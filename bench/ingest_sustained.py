@@ -79,6 +79,8 @@ console = Console()
 SERVICE_BATCH_RECORDS = 1000
 POLL_INTERVAL_SECONDS = 0.1
 INGEST_TIMEOUT_SECONDS = 600.0
+# Rounds of either kind in one run (each takes a fresh database, and up to minutes).
+ROUNDS_MAX = 10
 
 
 def make_records(accounts: list[PricedAccount], count: int, prefix: str) -> list[UsageRecord]:
@@ -302,6 +304,10 @@ def main() -> None:
     parser.add_argument("--drain", action="store_true",
                         help="also drain a backlog published before the consumers start")
     args = parser.parse_args()
+    for name in ("rounds", "baseline_rounds"):
+        if not 1 <= getattr(args, name) <= ROUNDS_MAX:
+            parser.error(f"--{name.replace('_', '-')} must be 1 to {ROUNDS_MAX}, "
+                         f"got {getattr(args, name)}")
     # The collector settings of `ledger consume` (adapters.runtime.collector), so the
     # service-layer baseline runs as the consumer process does.
     tune_collector()
