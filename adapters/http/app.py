@@ -81,8 +81,12 @@ def create_app(ledger: Ledger, database_url: str, *, nats_url: str | None = None
     """Build the app around an open Ledger and the database its read models live in."""
     now = clock or utc_now
     pool = open_pool(database_url)
-    sessions = SessionStore(pool)
-    _create_tables(database_url, pool)
+    try:
+        sessions = SessionStore(pool)
+        _create_tables(database_url, pool)
+    except BaseException:
+        pool.close()  # the database went away while starting: do not leak the pool's threads
+        raise
     tokens = Tokens(ledger, clock=now)
 
     @asynccontextmanager
