@@ -21,7 +21,7 @@ import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
 from adapters.runtime.server_processes import EmbeddedServerError
-from adapters.runtime.settings import ConfigurationError, redacted
+from adapters.runtime.settings import ConfigurationError, first_line, redacted
 
 COMMAND_MODULES: list[str] = [
     "adapters.cli.runtime",
@@ -47,7 +47,7 @@ class OneLineFormatter(logging.Formatter):
             record = logging.makeLogRecord({**record.__dict__, "exc_info": None,
                                             "exc_text": None})
             text = super().format(record)
-            return f"{text}: {type(error).__name__}: {_first_line(error)}"
+            return f"{text}: {type(error).__name__}: {first_line(error)}"
         return super().format(record)
 
 
@@ -66,27 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def explain(error: BaseException) -> tuple[str, int]:
     """The one line a user sees for `error`, and the exit code."""
     if isinstance(error, ConfigurationError):
         return str(error), EXIT_BAD_INPUT
     if isinstance(error, psycopg.OperationalError | OperationalError | InterfaceError):
-        return (f"cannot use the database ({redacted(_first_line(error))}); check "
+        return (f"cannot use the database ({redacted(first_line(error))}); check "
                 "LEDGER_DATABASE_URL and that the server runs", EXIT_UNAVAILABLE)
     if isinstance(error, psycopg.Error | PersistenceError):
-        return f"database error: {redacted(_first_line(error))}", EXIT_SOFTWARE
+        return f"database error: {redacted(first_line(error))}", EXIT_SOFTWARE
     if isinstance(error, ConnectionError | TimeoutError | EmbeddedServerError):
-        return _first_line(error), EXIT_UNAVAILABLE
+        return first_line(error), EXIT_UNAVAILABLE
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.filename}: {error.strerror}", EXIT_BAD_INPUT
     if isinstance(error, ValueError):
-        return _first_line(error), EXIT_BAD_INPUT
-    return (f"unexpected {type(error).__name__}: {_first_line(error)} (set {DEBUG_VARIABLE}=1 "
+        return first_line(error), EXIT_BAD_INPUT
+    return (f"unexpected {type(error).__name__}: {first_line(error)} (set {DEBUG_VARIABLE}=1 "
             "for the traceback)", EXIT_SOFTWARE)
 
 

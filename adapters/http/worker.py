@@ -38,6 +38,7 @@ import uvicorn
 
 from adapters.runtime.collector import tune_collector
 from adapters.runtime.processes import SERVER_FAILURES
+from adapters.runtime.settings import first_line, redacted
 from services.backoff import Backoff
 
 if TYPE_CHECKING:
@@ -63,10 +64,6 @@ class DatabaseUnreachableError(RuntimeError):
     """PostgreSQL did not answer a starting worker within DATABASE_WAIT_SECONDS."""
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def open_app(database_url: str, nats_url: str | None) -> tuple[Ledger, FastAPI]:
     """The worker's Ledger and app, waiting for the database while it is unreachable."""
     from adapters.http.app import create_app
@@ -85,12 +82,13 @@ def open_app(database_url: str, nats_url: str | None) -> tuple[Ledger, FastAPI]:
                     ledger.close()
             failures += 1
             delay = DATABASE_BACKOFF.delay_seconds(failures)
+            reason = redacted(first_line(error))
             if time.monotonic() + delay > deadline:
                 raise DatabaseUnreachableError(
                     f"the database at {DATABASE_URL_ENV} did not answer within "
-                    f"{DATABASE_WAIT_SECONDS:.0f}s: {_first_line(error)}") from None
+                    f"{DATABASE_WAIT_SECONDS:.0f}s: {reason}") from None
             log.warning("HTTP worker %d: the database is not reachable (%s); trying again in "
-                        "%.1fs", os.getpid(), _first_line(error), delay)
+                        "%.1fs", os.getpid(), reason, delay)
             time.sleep(delay)
 
 

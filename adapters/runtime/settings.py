@@ -91,6 +91,13 @@ def redacted(url: str) -> str:
     return ",".join(_redacted(part) for part in url.split(","))
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none): what one log
+    line or one line of a command's output says about it."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
