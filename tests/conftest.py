@@ -45,6 +45,34 @@ def pytest_ignore_collect(collection_path: Path) -> bool | None:
         return None
     return True if collection_path.resolve().is_relative_to(BROWSER_TESTS) else None
 
+# Files whose tests run for a minute or more (`--durations`, 2026-12-04: the browser suite 142 s,
+# the kill -9 loop 103 s, random consumer kills 47 s, the NATS cluster 30 s, ...). Under
+# `--dist loadfile` a file runs whole on one worker in collection order, and these sat near the
+# end: one worker ran them alone for minutes while the other was idle. Started first, the two
+# workers finish together (longest job first).
+LONGEST_FILES_FIRST = (
+    "tests/test_browser_suite.py",
+    "tests/integration/test_crash_recovery.py",
+    "tests/integration/test_usage_consumer_processes.py",
+    "tests/integration/test_ledger_up.py",
+    "tests/integration/test_nats_cluster.py",
+    "tests/integration/test_partition_failover.py",
+    "tests/integration/test_cli_errors.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest files first (see LONGEST_FILES_FIRST); the rest keep their order."""
+    root = Path(__file__).resolve().parent.parent
+
+    def rank(item: pytest.Item) -> int:
+        relative = item.path.resolve().relative_to(root).as_posix()
+        return (LONGEST_FILES_FIRST.index(relative) if relative in LONGEST_FILES_FIRST
+                else len(LONGEST_FILES_FIRST))
+
+    items.sort(key=rank)  # stable: tests of a file keep their order
+
+
 settings.register_profile("ledger", deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile("ledger")

@@ -1,0 +1,13 @@
+"""The suite's longest files start first (tests/conftest.py): a renamed file would silently
+lose its place and bring back the idle worker at the end of a run."""
+
+from pathlib import Path
+
+from tests.conftest import LONGEST_FILES_FIRST
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_file_named_to_run_first_exists() -> None:
+    missing = [name for name in LONGEST_FILES_FIRST if not (ROOT / name).is_file()]
+    assert missing == []
