@@ -3,6 +3,7 @@
     uv run python bench/ingest_sustained.py [--records 300000] [--accounts 1000]
                                              [--consumers 1] [--baseline-records 100000]
                                              [--baseline-rounds 3] [--rounds 1] [--drain]
+                                             [--paired] [--goal 0.6]
                                              [--compare-checkout DIR]
 
 On one machine (everything on it: embedded PostgreSQL with fsync on, embedded NATS with file
@@ -18,6 +19,12 @@ storage, the publisher in this process, `ledger consume` processes):
              --baseline-rounds, the best end-to-end round is divided by the best service round:
              the same estimator on both sides (one round against the best of three reads low
              on a noisy machine). Every round's ratio is printed too.
+
+   With --paired, --rounds pairs instead: a service round, then an end-to-end round, each
+             pair's ratio printed and their median reported beside the best/best ratio. On a
+             VM whose speed drifts within minutes (the service layer alone read 25,000 and
+             33,000 records/s twenty minutes apart on 2026-12-04), the two sides of a pair ran
+             on the same VM, so the pair's ratio is the figure that survives the drift.
 
 3. drain:   (with --drain) the same records published first with no consumer running, then
              the consumer processes started: the rate at which they drain the backlog, from
@@ -37,7 +44,10 @@ kernel too) is measured for the service layer and for each consumer figure, with
 sets: at that CPU per record, with every core busy all the time, the rate could be at most
 cores / CPU per record. Divided by the service layer's rate, that ceiling says whether a ratio
 goal is reachable at all on this machine before any pipeline is tuned; the share of it a run
-reached says how much time went to waiting.
+reached says how much time went to waiting. With a ratio goal (--goal; by default issue 10's:
+0.6x for one consumer process, 0.8x for two), the budget it allows the whole machine per record,
+less the service layer's own share of it: what the bus path (publisher, NATS, delivery,
+decoding, acks) may cost at most, against what it cost in the run.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -81,6 +92,9 @@ POLL_INTERVAL_SECONDS = 0.1
 INGEST_TIMEOUT_SECONDS = 600.0
 # Rounds of either kind in one run (each takes a fresh database, and up to minutes).
 ROUNDS_MAX = 10
+BASELINE_ROUNDS_DEFAULT = 3
+# Issue 10's goals: end to end at least this share of the service layer, by consumer processes.
+GOAL_RATIOS = {1: 0.6, 2: 0.8}
 
 
 def make_records(accounts: list[PricedAccount], count: int, prefix: str) -> list[UsageRecord]:
@@ -236,16 +250,21 @@ async def bench_drain(database_url: str, servers: BenchServers, args: argparse.N
         ledger.close()
 
 
+def ingest_round(servers: BenchServers, args: argparse.Namespace, database: str, label: str,
+                 checkout: Path = REPO_ROOT) -> dict[str, float]:
+    """One end-to-end round in a fresh database and stream, printed whole."""
+    result = asyncio.run(bench_ingest(servers.database(database), servers, args, checkout))
+    console.print(f"{label}: {result}", markup=False)
+    return result
+
+
 def best_ingest_round(servers: BenchServers, args: argparse.Namespace, service_rate: float,
                       database_prefix: str, label: str, checkout: Path) -> dict[str, float]:
     """--rounds end-to-end rounds of one source tree, each in a fresh database and stream;
     every round is printed with its ratio, and the best is returned."""
-    rounds = []
-    for number in range(args.rounds):
-        result = asyncio.run(bench_ingest(servers.database(f"{database_prefix}_{number}"),
-                                          servers, args, checkout))
-        console.print(f"{label}, round {number + 1}: {result}", markup=False)
-        rounds.append(result)
+    rounds = [ingest_round(servers, args, f"{database_prefix}_{number}",
+                           f"{label}, round {number + 1}", checkout)
+              for number in range(args.rounds)]
     if args.rounds > 1:
         console.print(f"{label}, end to end: " + ", ".join(
             f"{result['commit_rate']:,.0f} ({result['commit_rate'] / service_rate:.2f}x)"
@@ -276,6 +295,41 @@ def machine_budget(result: dict[str, float], service_rate: float,
             "lower")
 
 
+def paired_rounds(servers: BenchServers, args: argparse.Namespace
+                  ) -> tuple[list[ServiceRound], list[dict[str, float]], float]:
+    """--paired: --rounds pairs of a service round and an end-to-end round, back to back;
+    returns both kinds of rounds and the median of the pairs' ratios."""
+    services: list[ServiceRound] = []
+    ingests: list[dict[str, float]] = []
+    for number in range(args.rounds):
+        services.append(bench_service(servers.database(f"bench_service_{number}"),
+                                      args.accounts, args.baseline_records))
+        ingests.append(ingest_round(servers, args, f"bench_ingest_{number}",
+                                    f"pair {number + 1}, end to end"))
+        console.print(f"pair {number + 1}: service layer {services[-1].rate:,.0f}, end to end "
+                      f"{ingests[-1]['commit_rate']:,.0f} records/s = "
+                      f"{ingests[-1]['commit_rate'] / services[-1].rate:.2f}x")
+    ratios = [ingest["commit_rate"] / service.rate for service, ingest
+              in zip(services, ingests, strict=True)]
+    return services, ingests, statistics.median(ratios)
+
+
+def goal_budget(goal: float, service: ServiceRound, result: dict[str, float],
+                cores: int) -> tuple[str, str]:
+    """What a ratio goal allows the whole machine per record end to end, and how much of that
+    is left for the bus path once the service layer's own work (measured alone) is paid."""
+    allowed_us = cores * 1e6 / (goal * service.rate)
+    bus_allowed_us = allowed_us - service.machine_us_per_record
+    bus_measured_us = result["machine_us_per_record"] - service.machine_us_per_record
+    return (f"<= {allowed_us:.0f} us/record",
+            f"the whole machine's CPU per record that {goal}x of the service layer allows on "
+            f"{cores} cores; the service layer's own work takes {service.machine_us_per_record:.0f}"
+            f", leaving {bus_allowed_us:.0f} us for the bus path (publisher, NATS, delivery, "
+            f"decoding, acks); it cost {bus_measured_us:.0f} us in this run (of it NATS "
+            f"{result['nats_us_per_record']:.0f}, the bench process "
+            f"{result['bench_us_per_record']:.0f})")
+
+
 def bound_by(result: dict[str, float]) -> str:
     """Who limited the run: each consumer process's busy share of one core (its interpreter
     lock allows at most one) and the machine's idle share of all cores."""
@@ -288,9 +342,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--baseline-records", type=int, default=100_000)
     parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--baseline-rounds", type=int, default=3,
+    parser.add_argument("--baseline-rounds", type=int, default=None,
                         help="service-layer rounds, each in a fresh database; the best is the "
-                             "baseline")
+                             f"baseline (default {BASELINE_ROUNDS_DEFAULT}; not with --paired)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="end-to-end rounds, each in a fresh database and stream; the best "
                              "is reported (as many as --baseline-rounds: like with like)")
@@ -303,7 +357,21 @@ def main() -> None:
                              "(as many --rounds; with --drain, its drain too)")
     parser.add_argument("--drain", action="store_true",
                         help="also drain a backlog published before the consumers start")
+    parser.add_argument("--paired", action="store_true",
+                        help="--rounds pairs of a service round then an end-to-end round; the "
+                             "median of the pairs' ratios is reported too")
+    parser.add_argument("--goal", type=float, default=None,
+                        help="a ratio goal to print the bus path's CPU budget for (default: "
+                             "issue 10's, 0.6 for one consumer process and 0.8 for two)")
     args = parser.parse_args()
+    if args.paired and (args.baseline_rounds is not None or args.compare_checkout is not None):
+        parser.error("--paired sets the service rounds itself (one per --rounds) and measures "
+                     "this checkout only: leave out --baseline-rounds and --compare-checkout")
+    if args.baseline_rounds is None:
+        args.baseline_rounds = args.rounds if args.paired else BASELINE_ROUNDS_DEFAULT
+    goal = args.goal if args.goal is not None else GOAL_RATIOS.get(args.consumers)
+    if goal is not None and not 0 < goal <= 1:
+        parser.error(f"--goal must be above 0 and at most 1, got {goal}")
     for name in ("rounds", "baseline_rounds"):
         if not 1 <= getattr(args, name) <= ROUNDS_MAX:
             parser.error(f"--{name.replace('_', '-')} must be 1 to {ROUNDS_MAX}, "
@@ -314,24 +382,31 @@ def main() -> None:
     console.print(f"machine: {machine()}")
     settings = IngestSettings.from_env()
     console.print(f"settings: {settings}")
+    paired_median = None
     with bench_servers() as servers:
-        # The best of several baseline rounds: the service layer alone moved by up to 30%
-        # between runs here, and the highest is the conservative ceiling to divide by.
-        service_rounds = [bench_service(servers.database(f"bench_service_{n}"), args.accounts,
-                                       args.baseline_records)
-                         for n in range(args.baseline_rounds)]
-        best = max(service_rounds, key=lambda round_: round_.rate)
-        service_rate = best.rate
-        console.print("service layer: "
-                      + ", ".join(f"{round_.rate:,.0f}" for round_ in service_rounds)
-                      + " records/s")
         compared = None
-        if args.compare_checkout is not None:
-            compared = best_ingest_round(servers, args, service_rate, "bench_compared",
-                                         args.compare_checkout.name,
-                                         args.compare_checkout.resolve())
-        ingest = best_ingest_round(servers, args, service_rate, "bench_ingest",
-                                   "this checkout", REPO_ROOT)
+        if args.paired:
+            service_rounds, ingest_rounds, paired_median = paired_rounds(servers, args)
+            best = max(service_rounds, key=lambda round_: round_.rate)
+            service_rate = best.rate
+            ingest = max(ingest_rounds, key=lambda result: result["commit_rate"])
+        else:
+            # The best of several baseline rounds: the service layer alone moved by up to 30%
+            # between runs here, and the highest is the conservative ceiling to divide by.
+            service_rounds = [bench_service(servers.database(f"bench_service_{n}"),
+                                            args.accounts, args.baseline_records)
+                              for n in range(args.baseline_rounds)]
+            best = max(service_rounds, key=lambda round_: round_.rate)
+            service_rate = best.rate
+            console.print("service layer: "
+                          + ", ".join(f"{round_.rate:,.0f}" for round_ in service_rounds)
+                          + " records/s")
+            if args.compare_checkout is not None:
+                compared = best_ingest_round(servers, args, service_rate, "bench_compared",
+                                             args.compare_checkout.name,
+                                             args.compare_checkout.resolve())
+            ingest = best_ingest_round(servers, args, service_rate, "bench_ingest",
+                                       "this checkout", REPO_ROOT)
         compared_drain = None
         if args.drain and args.compare_checkout is not None:
             compared_drain = asyncio.run(bench_drain(
@@ -358,6 +433,10 @@ def main() -> None:
                       f"{result['seconds']:.1f}s; ratio to service layer "
                       f"{result['commit_rate'] / service_rate:.2f}"
                       + (f" (best of {args.rounds} rounds)" if args.rounds > 1 else ""))
+        if not label and paired_median is not None:
+            table.add_row("end to end, paired", f"{paired_median:.2f}x",
+                          f"the median of {args.rounds} pairs' ratios (each end-to-end round "
+                          "divided by the service round run just before it)")
         table.add_row(f"{label}consumer CPU", f"{result['cpu_us_per_record']:.0f} us/record",
                       "user + system, all consumer processes; " + bound_by(result))
         table.add_row(f"{label}NATS server CPU", f"{result['nats_us_per_record']:.0f} us/record",
@@ -367,6 +446,8 @@ def main() -> None:
                       "the publisher, and the watcher thread polling PostgreSQL")
         table.add_row(f"{label}whole machine CPU",
                       *machine_budget(result, service_rate, args.consumers))
+        if not label and goal is not None:
+            table.add_row(f"goal {goal}x", *goal_budget(goal, best, result, os.cpu_count() or 1))
         table.add_row(f"{label}consumer RSS peak", f"{result['rss_peak_mib']:.0f} MiB",
                       "all processes")
     if compared_drain is not None:
