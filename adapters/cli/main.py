@@ -21,7 +21,12 @@ import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
 from adapters.runtime.server_processes import EmbeddedServerError
-from adapters.runtime.settings import ConfigurationError, first_line, redacted
+from adapters.runtime.settings import (
+    ConfigurationError,
+    apply_postgres_session_options,
+    first_line,
+    redacted,
+)
 
 COMMAND_MODULES: list[str] = [
     "adapters.cli.runtime",
@@ -88,6 +93,7 @@ def explain(error: BaseException) -> tuple[str, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    apply_postgres_session_options()  # before any command opens a connection
     try:
         result: int = args.handler(args)
     except KeyboardInterrupt:

@@ -38,7 +38,7 @@ import uvicorn
 
 from adapters.runtime.collector import tune_collector
 from adapters.runtime.processes import SERVER_FAILURES
-from adapters.runtime.settings import first_line, redacted
+from adapters.runtime.settings import apply_postgres_session_options, first_line, redacted
 from services.backoff import Backoff
 
 if TYPE_CHECKING:
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
+    apply_postgres_session_options()  # before the views pool or the ledger connects
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     stop_when_orphaned(os.getppid())
     try:
