@@ -11,12 +11,18 @@ ledger session runs a generic plan, whatever its tables held when it started.
 
 from __future__ import annotations
 
+import os
 from uuid import uuid4
 
 import psycopg
+import pytest
 
 from adapters.runtime.composition import open_ledger
-from adapters.runtime.settings import eventsourcing_env
+from adapters.runtime.settings import (
+    POSTGRES_OPTIONS_VARIABLE,
+    apply_postgres_session_options,
+    eventsourcing_env,
+)
 from services.ledger import Ledger
 
 # More executions than PostgreSQL's five custom plans before it may switch to a generic one.
@@ -53,3 +59,17 @@ def test_the_ledgers_own_connections_plan_afresh_too(database_url: str) -> None:
     open_ledger(database_url).close()  # as every ledger process does first
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_custom_plan",)
+
+
+def test_an_operators_own_session_options_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(POSTGRES_OPTIONS_VARIABLE, "-c statement_timeout=5s")
+    apply_postgres_session_options()
+    apply_postgres_session_options()  # idempotent
+    assert os.environ[POSTGRES_OPTIONS_VARIABLE] == (
+        "-c statement_timeout=5s -c plan_cache_mode=force_custom_plan")
+
+
+def test_an_operators_own_plan_cache_mode_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(POSTGRES_OPTIONS_VARIABLE, "-c plan_cache_mode=auto")
+    apply_postgres_session_options()
+    assert os.environ[POSTGRES_OPTIONS_VARIABLE] == "-c plan_cache_mode=auto"
