@@ -31,7 +31,7 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 # from the tables' size at that moment: a process started on a fresh database kept sequential
 # scans for the idempotency-key lookup and for event reads as the tables grew (measured on
 # 2026-12-04: 1,000 keys looked up in 3.0-3.5 s at 60,000 keys, 1.6-6 ms when planned afresh;
-# an event read 30-37 ms at 300,000 events). Planning each time costs ~5% of the service
+# an event read 30-37 ms at 300,000 events). Planning each time costs 2-5% of the service
 # layer's rate (bench/plan_cache_mode.py). Given to libpq as PGOPTIONS, so that the library's
 # pool and our own connections all carry it; an operator's own PGOPTIONS is kept, and one that
 # sets plan_cache_mode itself wins. The setting exists since PostgreSQL 12.
