@@ -11,6 +11,10 @@ same compact JSON the publisher sends:
 - new:            `bus_contract.decode_usage` with no `Nats-Msg-Id` (the HTTP API's case);
 - new + msg id:   the consumer's case: the header is checked against the content digest.
 
+And the schema step alone, both ways the decoder can take it (2026-12-04): the frozen
+`UsageMessage` model then the domain record (how every record was read before), against the
+`UsageFields` dict then the domain record (how an accepted record is read now).
+
 Also timed: the slow duplicate-key path, forced by commas inside string fields (a producer's
 model name with commas), to show what a record pays when the fast check cannot decide.
 
@@ -29,11 +33,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from adapters.nats.ingest_settings import MESSAGE_BYTES_MAX
 from adapters.nats.usage_contract import (
     BusRejection,
+    UsageFields,
     UsageMessage,
     decode_usage,
     usage_message_id,
@@ -44,6 +49,7 @@ from domain.errors import InvalidUsageError
 from domain.pricing import PriceTerms
 from domain.usage import UsageRecord
 
+FIELDS = TypeAdapter(UsageFields)
 TERMS = PriceTerms(request_nanos=1, input_token_nanos=1, cached_input_token_nanos=1,
                    output_token_nanos=1)
 
@@ -105,6 +111,10 @@ def main() -> None:
         "old, commas in model": (with_commas, lambda i: old_decode_usage(i[0], i[1])),
         "new + msg id, commas in model": (
             with_commas, lambda i: decode_usage(i[0], i[1], msg_id=i[2], now=now)),
+        "schema: model, then record": (
+            plain, lambda i: UsageMessage.model_validate_json(i[0]).to_record()),
+        "schema: fields, then record": (
+            plain, lambda i: UsageRecord(**FIELDS.validate_json(i[0]))),
     }
     for items, run in variants.values():  # every variant accepts every record
         assert all(isinstance(run(item), UsageRecord) for item in items[:100])
@@ -120,6 +130,8 @@ def main() -> None:
     print(f"ratio new + msg id / old:         {best['new + msg id'] / best['old']:.2f}")
     print("ratio slow duplicate path / old:  "
           f"{best['new + msg id, commas in model'] / best['old, commas in model']:.2f}")
+    print("ratio schema fields / model:      "
+          f"{best['schema: fields, then record'] / best['schema: model, then record']:.2f}")
 
 
 if __name__ == "__main__":

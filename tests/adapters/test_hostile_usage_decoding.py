@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.nats.ingest_settings import MESSAGE_BYTES_MAX
+from adapters.nats.raw_json import json_depth
 from adapters.nats.usage_contract import (
     JSON_DEPTH_MAX,
     OCCURRED_AT_FUTURE_SKEW,
@@ -33,7 +34,6 @@ from adapters.nats.usage_contract import (
     canonical_content,
     decode_usage,
     header_text,
-    json_depth,
     rejection_message,
     usage_message_id,
 )
