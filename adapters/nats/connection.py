@@ -3,6 +3,13 @@
 Every NATS connection of the ledger (usage consumer and publisher, views, `ledger init`) is a
 nats-py `Client` made here, with no private API: nats-py does the protocol, reconnects (to any
 node of a cluster, including the ones it learns from the server's INFO), and lame-duck mode.
+
+Replies to the ledger travel under its own inbox prefix (`LEDGER_INBOX_PREFIX`, setting
+`LEDGER_NATS_INBOX_PREFIX`), not NATS's default `_INBOX`: producers must be allowed to subscribe
+to `_INBOX.>` to read their publish acknowledgements, and with the default prefix they could
+also have read what JetStream delivers to the ledger (every team's usage records, through the
+consumer's pull requests) and its API answers. Producers keep the default (`PRODUCER_INBOX_PREFIX`),
+so a producer in any language needs no setting for it.
 """
 
 from __future__ import annotations
@@ -10,19 +17,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import ssl
+from collections.abc import Mapping
 
 import nats.errors
 from nats.aio.client import Client
 
 from adapters.nats.auth_settings import NatsAuthSettings
-from adapters.runtime.settings import CONNECT_TIMEOUT_SECONDS, redacted
+from adapters.runtime.settings import CONNECT_TIMEOUT_SECONDS, ConfigurationError, redacted
 from adapters.runtime.settings import nats_servers as nats_servers
 
 # The first connection must succeed within this bound, or the command says so and exits (later
 # losses reconnect forever: a cluster node restarting must not stop the ledger).
 FIRST_CONNECT_WAIT_SECONDS = 10.0
 log = logging.getLogger(__name__)
+
+# Where replies to the ledger's own connections arrive (see the module docstring). A producer's
+# permission `subscribe: _INBOX.>` does not reach it.
+LEDGER_INBOX_PREFIX = "_LEDGER_INBOX"
+ENV_INBOX_PREFIX = "LEDGER_NATS_INBOX_PREFIX"
+# NATS's default: what producers use, and what their permission allows.
+PRODUCER_INBOX_PREFIX = "_INBOX"
+INBOX_PREFIX_LENGTH_MAX = 64
+# Dot-separated tokens of printable ASCII, without spaces, wildcards (`*`, `>`) or empty tokens.
+_SUBJECT_TOKEN = r"(?:(?![*.>])[!-~])+"
+_INBOX_PREFIX = re.compile(rf"{_SUBJECT_TOKEN}(?:\.{_SUBJECT_TOKEN})*")
+
+
+def ledger_inbox_prefix(env: Mapping[str, str] | None = None) -> str:
+    """The inbox prefix of the ledger's connections: `LEDGER_NATS_INBOX_PREFIX`, else
+    `LEDGER_INBOX_PREFIX`. Its user must be allowed to subscribe to `<prefix>.>`."""
+    env = os.environ if env is None else env
+    prefix = env.get(ENV_INBOX_PREFIX) or LEDGER_INBOX_PREFIX
+    if len(prefix) > INBOX_PREFIX_LENGTH_MAX or not _INBOX_PREFIX.fullmatch(prefix):
+        raise ConfigurationError(
+            f"{ENV_INBOX_PREFIX} must be 1 to {INBOX_PREFIX_LENGTH_MAX} characters of NATS "
+            f"subject tokens (no spaces, no '*' or '>', no empty token), got {prefix[:80]!r}")
+    return prefix
 
 
 class BusUnreachableError(ConnectionError):
@@ -53,12 +86,15 @@ def _refusal(error: Exception) -> str | None:
     return None
 
 
-async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None) -> Client:
+async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None, *,
+                       inbox_prefix: str | None = None) -> Client:
     """A connection that reconnects forever (to any node of a cluster) rather than give up,
     once it has connected: the first connection is bounded by FIRST_CONNECT_WAIT_SECONDS, and
     ends at once if the server refuses our credentials. `auth` defaults to the environment's
-    settings (`adapters.nats.auth_settings`)."""
+    settings (`adapters.nats.auth_settings`), `inbox_prefix` to the ledger's own
+    (`ledger_inbox_prefix`); a producer's connection passes `PRODUCER_INBOX_PREFIX`."""
     servers = nats_servers(url)
+    inbox_prefix = inbox_prefix or ledger_inbox_prefix()
     auth = auth if auth is not None else NatsAuthSettings.from_env()
     client = Client()
     problems: list[Exception] = []
@@ -73,7 +109,8 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
 
     connecting = asyncio.create_task(client.connect(
         servers=servers, name=name, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        max_reconnect_attempts=-1, error_cb=on_error, **auth.connect_options()))
+        max_reconnect_attempts=-1, error_cb=on_error, inbox_prefix=inbox_prefix,
+        **auth.connect_options()))
     waiting = asyncio.create_task(refused.wait())
     try:
         await asyncio.wait([connecting, waiting], timeout=FIRST_CONNECT_WAIT_SECONDS,

@@ -25,7 +25,7 @@ from faststream.nats.publisher.usecase import LogicPublisher
 from nats.errors import Error as NatsError
 
 from adapters.nats.auth_settings import NatsAuthSettings
-from adapters.nats.connection import nats_servers
+from adapters.nats.connection import ledger_inbox_prefix, nats_servers
 from adapters.nats.ingest_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT
 from adapters.nats.usage_port import RejectionRefused
 from adapters.nats.views_publisher import broker_security
@@ -54,6 +54,7 @@ class RejectionPublisher:
 
     def __init__(self, nats_url: str, auth: NatsAuthSettings | None = None) -> None:
         self.broker = NatsBroker(servers=nats_servers(nats_url), name=CLIENT_NAME,
+                                 inbox_prefix=ledger_inbox_prefix(),
                                  connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                  max_reconnect_attempts=-1,
                                  security=broker_security(auth or NatsAuthSettings.from_env()))

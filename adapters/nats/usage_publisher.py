@@ -45,7 +45,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
-from adapters.nats.connection import close_nats, connect_nats
+from adapters.nats.connection import PRODUCER_INBOX_PREFIX, close_nats, connect_nats
 from adapters.nats.ingest_settings import STREAM_NAME
 from adapters.nats.usage_contract import UsageMessage, usage_json, usage_message_id, usage_subject
 from domain.usage import UsageRecord
@@ -89,7 +89,9 @@ class UsagePublisher:
 
     @classmethod
     async def connect(cls, nats_url: str) -> UsagePublisher:
-        connection = await connect_nats(nats_url, CLIENT_NAME)
+        # A producer's replies (its acknowledgements) come under NATS's default inbox, which
+        # its permission allows; the ledger's own come elsewhere (adapters.nats.connection).
+        connection = await connect_nats(nats_url, CLIENT_NAME, inbox_prefix=PRODUCER_INBOX_PREFIX)
         return cls(connection)
 
     async def close(self) -> None:

@@ -35,7 +35,7 @@ from faststream.nats.security import (
 from nats.aio.client import Client
 
 from adapters.nats.auth_settings import NatsAuthSettings
-from adapters.nats.connection import nats_servers
+from adapters.nats.connection import ledger_inbox_prefix, nats_servers
 
 PUBLISH_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 10
@@ -69,6 +69,7 @@ class NatsViewsPublisher:
                                         daemon=True)
         self._thread.start()
         self._broker = NatsBroker(servers=nats_servers(nats_url), name="ledger-projections",
+                                  inbox_prefix=ledger_inbox_prefix(),
                                   connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                   max_reconnect_attempts=-1,
                                   security=broker_security(NatsAuthSettings.from_env()))

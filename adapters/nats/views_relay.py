@@ -43,7 +43,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError
 
 from adapters.nats.auth_settings import NatsAuthSettings
-from adapters.nats.connection import nats_servers
+from adapters.nats.connection import ledger_inbox_prefix, nats_servers
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.relay_waves import publish_in_waves
 from adapters.nats.views_publisher import broker_security
@@ -166,6 +166,7 @@ class NatsViewsRelay:
 
     async def _connect(self) -> tuple[NatsBroker, Client]:
         broker = NatsBroker(servers=nats_servers(self.nats_url), name="ledger-views-relay",
+                            inbox_prefix=ledger_inbox_prefix(),
                             connect_timeout=CONNECT_TIMEOUT_SECONDS, allow_reconnect=False,
                             security=broker_security(NatsAuthSettings.from_env()))
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,13 @@ import psycopg
 import pytest
 from nats.errors import Error as NatsError
 
-from adapters.nats.ingest_settings import REJECTED_SUBJECT
+from adapters.nats.connection import ENV_INBOX_PREFIX, LEDGER_INBOX_PREFIX, ledger_inbox_prefix
+from adapters.nats.ingest_settings import REJECTED_SUBJECT, IngestSettings
+from adapters.nats.usage_bus import NatsUsageBus
+from adapters.nats.usage_contract import rejection_message, usage_subject
 from adapters.runtime.embedded_nats import EmbeddedNats
 from adapters.runtime.embedded_postgres import EmbeddedPostgres
+from adapters.runtime.settings import ConfigurationError
 
 # How long a forged message may take to arrive, were it let through.
 DELIVERY_WAIT_SECONDS = 1.0
@@ -159,3 +164,63 @@ def test_a_producer_publishes_usage_and_gets_its_acknowledgement(bus: EmbeddedNa
             await ledger.close()
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_a_producer_cannot_listen_to_the_ledgers_replies(bus: EmbeddedNats) -> None:
+    """Producers may subscribe to `_INBOX.>` (their acknowledgements arrive there); what
+    JetStream delivers to the ledger (every team's usage) and answers it must not arrive there."""
+    async def scenario() -> tuple[list[str], int, list[str]]:
+        overheard: list[str] = []
+        violations: list[str] = []
+
+        async def on_error(error: Exception) -> None:
+            violations.append(str(error))
+
+        async def overhear(msg: nats.aio.msg.Msg) -> None:
+            overheard.append(msg.subject)
+
+        listener = await nats.connect(bus.producer_url, error_cb=on_error)
+        producer = await nats.connect(bus.producer_url)
+        usage_bus = await NatsUsageBus.open(bus.url, IngestSettings())
+        try:
+            await listener.subscribe("_INBOX.>", cb=overhear)
+            await listener.subscribe(f"{LEDGER_INBOX_PREFIX}.>", cb=overhear)
+            await listener.flush()
+            # A core publish: the stream stores it, and the producer expects no answer.
+            await producer.publish(usage_subject(uuid.uuid4()), b'{"usage_id": "overheard"}')
+            await producer.flush()
+            feeds = [await usage_bus.open_feed(p, batch_size=10)
+                     for p in range(IngestSettings().partitions)]
+            delivered = 0
+            for feed in feeds:
+                batch = await feed.take(wait_seconds=0.1, idle_seconds=0.3)
+                delivered += len(batch)
+                await feed.settle(batch, [], [])
+            headers, body = rejection_message(
+                "invalid_json", "overheard", payload=b"x", original_subject="s",
+                original_sequence=1, original_msg_id=None, rejection_id=uuid.uuid4().hex)
+            await usage_bus.publish_rejection(headers, body)  # a JetStream publish: acked
+            await asyncio.sleep(DELIVERY_WAIT_SECONDS)
+            for feed in feeds:
+                await feed.close()
+        finally:
+            await usage_bus.close()
+            await producer.close()
+            await listener.close()
+        return overheard, delivered, violations
+
+    overheard, delivered, violations = asyncio.run(scenario())
+    assert delivered == 1
+    assert overheard == []
+    assert any("permissions violation for subscription" in v.lower()
+               and LEDGER_INBOX_PREFIX.lower() in v.lower() for v in violations), violations
+
+
+@pytest.mark.parametrize("prefix", ["", "a..b", "a b", "_INBOX.*", "x.>", "é", "x" * 65])
+def test_a_malformed_inbox_prefix_is_refused_naming_the_setting(prefix: str) -> None:
+    if not prefix:
+        assert ledger_inbox_prefix({ENV_INBOX_PREFIX: prefix}) == LEDGER_INBOX_PREFIX
+        return
+    with pytest.raises(ConfigurationError, match=ENV_INBOX_PREFIX):
+        ledger_inbox_prefix({ENV_INBOX_PREFIX: prefix})
+    assert ledger_inbox_prefix({ENV_INBOX_PREFIX: "_INBOX_LEDGER.a-1"}) == "_INBOX_LEDGER.a-1"

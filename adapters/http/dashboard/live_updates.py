@@ -36,6 +36,7 @@ from adapters.nats.auth_settings import NatsAuthSettings
 from adapters.nats.connection import (
     check_server_version,
     close_nats,
+    ledger_inbox_prefix,
     nats_servers,
 )
 from adapters.postgres.view_schema import EVENTS_TABLE, LIVE_SCHEMA, TRACKING_NAME
@@ -119,6 +120,7 @@ class LiveHub:
         try:
             await asyncio.wait_for(
                 client.connect(servers=nats_servers(url), name="ledger-dashboard",
+                               inbox_prefix=ledger_inbox_prefix(),
                                connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                max_reconnect_attempts=-1, **auth.connect_options()),
                 self.nats_start_timeout_seconds)
