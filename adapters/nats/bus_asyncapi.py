@@ -4,7 +4,8 @@
 and sends: usage records in (`ledger.usage.v1.{account_id}`, payload `UsageMessage`), rejections
 out (`ledger.usage.rejected`, the original bytes with the reason in headers: declared by
 `adapters.nats.rejection_publisher.declare_rejected`, the very publisher the consumer uses),
-and the read-model changes out (`ledger.views.{balance,usage,audit}.{team_id}`, JSON objects).
+and the read-model changes out (`ledger.views.{balance,usage,audit}.{team_id}`, payloads
+`adapters.nats.view_contract`).
 The usage consumer's pull loop runs on nats-py (docs/ingestion.md); the usage and views
 declarations here exist only to describe the contract.
 `docs/bus-asyncapi.json` holds the generated document and a test checks it is current.
@@ -23,9 +24,9 @@ from faststream.specification import AsyncAPI
 from adapters.nats.ingest_settings import STREAM_NAME, USAGE_SUBJECT_PREFIX
 from adapters.nats.rejection_publisher import declare_rejected
 from adapters.nats.usage_contract import UsageMessage
+from adapters.nats.view_contract import VIEW_MESSAGES
 
 CONTRACT_VERSION = "1"
-VIEW_KINDS = ("balance", "usage", "audit")
 
 
 def bus_asyncapi() -> dict[str, Any]:
@@ -41,11 +42,12 @@ def bus_asyncapi() -> dict[str, Any]:
         """Declared for the document only."""
 
     declare_rejected(broker)
-    for kind in VIEW_KINDS:
+    for kind, message in VIEW_MESSAGES.items():
         broker.publisher(
-            f"ledger.views.{kind}.{{team_id}}", title=f"views-{kind}", schema=dict[str, Any],
+            f"ledger.views.{kind}.{{team_id}}", title=f"views-{kind}", schema=message,
             description=f"The team's {kind} read model after a change committed, JSON, with "
-                        "the log position it reflects.")
+                        "the log position it reflects. Stored in stream LEDGER_VIEWS, the last "
+                        "message per subject kept.")
     spec = AsyncAPI(broker, title="Ledger bus", version=CONTRACT_VERSION,
                     schema_version="3.0.0")
     result: dict[str, Any] = spec.to_specification().to_jsonable()
