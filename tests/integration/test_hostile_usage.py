@@ -282,8 +282,9 @@ async def test_odd_but_printable_text_is_charged_and_projected_into_every_read_m
     async with running_consumer(database_url, nats_server_url, settings) as consumer:
         await wait_until(lambda: processed(ledger) >= len(records) + 1, WAIT_SECONDS,
                          "every record answered")
-        await wait_until(lambda: consumer.stats.rejected >= 1, WAIT_SECONDS,
-                         "the tab's rejection stored")
+        await wait_until(lambda: consumer.stats.rejected >= 1
+                         and consumer.stats.messages >= len(records) + 1, WAIT_SECONDS,
+                         "the tab's rejection stored and every message settled")
         assert consumer.stats.recorded == len(records)
         assert consumer.stats.rejected_by_code == {"invalid_record": 1}
     assert spent_by_account(ledger, priced) == expected_spent(records)

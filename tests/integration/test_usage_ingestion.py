@@ -126,8 +126,9 @@ async def test_bad_input_ends_on_the_rejected_subject_and_never_blocks_valid_rec
         await publisher.publish_many(valid[150:])
     total = len(valid) + len(bad) + 1
     async with running_consumer(database_url, nats_server_url, settings) as consumer:
-        await wait_until(lambda: processed(ledger) >= total, WAIT_SECONDS,
-                         "the ledger answering every message")
+        # The ledger's counters commit before the consumer settles and counts the batch.
+        await wait_until(lambda: processed(ledger) >= total and consumer.stats.messages >= total,
+                         WAIT_SECONDS, "the ledger answering every message")
         assert consumer.stats.rejected == len(bad) + 1
     found = {msg.data: msg.headers or {} for msg in await rejected_messages(nats_server_url)}
     assert len(found) == len(bad) + 1
@@ -171,7 +172,9 @@ async def test_redelivery_after_the_broker_duplicate_window_charges_nothing_agai
         again = await publisher.publish_many(records)
     assert again.broker_duplicates == 0
     async with running_consumer(database_url, nats_server_url, settings) as consumer:
-        await wait_until(lambda: processed(ledger) >= 2 * len(records), WAIT_SECONDS,
+        # The ledger's counters commit before the consumer settles and counts the batch.
+        await wait_until(lambda: processed(ledger) >= 2 * len(records)
+                         and consumer.stats.messages >= len(records), WAIT_SECONDS,
                          "late copies answered")
         assert consumer.stats.duplicates == len(records)
         assert consumer.stats.recorded == 0
