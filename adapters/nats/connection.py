@@ -41,6 +41,12 @@ ENV_INBOX_PREFIX = "LEDGER_NATS_INBOX_PREFIX"
 # NATS's default: what producers use, and what their permission allows.
 PRODUCER_INBOX_PREFIX = "_INBOX"
 INBOX_PREFIX_LENGTH_MAX = 64
+# Subscribed to (and left) once per connection, to see that the user may read its replies.
+INBOX_CHECK_TOKEN = "permission-check"
+# PING/PONG round trips the check waits for the server's refusal (see `_check_inbox_allowed`).
+INBOX_CHECK_ROUND_TRIPS = 2
+# The server's words for a subscription its permissions refuse.
+SUBSCRIBE_REFUSED = "permissions violation for subscription"
 # Dot-separated tokens of printable ASCII, without spaces, wildcards (`*`, `>`) or empty tokens.
 _SUBJECT_TOKEN = r"(?:(?![*.>])[!-~])+"
 _INBOX_PREFIX = re.compile(rf"{_SUBJECT_TOKEN}(?:\.{_SUBJECT_TOKEN})*")
@@ -119,6 +125,7 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
         waiting.cancel()
     if connecting.done() and connecting.exception() is None and client.is_connected:
         await check_server_version(client)
+        await _check_inbox_allowed(client, inbox_prefix, problems)
         return client
     connecting.cancel()
     with contextlib.suppress(BaseException):
@@ -136,6 +143,32 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
         f"cannot connect to NATS at {redacted(url)} within "
         f"{FIRST_CONNECT_WAIT_SECONDS:.0f}s ({str(cause) or type(cause).__name__}); check "
         "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
+
+
+async def _check_inbox_allowed(client: Client, prefix: str, problems: list[Exception]) -> None:
+    """Refuse a user that may not subscribe under its inbox prefix at start, naming what to fix:
+    it would never receive an answer (pull deliveries, API replies, publish acknowledgements),
+    and a consumer would wait silently. The server refuses such a subscription with an error
+    that nats-py hands to `error_cb`; nats-server 2.15 sends it after the PONG of the first
+    PING that follows the subscription and before the second (seen every time here), so the
+    check waits for two round trips."""
+    subscription = await client.subscribe(f"{prefix}.{INBOX_CHECK_TOKEN}")
+    refused: list[Exception] = []
+    for _ in range(INBOX_CHECK_ROUND_TRIPS):
+        await client.flush(CONNECT_TIMEOUT_SECONDS)
+        refused = [p for p in problems
+                   if SUBSCRIBE_REFUSED in str(p).lower() and prefix.lower() in str(p).lower()]
+        if refused:
+            break
+    if not refused:
+        await subscription.unsubscribe()
+        return
+    await client.close()
+    other = ("" if prefix == PRODUCER_INBOX_PREFIX else
+             f", or set {ENV_INBOX_PREFIX} to a prefix it may subscribe to (one producers may not)")
+    raise BusCredentialsRefused(
+        f"this NATS user may not subscribe to {prefix}.>, where the answers to its requests "
+        f"arrive ({refused[0]}); allow it in the server's permissions for the user{other}")
 
 
 async def close_nats(client: Client) -> None:

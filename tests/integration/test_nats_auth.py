@@ -30,7 +30,10 @@ from adapters.nats.auth_settings import (
     NatsAuthSettings,
 )
 from adapters.nats.connection import (
+    ENV_INBOX_PREFIX,
     FIRST_CONNECT_WAIT_SECONDS,
+    LEDGER_INBOX_PREFIX,
+    PRODUCER_INBOX_PREFIX,
     BusCredentialsRefused,
     close_nats,
     connect_nats,
@@ -211,3 +214,28 @@ async def test_a_creds_file_authenticates_in_operator_mode_and_a_foreign_one_is_
         # A user of another operator's account: signed, but not by anyone this server trusts.
         foreign = write_creds(tmp_path / "foreign.creds", operator_chain().creds)
         await assert_refused_fast(url, NatsAuthSettings(creds_file=foreign), ENV_CREDS_FILE)
+
+
+async def test_a_user_that_may_not_read_its_inbox_is_refused_at_once(tmp_path: Path) -> None:
+    """The ledger's replies come under `_LEDGER_INBOX`; a user allowed only `_INBOX.>` (as the
+    docs said before that) would wait forever for its pull deliveries: refused at start. So is a
+    producer that may not read `_INBOX.>`, where its acknowledgements come."""
+    config = ('authorization { users: [\n'
+              ' {user: ledger, password: "pw-1", permissions: '
+              '{ publish: [">"], subscribe: ["ledger.>", "_INBOX.>"] } }\n'
+              ' {user: producer, password: "pw-2", permissions: '
+              '{ publish: ["ledger.usage.v1.*"], subscribe: ["nothing.>"] } }\n] }')
+    for url in start_server(tmp_path, config):
+        ledger = NatsAuthSettings(user="ledger", password="pw-1")
+        started = time.monotonic()
+        with pytest.raises(BusCredentialsRefused, match=f"{LEDGER_INBOX_PREFIX}.*"
+                                                        f"{ENV_INBOX_PREFIX}"):
+            await connect_nats(url, "auth-test", ledger)
+        assert time.monotonic() - started < REFUSAL_SECONDS_MAX
+        # The same user with its old prefix connects (the setting exists for this upgrade).
+        client = await connect_nats(url, "auth-test", ledger, inbox_prefix="_INBOX")
+        await close_nats(client)
+        producer = NatsAuthSettings(user="producer", password="pw-2")
+        with pytest.raises(BusCredentialsRefused, match="subscribe to _INBOX") as refused:
+            await connect_nats(url, "auth-test", producer, inbox_prefix=PRODUCER_INBOX_PREFIX)
+        assert ENV_INBOX_PREFIX not in str(refused.value)  # not the producer's to set
