@@ -125,7 +125,12 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
         waiting.cancel()
     if connecting.done() and connecting.exception() is None and client.is_connected:
         await check_server_version(client)
-        await _check_inbox_allowed(client, inbox_prefix, problems)
+        try:
+            await _check_inbox_allowed(client, inbox_prefix, problems)
+        except (nats.errors.Error, TimeoutError) as error:  # the server went away meanwhile
+            await client.close()
+            raise BusUnreachableError(f"NATS at {redacted(url)} stopped answering right after "
+                                      f"we connected ({error!r}); check that it runs") from None
         return client
     connecting.cancel()
     with contextlib.suppress(BaseException):
