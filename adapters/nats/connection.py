@@ -43,7 +43,7 @@ PRODUCER_INBOX_PREFIX = "_INBOX"
 INBOX_PREFIX_LENGTH_MAX = 64
 # Subscribed to (and left) once per connection, to see that the user may read its replies.
 INBOX_CHECK_TOKEN = "permission-check"
-# PING/PONG round trips the check waits for the server's refusal (see `_check_inbox_allowed`).
+# PING/PONG round trips the check waits for the server's refusal (see `check_inbox_allowed`).
 INBOX_CHECK_ROUND_TRIPS = 2
 # The server's words for a subscription its permissions refuse.
 SUBSCRIBE_REFUSED = "permissions violation for subscription"
@@ -126,7 +126,7 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
     if connecting.done() and connecting.exception() is None and client.is_connected:
         await check_server_version(client)
         try:
-            await _check_inbox_allowed(client, inbox_prefix, problems)
+            await check_inbox_allowed(client, inbox_prefix, problems)
         except (nats.errors.Error, TimeoutError) as error:  # the server went away meanwhile
             await client.close()
             raise BusUnreachableError(f"NATS at {redacted(url)} stopped answering right after "
@@ -150,13 +150,14 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
         "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
 
 
-async def _check_inbox_allowed(client: Client, prefix: str, problems: list[Exception]) -> None:
+async def check_inbox_allowed(client: Client, prefix: str, problems: list[Exception]) -> None:
     """Refuse a user that may not subscribe under its inbox prefix at start, naming what to fix:
     it would never receive an answer (pull deliveries, API replies, publish acknowledgements),
     and a consumer would wait silently. The server refuses such a subscription with an error
-    that nats-py hands to `error_cb`; nats-server 2.15 sends it after the PONG of the first
-    PING that follows the subscription and before the second (seen every time here), so the
-    check waits for two round trips."""
+    that nats-py hands to `error_cb` (which must append to `problems`; faststream brokers are
+    checked the same way); nats-server 2.15 sends it after the PONG of the first PING that
+    follows the subscription and before the second (seen every time here), so the check waits
+    for two round trips. A refused user's connection is closed."""
     subscription = await client.subscribe(f"{prefix}.{INBOX_CHECK_TOKEN}")
     refused: list[Exception] = []
     for _ in range(INBOX_CHECK_ROUND_TRIPS):

@@ -25,7 +25,7 @@ from faststream.nats.publisher.usecase import LogicPublisher
 from nats.errors import Error as NatsError
 
 from adapters.nats.auth_settings import NatsAuthSettings
-from adapters.nats.connection import ledger_inbox_prefix, nats_servers
+from adapters.nats.connection import check_inbox_allowed, ledger_inbox_prefix, nats_servers
 from adapters.nats.ingest_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT
 from adapters.nats.usage_port import RejectionRefused
 from adapters.nats.views_publisher import broker_security
@@ -53,14 +53,23 @@ class RejectionPublisher:
     """One faststream broker and its rejections publisher, for one consumer process."""
 
     def __init__(self, nats_url: str, auth: NatsAuthSettings | None = None) -> None:
+        self._problems: list[Exception] = []
+        self._inbox_prefix = ledger_inbox_prefix()
         self.broker = NatsBroker(servers=nats_servers(nats_url), name=CLIENT_NAME,
-                                 inbox_prefix=ledger_inbox_prefix(),
+                                 inbox_prefix=self._inbox_prefix, error_cb=self._on_error,
                                  connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                  max_reconnect_attempts=-1,
                                  security=broker_security(auth or NatsAuthSettings.from_env()))
         self.publisher = declare_rejected(self.broker)
 
+    async def _on_error(self, error: Exception) -> None:
+        self._problems.append(error)
+
     async def start(self) -> RejectionPublisher:
+        """Connect and check that the answers (the stream's acknowledgements) can reach us."""
+        await check_inbox_allowed(await self.broker.connect(), self._inbox_prefix,
+                                  self._problems)
+        self._problems.clear()
         await self.broker.start()
         return self
 

@@ -43,7 +43,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError
 
 from adapters.nats.auth_settings import NatsAuthSettings
-from adapters.nats.connection import ledger_inbox_prefix, nats_servers
+from adapters.nats.connection import check_inbox_allowed, ledger_inbox_prefix, nats_servers
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.relay_waves import publish_in_waves
 from adapters.nats.views_publisher import broker_security
@@ -165,12 +165,19 @@ class NatsViewsRelay:
         await self._drop(broker)
 
     async def _connect(self) -> tuple[NatsBroker, Client]:
+        problems: list[Exception] = []
+
+        async def on_error(error: Exception) -> None:
+            problems.append(error)
+
+        prefix = ledger_inbox_prefix()
         broker = NatsBroker(servers=nats_servers(self.nats_url), name="ledger-views-relay",
-                            inbox_prefix=ledger_inbox_prefix(),
+                            inbox_prefix=prefix, error_cb=on_error,
                             connect_timeout=CONNECT_TIMEOUT_SECONDS, allow_reconnect=False,
                             security=broker_security(NatsAuthSettings.from_env()))
         try:
             client: Client = await broker.connect()
+            await check_inbox_allowed(client, prefix, problems)
             await ensure_views_stream(client.jetstream(), self.replicas)
         except BaseException:
             await self._drop(broker)

@@ -232,6 +232,9 @@ async def test_a_user_that_may_not_read_its_inbox_is_refused_at_once(tmp_path: P
                                                         f"{ENV_INBOX_PREFIX}"):
             await connect_nats(url, "auth-test", ledger)
         assert time.monotonic() - started < REFUSAL_SECONDS_MAX
+        # The rejections' faststream broker is checked the same way.
+        with pytest.raises(BusCredentialsRefused, match=LEDGER_INBOX_PREFIX):
+            await RejectionPublisher(url, ledger).start()
         # The same user with its old prefix connects (the setting exists for this upgrade).
         client = await connect_nats(url, "auth-test", ledger, inbox_prefix="_INBOX")
         await close_nats(client)
