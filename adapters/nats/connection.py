@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import ssl
+from collections import deque
 from collections.abc import Mapping
 
 import nats.errors
@@ -45,6 +46,8 @@ INBOX_PREFIX_LENGTH_MAX = 64
 INBOX_CHECK_TOKEN = "permission-check"
 # PING/PONG round trips the check waits for the server's refusal (see `check_inbox_allowed`).
 INBOX_CHECK_ROUND_TRIPS = 2
+# A connection's latest errors kept for its start-up checks (it lives for the process: bounded).
+CONNECTION_ERRORS_KEPT = 16
 # The server's words for a subscription its permissions refuse.
 SUBSCRIBE_REFUSED = "permissions violation for subscription"
 # Dot-separated tokens of printable ASCII, without spaces, wildcards (`*`, `>`) or empty tokens.
@@ -103,7 +106,7 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
     inbox_prefix = inbox_prefix or ledger_inbox_prefix()
     auth = auth if auth is not None else NatsAuthSettings.from_env()
     client = Client()
-    problems: list[Exception] = []
+    problems: deque[Exception] = deque(maxlen=CONNECTION_ERRORS_KEPT)
     refused = asyncio.Event()
 
     async def on_error(error: Exception) -> None:
@@ -150,11 +153,12 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
         "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
 
 
-async def check_inbox_allowed(client: Client, prefix: str, problems: list[Exception]) -> None:
+async def check_inbox_allowed(client: Client, prefix: str,
+                              problems: deque[Exception]) -> None:
     """Refuse a user that may not subscribe under its inbox prefix at start, naming what to fix:
     it would never receive an answer (pull deliveries, API replies, publish acknowledgements),
     and a consumer would wait silently. The server refuses such a subscription with an error
-    that nats-py hands to `error_cb` (which must append to `problems`; faststream brokers are
+    that nats-py hands to `error_cb` (which must add it to `problems`; faststream brokers are
     checked the same way); nats-server 2.15 sends it after the PONG of the first PING that
     follows the subscription and before the second (seen every time here), so the check waits
     for two round trips. A refused user's connection is closed."""

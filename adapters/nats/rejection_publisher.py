@@ -19,13 +19,20 @@ that one message: the consumer naks its original and tries again later
 
 from __future__ import annotations
 
+from collections import deque
+
 from faststream.exceptions import FastStreamException
 from faststream.nats import JStream, NatsBroker
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.errors import Error as NatsError
 
 from adapters.nats.auth_settings import NatsAuthSettings
-from adapters.nats.connection import check_inbox_allowed, ledger_inbox_prefix, nats_servers
+from adapters.nats.connection import (
+    CONNECTION_ERRORS_KEPT,
+    check_inbox_allowed,
+    ledger_inbox_prefix,
+    nats_servers,
+)
 from adapters.nats.ingest_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT
 from adapters.nats.usage_port import RejectionRefused
 from adapters.nats.views_publisher import broker_security
@@ -53,7 +60,7 @@ class RejectionPublisher:
     """One faststream broker and its rejections publisher, for one consumer process."""
 
     def __init__(self, nats_url: str, auth: NatsAuthSettings | None = None) -> None:
-        self._problems: list[Exception] = []
+        self._problems: deque[Exception] = deque(maxlen=CONNECTION_ERRORS_KEPT)
         self._inbox_prefix = ledger_inbox_prefix()
         self.broker = NatsBroker(servers=nats_servers(nats_url), name=CLIENT_NAME,
                                  inbox_prefix=self._inbox_prefix, error_cb=self._on_error,
@@ -69,7 +76,6 @@ class RejectionPublisher:
         """Connect and check that the answers (the stream's acknowledgements) can reach us."""
         await check_inbox_allowed(await self.broker.connect(), self._inbox_prefix,
                                   self._problems)
-        self._problems.clear()
         await self.broker.start()
         return self
 

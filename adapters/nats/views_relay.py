@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,7 +44,12 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError
 
 from adapters.nats.auth_settings import NatsAuthSettings
-from adapters.nats.connection import check_inbox_allowed, ledger_inbox_prefix, nats_servers
+from adapters.nats.connection import (
+    CONNECTION_ERRORS_KEPT,
+    check_inbox_allowed,
+    ledger_inbox_prefix,
+    nats_servers,
+)
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.nats.relay_waves import publish_in_waves
 from adapters.nats.views_publisher import broker_security
@@ -165,7 +171,7 @@ class NatsViewsRelay:
         await self._drop(broker)
 
     async def _connect(self) -> tuple[NatsBroker, Client]:
-        problems: list[Exception] = []
+        problems: deque[Exception] = deque(maxlen=CONNECTION_ERRORS_KEPT)
 
         async def on_error(error: Exception) -> None:
             problems.append(error)
