@@ -49,7 +49,9 @@ def pytest_ignore_collect(collection_path: Path) -> bool | None:
 # the kill -9 loop 103 s, random consumer kills 47 s, the NATS cluster 30 s, ...). Under
 # `--dist loadfile` a file runs whole on one worker in collection order, and these sat near the
 # end: one worker ran them alone for minutes while the other was idle. Started first, the two
-# workers finish together (longest job first).
+# workers finish together (longest job first). xdist keeps this order only with
+# `--no-loadscope-reorder` (pyproject's addopts): by default it sorts files by their number of
+# tests, which put the one-test browser suite last (it started 10 minutes into a 13-minute run).
 LONGEST_FILES_FIRST = (
     "tests/test_browser_suite.py",
     "tests/integration/test_crash_recovery.py",
