@@ -26,7 +26,6 @@ Nanos = Annotated[str, Field(pattern=r"^-?[0-9]+$", max_length=40,
 Position = Annotated[int, Field(ge=1, description="event log position the change reflects")]
 # The audit chain's head: a SHA-256, hex.
 CHAIN_HEAD_HEX_DIGITS = 64
-VIEW_KINDS = ("balance", "usage", "audit")
 
 
 class _ViewMessage(BaseModel):

@@ -39,11 +39,12 @@ from adapters.nats.connection import (
     ledger_inbox_prefix,
     nats_servers,
 )
+from adapters.nats.view_contract import VIEW_MESSAGES
 from adapters.postgres.view_schema import EVENTS_TABLE, LIVE_SCHEMA, TRACKING_NAME
 from adapters.runtime.settings import redacted
 
 VIEWS_SUBJECT = "ledger.views.>"
-VIEW_KINDS = frozenset({"balance", "usage", "audit"})
+VIEW_KINDS = frozenset(VIEW_MESSAGES)  # the bus contract's view subjects
 # A view message is a small JSON object; anything bigger is not ours and is ignored.
 VIEW_MESSAGE_BYTES_MAX = 64 * 1024
 # Each browser stream keeps at most this many pending notices; older ones are dropped, which
