@@ -21,7 +21,7 @@ Limits, in the order they are checked, each before the work it protects:
 7. the subject's account is the record's account, and `Nats-Msg-Id`, when sent, is the one
    `usage_message_id` derives from the record.
 
-One module of ~450 lines on purpose: it *is* the versioned contract (schema and the JSON
+One module of ~460 lines on purpose: it *is* the versioned contract (schema and the JSON
 producers write for it, message id, decoder and rejection format change together and are
 versioned as one, `ledger.usage.v1`), and producers, the HTTP API and the consumer read it as
 one page.
@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -316,10 +317,10 @@ def _decode(payload: bytes, subject_account: str | None, msg_id: str | None,
     return _check_context(record, subject_account, msg_id, now or datetime.now(UTC))
 
 
-def _validated_fields(payload: bytes) -> dict[str, Any] | BusRejection:
+def _validated_fields(payload: bytes) -> Mapping[str, Any] | BusRejection:
     """The record's fields as sent (the keys read, no more), or why the schema refuses them."""
     try:
-        return dict(_USAGE_FIELDS.validate_json(payload))
+        return _USAGE_FIELDS.validate_json(payload)
     except ValidationError:
         pass  # the model says why, in its own words
     try:
