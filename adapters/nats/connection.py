@@ -9,7 +9,9 @@ Replies to the ledger travel under its own inbox prefix (`LEDGER_INBOX_PREFIX`, 
 to `_INBOX.>` to read their publish acknowledgements, and with the default prefix they could
 also have read what JetStream delivers to the ledger (every team's usage records, through the
 consumer's pull requests) and its API answers. Producers keep the default (`PRODUCER_INBOX_PREFIX`),
-so a producer in any language needs no setting for it.
+so a producer in any language needs no setting for it; producers that must not read each
+other's acknowledgements each get a user and a prefix of their own (setting
+`LEDGER_PRODUCER_INBOX_PREFIX` for our publisher, `producer_inbox_prefix`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ LEDGER_INBOX_PREFIX = "_LEDGER_INBOX"
 ENV_INBOX_PREFIX = "LEDGER_NATS_INBOX_PREFIX"
 # NATS's default: what producers use, and what their permission allows.
 PRODUCER_INBOX_PREFIX = "_INBOX"
+# A producer service's own prefix, when its user may read only its own acknowledgements.
+ENV_PRODUCER_INBOX_PREFIX = "LEDGER_PRODUCER_INBOX_PREFIX"
 INBOX_PREFIX_LENGTH_MAX = 64
 # Subscribed to (and left) once per connection, to see that the user may read its replies.
 INBOX_CHECK_TOKEN = "permission-check"
@@ -59,10 +63,23 @@ def ledger_inbox_prefix(env: Mapping[str, str] | None = None) -> str:
     """The inbox prefix of the ledger's connections: `LEDGER_NATS_INBOX_PREFIX`, else
     `LEDGER_INBOX_PREFIX`. Its user must be allowed to subscribe to `<prefix>.>`."""
     env = os.environ if env is None else env
-    prefix = env.get(ENV_INBOX_PREFIX) or LEDGER_INBOX_PREFIX
+    return checked_inbox_prefix(env.get(ENV_INBOX_PREFIX) or LEDGER_INBOX_PREFIX,
+                                ENV_INBOX_PREFIX)
+
+
+def producer_inbox_prefix(env: Mapping[str, str] | None = None) -> str:
+    """The inbox prefix of a producer's connection: `LEDGER_PRODUCER_INBOX_PREFIX`, else NATS's
+    default `_INBOX`. Its user must be allowed to subscribe to `<prefix>.>`."""
+    env = os.environ if env is None else env
+    return checked_inbox_prefix(env.get(ENV_PRODUCER_INBOX_PREFIX) or PRODUCER_INBOX_PREFIX,
+                                ENV_PRODUCER_INBOX_PREFIX)
+
+
+def checked_inbox_prefix(prefix: str, setting: str) -> str:
+    """`prefix` if NATS can use it as an inbox prefix, else an error naming `setting`."""
     if len(prefix) > INBOX_PREFIX_LENGTH_MAX or not _INBOX_PREFIX.fullmatch(prefix):
         raise ConfigurationError(
-            f"{ENV_INBOX_PREFIX} must be 1 to {INBOX_PREFIX_LENGTH_MAX} characters of NATS "
+            f"{setting} must be 1 to {INBOX_PREFIX_LENGTH_MAX} characters of NATS "
             f"subject tokens (no spaces, no '*' or '>', no empty token), got {prefix[:80]!r}")
     return prefix
 
@@ -96,14 +113,16 @@ def _refusal(error: Exception) -> str | None:
 
 
 async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None, *,
-                       inbox_prefix: str | None = None) -> Client:
+                       inbox_prefix: str | None = None,
+                       inbox_setting: str = ENV_INBOX_PREFIX) -> Client:
     """A connection that reconnects forever (to any node of a cluster) rather than give up,
     once it has connected: the first connection is bounded by FIRST_CONNECT_WAIT_SECONDS, and
     ends at once if the server refuses our credentials. `auth` defaults to the environment's
     settings (`adapters.nats.auth_settings`), `inbox_prefix` to the ledger's own
-    (`ledger_inbox_prefix`); a producer's connection passes `PRODUCER_INBOX_PREFIX`."""
+    (`ledger_inbox_prefix`); a producer's connection passes `producer_inbox_prefix()` and
+    `ENV_PRODUCER_INBOX_PREFIX` as the setting a refusal names."""
     servers = nats_servers(url)
-    inbox_prefix = inbox_prefix or ledger_inbox_prefix()
+    inbox_prefix = checked_inbox_prefix(inbox_prefix or ledger_inbox_prefix(), inbox_setting)
     auth = auth if auth is not None else NatsAuthSettings.from_env()
     client = Client()
     problems: deque[Exception] = deque(maxlen=CONNECTION_ERRORS_KEPT)
@@ -129,7 +148,7 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
     if connecting.done() and connecting.exception() is None and client.is_connected:
         await check_server_version(client)
         try:
-            await check_inbox_allowed(client, inbox_prefix, problems)
+            await check_inbox_allowed(client, inbox_prefix, problems, setting=inbox_setting)
         except (nats.errors.Error, TimeoutError) as error:  # the server went away meanwhile
             await client.close()
             raise BusUnreachableError(f"NATS at {redacted(url)} stopped answering right after "
@@ -153,8 +172,8 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
         "LEDGER_NATS_URL (and its user and password) and that the server runs") from None
 
 
-async def check_inbox_allowed(client: Client, prefix: str,
-                              problems: deque[Exception]) -> None:
+async def check_inbox_allowed(client: Client, prefix: str, problems: deque[Exception], *,
+                              setting: str = ENV_INBOX_PREFIX) -> None:
     """Refuse a user that may not subscribe under its inbox prefix at start, naming what to fix:
     it would never receive an answer (pull deliveries, API replies, publish acknowledgements),
     and a consumer would wait silently. The server refuses such a subscription with an error
@@ -174,8 +193,9 @@ async def check_inbox_allowed(client: Client, prefix: str,
         await subscription.unsubscribe()
         return
     await client.close()
-    other = ("" if prefix == PRODUCER_INBOX_PREFIX else
-             f", or set {ENV_INBOX_PREFIX} to a prefix it may subscribe to (one producers may not)")
+    other = (f", or set {setting} (or your NATS client's inbox prefix) to the one it may read"
+             if setting == ENV_PRODUCER_INBOX_PREFIX else
+             f", or set {setting} to a prefix it may subscribe to (one producers may not)")
     raise BusCredentialsRefused(
         f"this NATS user may not subscribe to {prefix}.>, where the answers to its requests "
         f"arrive ({refused[0]}); allow it in the server's permissions for the user{other}")

@@ -45,7 +45,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
-from adapters.nats.connection import PRODUCER_INBOX_PREFIX, close_nats, connect_nats
+from adapters.nats.connection import (
+    ENV_PRODUCER_INBOX_PREFIX,
+    close_nats,
+    connect_nats,
+    producer_inbox_prefix,
+)
 from adapters.nats.ingest_settings import STREAM_NAME
 from adapters.nats.usage_contract import UsageMessage, usage_json, usage_message_id, usage_subject
 from domain.usage import UsageRecord
@@ -88,10 +93,14 @@ class UsagePublisher:
         self.report = PublishReport()
 
     @classmethod
-    async def connect(cls, nats_url: str) -> UsagePublisher:
-        # A producer's replies (its acknowledgements) come under NATS's default inbox, which
-        # its permission allows; the ledger's own come elsewhere (adapters.nats.connection).
-        connection = await connect_nats(nats_url, CLIENT_NAME, inbox_prefix=PRODUCER_INBOX_PREFIX)
+    async def connect(cls, nats_url: str, *, inbox_prefix: str | None = None) -> UsagePublisher:
+        """Connect as a producer. Acknowledgements come under `inbox_prefix`: by default
+        `LEDGER_PRODUCER_INBOX_PREFIX`, else NATS's `_INBOX`; give each producer service a
+        prefix (and a user that may read only that) when producers must not read each other's
+        acknowledgements. The ledger's own replies come elsewhere (adapters.nats.connection)."""
+        connection = await connect_nats(nats_url, CLIENT_NAME,
+                                        inbox_prefix=inbox_prefix or producer_inbox_prefix(),
+                                        inbox_setting=ENV_PRODUCER_INBOX_PREFIX)
         return cls(connection)
 
     async def close(self) -> None:

@@ -16,10 +16,14 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import uuid4
 
+import nats
 import nkeys
 import pytest
+from nats.aio.msg import Msg
 
 from adapters.nats.auth_settings import (
     ENV_CREDS_FILE,
@@ -31,6 +35,7 @@ from adapters.nats.auth_settings import (
 )
 from adapters.nats.connection import (
     ENV_INBOX_PREFIX,
+    ENV_PRODUCER_INBOX_PREFIX,
     FIRST_CONNECT_WAIT_SECONDS,
     LEDGER_INBOX_PREFIX,
     PRODUCER_INBOX_PREFIX,
@@ -41,9 +46,11 @@ from adapters.nats.connection import (
 from adapters.nats.ingest_settings import REJECTED_STREAM_NAME, REJECTED_SUBJECT, IngestSettings
 from adapters.nats.rejection_publisher import RejectionPublisher
 from adapters.nats.streams import ensure_stream
+from adapters.nats.usage_publisher import UsagePublisher
 from adapters.nats.views_publisher import NatsViewsPublisher
 from adapters.runtime.loopback_nats import configured_nats_server
 from adapters.runtime.settings import ConfigurationError
+from domain.usage import UsageRecord
 from tests.integration.nats_jwt import operator_chain, write_creds
 
 # A refusal must come much sooner than the first-connect bound (which is for servers that are
@@ -240,5 +247,78 @@ async def test_a_user_that_may_not_read_its_inbox_is_refused_at_once(tmp_path: P
         await close_nats(client)
         producer = NatsAuthSettings(user="producer", password="pw-2")
         with pytest.raises(BusCredentialsRefused, match="subscribe to _INBOX") as refused:
-            await connect_nats(url, "auth-test", producer, inbox_prefix=PRODUCER_INBOX_PREFIX)
+            await connect_nats(url, "auth-test", producer, inbox_prefix=PRODUCER_INBOX_PREFIX,
+                               inbox_setting=ENV_PRODUCER_INBOX_PREFIX)
         assert ENV_INBOX_PREFIX not in str(refused.value)  # not the producer's to set
+        assert ENV_PRODUCER_INBOX_PREFIX in str(refused.value)
+
+
+PRODUCER_A_PREFIX = "_INBOX_SVC_A"
+PRODUCER_B_PREFIX = "_INBOX_SVC_B"
+
+
+def produced_record(number: int) -> UsageRecord:
+    return UsageRecord(usage_id=f"inbox-{number}", account_id=uuid4(),
+                       occurred_at=datetime.now(UTC), model="gpt-x", success=True,
+                       input_tokens=10, output_tokens=5)
+
+
+async def test_producers_with_inboxes_of_their_own_cannot_read_each_others_acks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one user and one inbox prefix per producer service, a producer cannot subscribe to
+    another's acknowledgements (nor to NATS's default inbox), and our publisher, given its
+    prefix by `LEDGER_PRODUCER_INBOX_PREFIX`, publishes and is acknowledged; without the
+    setting it is refused at start, naming it."""
+    def producer(name: str, password: str, prefix: str) -> str:
+        return (f' {{user: {name}, password: "{password}", permissions: '
+                f'{{ publish: ["ledger.usage.v1.*"], subscribe: ["{prefix}.>"] }} }}\n')
+    config = (f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+              'authorization { users: [\n'
+              ' {user: ledger, password: "pw-1", permissions: '
+              '{ publish: [">"], subscribe: [">"] } }\n'
+              + producer("svc-a", "pw-a", PRODUCER_A_PREFIX)
+              + producer("svc-b", "pw-b", PRODUCER_B_PREFIX) + '] }')
+    errors: list[Exception] = []
+    overheard: list[str] = []
+
+    async def on_error(error: Exception) -> None:
+        errors.append(error)
+
+    async def overhear(msg: Msg) -> None:
+        overheard.append(msg.subject)
+
+    for url in start_server(tmp_path, config):
+        ledger = await connect_nats(url, "auth-test", NatsAuthSettings(user="ledger",
+                                                                       password="pw-1"))
+        try:
+            await ensure_stream(ledger.jetstream(), IngestSettings())
+        finally:
+            await close_nats(ledger)
+        host = url.removeprefix("nats://")
+        # Producer B tries to overhear A's acknowledgements, and NATS's default inbox.
+        eavesdropper = await nats.connect(f"nats://svc-b:pw-b@{host}", error_cb=on_error,
+                                          inbox_prefix=PRODUCER_B_PREFIX)
+        try:
+            for subject in (f"{PRODUCER_A_PREFIX}.>", f"{PRODUCER_INBOX_PREFIX}.>"):
+                await eavesdropper.subscribe(subject, cb=overhear)
+            monkeypatch.setenv(ENV_PRODUCER_INBOX_PREFIX, PRODUCER_A_PREFIX)
+            async with await UsagePublisher.connect(f"nats://svc-a:pw-a@{host}") as publisher:
+                ack = await publisher.publish_usage(produced_record(1))
+                assert ack.stream == "LEDGER_USAGE"
+                report = await publisher.publish_many([produced_record(n) for n in range(2, 12)])
+                assert report.published == 11 and report.retries == 0
+            await eavesdropper.flush()
+            await asyncio.sleep(0.2)
+            assert overheard == []
+            refusals = [str(e).lower() for e in errors]
+            for subject in (PRODUCER_A_PREFIX, PRODUCER_INBOX_PREFIX):
+                assert any("permissions violation for subscription" in text
+                           and f'"{subject.lower()}.>"' in text for text in refusals), refusals
+        finally:
+            await eavesdropper.close()
+        # Producer A without its prefix: refused at start, naming the setting.
+        monkeypatch.delenv(ENV_PRODUCER_INBOX_PREFIX)
+        with pytest.raises(BusCredentialsRefused,
+                           match=f"subscribe to {PRODUCER_INBOX_PREFIX}.*"
+                                 f"{ENV_PRODUCER_INBOX_PREFIX}"):
+            await UsagePublisher.connect(f"nats://svc-a:pw-a@{host}")

@@ -15,7 +15,14 @@ import psycopg
 import pytest
 from nats.errors import Error as NatsError
 
-from adapters.nats.connection import ENV_INBOX_PREFIX, LEDGER_INBOX_PREFIX, ledger_inbox_prefix
+from adapters.nats.connection import (
+    ENV_INBOX_PREFIX,
+    ENV_PRODUCER_INBOX_PREFIX,
+    LEDGER_INBOX_PREFIX,
+    PRODUCER_INBOX_PREFIX,
+    ledger_inbox_prefix,
+    producer_inbox_prefix,
+)
 from adapters.nats.ingest_settings import REJECTED_SUBJECT, IngestSettings
 from adapters.nats.usage_bus import NatsUsageBus
 from adapters.nats.usage_contract import rejection_message, usage_subject
@@ -220,7 +227,13 @@ def test_a_producer_cannot_listen_to_the_ledgers_replies(bus: EmbeddedNats) -> N
 def test_a_malformed_inbox_prefix_is_refused_naming_the_setting(prefix: str) -> None:
     if not prefix:
         assert ledger_inbox_prefix({ENV_INBOX_PREFIX: prefix}) == LEDGER_INBOX_PREFIX
+        assert producer_inbox_prefix({ENV_PRODUCER_INBOX_PREFIX: prefix}) == PRODUCER_INBOX_PREFIX
         return
     with pytest.raises(ConfigurationError, match=ENV_INBOX_PREFIX):
         ledger_inbox_prefix({ENV_INBOX_PREFIX: prefix})
     assert ledger_inbox_prefix({ENV_INBOX_PREFIX: "_INBOX_LEDGER.a-1"}) == "_INBOX_LEDGER.a-1"
+    # A producer's own prefix is checked the same way, naming its own setting.
+    with pytest.raises(ConfigurationError, match=ENV_PRODUCER_INBOX_PREFIX):
+        producer_inbox_prefix({ENV_PRODUCER_INBOX_PREFIX: prefix})
+    assert producer_inbox_prefix({}) == PRODUCER_INBOX_PREFIX
+    assert producer_inbox_prefix({ENV_PRODUCER_INBOX_PREFIX: "_INBOX_SVC"}) == "_INBOX_SVC"
