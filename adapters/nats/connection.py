@@ -176,20 +176,10 @@ async def check_inbox_allowed(client: Client, prefix: str, problems: deque[Excep
                               setting: str = ENV_INBOX_PREFIX) -> None:
     """Refuse a user that may not subscribe under its inbox prefix at start, naming what to fix:
     it would never receive an answer (pull deliveries, API replies, publish acknowledgements),
-    and a consumer would wait silently. The server refuses such a subscription with an error
-    that nats-py hands to `error_cb` (which must add it to `problems`; faststream brokers are
-    checked the same way); nats-server 2.15 sends it after the PONG of the first PING that
-    follows the subscription and before the second (seen every time here), so the check waits
-    for two round trips. A refused user's connection is closed."""
+    and a consumer would wait silently. A refused user's connection is closed."""
     subscription = await client.subscribe(f"{prefix}.{INBOX_CHECK_TOKEN}")
-    refused: list[Exception] = []
-    for _ in range(INBOX_CHECK_ROUND_TRIPS):
-        await client.flush(CONNECT_TIMEOUT_SECONDS)
-        refused = [p for p in problems
-                   if SUBSCRIBE_REFUSED in str(p).lower() and prefix.lower() in str(p).lower()]
-        if refused:
-            break
-    if not refused:
+    refused = await subscription_refused(client, prefix, problems)
+    if refused is None:
         await subscription.unsubscribe()
         return
     await client.close()
@@ -198,7 +188,24 @@ async def check_inbox_allowed(client: Client, prefix: str, problems: deque[Excep
              f", or set {setting} to a prefix it may subscribe to (one producers may not)")
     raise BusCredentialsRefused(
         f"this NATS user may not subscribe to {prefix}.>, where the answers to its requests "
-        f"arrive ({refused[0]}); allow it in the server's permissions for the user{other}")
+        f"arrive ({refused}); allow it in the server's permissions for the user{other}")
+
+
+async def subscription_refused(client: Client, subject: str,
+                               problems: deque[Exception]) -> Exception | None:
+    """The server's refusal of a subscription just made to `subject` (or a subject under it),
+    if it sends one; None if it accepted it. The refusal comes asynchronously, to nats-py's
+    `error_cb` (which must add it to `problems`; faststream brokers are checked the same way):
+    nats-server 2.15 sends it after the PONG of the first PING that follows the subscription
+    and before the second (seen every time here), so this waits for two round trips."""
+    wanted = subject.lower().removesuffix(".>")
+    for _ in range(INBOX_CHECK_ROUND_TRIPS):
+        await client.flush(CONNECT_TIMEOUT_SECONDS)
+        for problem in problems:
+            text = str(problem).lower()
+            if SUBSCRIBE_REFUSED in text and wanted in text:
+                return problem
+    return None
 
 
 async def close_nats(client: Client) -> None:

@@ -65,3 +65,31 @@ async def test_without_the_setting_the_token_server_refuses_the_hub(token_nats: 
         assert hub.source != "nats", "before: the hub connected without any auth settings"
     finally:
         await hub.stop()
+
+
+async def test_a_user_that_may_not_read_the_views_follows_postgres_and_says_why(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The server refuses the subscription to `ledger.views.>` asynchronously; the hub notices,
+    says which permission is missing, and does not claim NATS as its source."""
+    config = ('authorization { users: [\n'
+              ' {user: narrow, password: "pw-1", permissions: '
+              '{ publish: [">"], subscribe: ["_LEDGER_INBOX.>"] } }\n'
+              ' {user: wide, password: "pw-2", permissions: '
+              '{ publish: [">"], subscribe: ["_LEDGER_INBOX.>", "ledger.views.>"] } }\n] }')
+    with configured_nats_server(tmp_path, config, "permissions nats-server") as url:
+        narrow = LiveHub(nats_url=url, database_url=None,
+                         nats_auth=NatsAuthSettings(user="narrow", password="pw-1"))
+        with caplog.at_level("WARNING"):
+            await narrow.start()
+        try:
+            assert narrow.source != "nats"
+            assert "may not subscribe to ledger.views.>" in caplog.text
+        finally:
+            await narrow.stop()
+        wide = LiveHub(nats_url=url, database_url=None,
+                       nats_auth=NatsAuthSettings(user="wide", password="pw-2"))
+        await wide.start()
+        try:
+            assert wide.source == "nats"
+        finally:
+            await wide.stop()

@@ -14,6 +14,8 @@ Without NATS (no `nats_url`), the hub LISTENs on the channel the event recorder 
 each insert, then re-reads the projections' tracking position a bounded number of times until it
 passes the log head seen at that moment, and announces the teams whose audit rows moved past the
 last announced position (every event of a team has an audit row). Either way, no browser polls.
+The hub follows PostgreSQL too when its NATS user may not subscribe to `ledger.views.>` (the
+server refuses the subscription; the log says which permission to grant).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +37,13 @@ from psycopg import sql
 
 from adapters.nats.auth_settings import NatsAuthSettings
 from adapters.nats.connection import (
+    CONNECTION_ERRORS_KEPT,
+    BusCredentialsRefused,
     check_server_version,
     close_nats,
     ledger_inbox_prefix,
     nats_servers,
+    subscription_refused,
 )
 from adapters.nats.view_contract import VIEW_MESSAGES
 from adapters.postgres.view_schema import EVENTS_TABLE, LIVE_SCHEMA, TRACKING_NAME
@@ -84,6 +90,9 @@ class LiveHub:
     # Set once the hub listens (NATS subscribed, or PostgreSQL LISTEN in place).
     listening: asyncio.Event = field(default_factory=asyncio.Event)
     _nats: Client | None = None
+    # The NATS connection's latest errors (a refused subscription arrives as one).
+    _nats_problems: deque[Exception] = field(
+        default_factory=lambda: deque(maxlen=CONNECTION_ERRORS_KEPT))
     _task: asyncio.Task[None] | None = None
 
     # Lifecycle -----------------------------------------------------------------------------
@@ -98,6 +107,12 @@ class LiveHub:
             try:
                 self._nats = await self._connect_nats(self.nats_url, auth)
                 await self._nats.subscribe(VIEWS_SUBJECT, cb=self._on_message)
+                refused = await subscription_refused(self._nats, VIEWS_SUBJECT,
+                                                     self._nats_problems)
+                if refused is not None:
+                    raise BusCredentialsRefused(
+                        f"this NATS user may not subscribe to {VIEWS_SUBJECT} ({refused}); "
+                        "allow it in the server's permissions for the user")
             except Exception:
                 log.warning("dashboard live updates: NATS at %s unreachable or refused us "
                             "(auth: %s); following PostgreSQL instead", redacted(self.nats_url),
@@ -118,10 +133,16 @@ class LiveHub:
         the first connect is bounded (nats-py would otherwise retry a server that is not there,
         or that refuses our credentials, forever)."""
         client = Client()
+        problems = self._nats_problems
+
+        async def on_error(error: Exception) -> None:
+            problems.append(error)
+            log.warning("dashboard live updates: NATS: %s", error)
+
         try:
             await asyncio.wait_for(
                 client.connect(servers=nats_servers(url), name="ledger-dashboard",
-                               inbox_prefix=ledger_inbox_prefix(),
+                               inbox_prefix=ledger_inbox_prefix(), error_cb=on_error,
                                connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                max_reconnect_attempts=-1, **auth.connect_options()),
                 self.nats_start_timeout_seconds)
