@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import uuid4
 
 from adapters.nats.ingest_settings import IngestSettings
 from adapters.runtime.demo import realistic_record
@@ -27,6 +28,11 @@ TERMS = PriceTerms(request_nanos=40_000, input_token_nanos=3_001, cached_input_t
 PROCESS_STOP_SECONDS = 20.0
 
 
+def unpriced_record(usage_id: str) -> UsageRecord:
+    """A valid record of an account nobody opened: enough to publish (the ledger would reject
+    it as an unknown account)."""
+    return UsageRecord(usage_id=usage_id, account_id=uuid4(), occurred_at=datetime.now(UTC),
+                       model="gpt-x", success=True, input_tokens=10, output_tokens=5)
 
 
 def accounts(ledger: Ledger, count: int, team_key: str = "test") -> list[PricedAccount]:

@@ -16,9 +16,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
 
 import nats
 import nkeys
@@ -50,8 +48,8 @@ from adapters.nats.usage_publisher import UsagePublisher
 from adapters.nats.views_publisher import NatsViewsPublisher
 from adapters.runtime.loopback_nats import configured_nats_server
 from adapters.runtime.settings import ConfigurationError
-from domain.usage import UsageRecord
 from tests.integration.nats_jwt import operator_chain, write_creds
+from tests.integration.support import unpriced_record
 
 # A refusal must come much sooner than the first-connect bound (which is for servers that are
 # slow or absent): a third of it leaves room for a loaded machine.
@@ -257,12 +255,6 @@ PRODUCER_A_PREFIX = "_INBOX_SVC_A"
 PRODUCER_B_PREFIX = "_INBOX_SVC_B"
 
 
-def produced_record(number: int) -> UsageRecord:
-    return UsageRecord(usage_id=f"inbox-{number}", account_id=uuid4(),
-                       occurred_at=datetime.now(UTC), model="gpt-x", success=True,
-                       input_tokens=10, output_tokens=5)
-
-
 async def test_producers_with_inboxes_of_their_own_cannot_read_each_others_acks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With one user and one inbox prefix per producer service, a producer cannot subscribe to
@@ -303,9 +295,10 @@ async def test_producers_with_inboxes_of_their_own_cannot_read_each_others_acks(
                 await eavesdropper.subscribe(subject, cb=overhear)
             monkeypatch.setenv(ENV_PRODUCER_INBOX_PREFIX, PRODUCER_A_PREFIX)
             async with await UsagePublisher.connect(f"nats://svc-a:pw-a@{host}") as publisher:
-                ack = await publisher.publish_usage(produced_record(1))
+                ack = await publisher.publish_usage(unpriced_record("inbox-1"))
                 assert ack.stream == "LEDGER_USAGE"
-                report = await publisher.publish_many([produced_record(n) for n in range(2, 12)])
+                report = await publisher.publish_many(
+                    [unpriced_record(f"inbox-{n}") for n in range(2, 12)])
                 assert report.published == 11 and report.retries == 0
             await eavesdropper.flush()
             await asyncio.sleep(0.2)

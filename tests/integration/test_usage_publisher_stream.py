@@ -7,9 +7,6 @@ record taken by any other stream is an error that says what to fix, never a succ
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from uuid import uuid4
-
 import nats
 import pytest
 from nats.js.api import StreamConfig
@@ -17,14 +14,13 @@ from nats.js.api import StreamConfig
 from adapters.nats.streams import delete_stream
 from adapters.nats.usage_publisher import UsagePublisher, UsageStreamMismatch, _from_usage_stream
 from domain.usage import UsageRecord
+from tests.integration.support import unpriced_record
 
 OTHER_STREAM = "SOMEONE_ELSES_USAGE"
 
 
 def record(number: int) -> UsageRecord:
-    return UsageRecord(usage_id=f"req-{number}", account_id=uuid4(),
-                       occurred_at=datetime.now(UTC), model="gpt-x", success=True,
-                       input_tokens=10, output_tokens=5)
+    return unpriced_record(f"req-{number}")
 
 
 async def test_a_record_stored_by_another_stream_is_an_error_naming_it(
