@@ -135,10 +135,18 @@ async def connect_nats(url: str, name: str, auth: NatsAuthSettings | None = None
         if client.is_connected or client.is_reconnecting:  # before: the caller says it once
             log.warning("NATS %s: %s", name, error)
 
+    async def on_lame_duck() -> None:
+        # nats-py only tells us; the server closes the connection after its grace period and
+        # nats-py reconnects to another node (tests/integration/test_nats_lame_duck.py).
+        log.warning("NATS %s: the server at %s entered lame duck mode; reconnecting to another "
+                    "node when it closes this connection", name,
+                    redacted(str(client.connected_url.geturl())) if client.connected_url
+                    else "?")
+
     connecting = asyncio.create_task(client.connect(
         servers=servers, name=name, connect_timeout=CONNECT_TIMEOUT_SECONDS,
         max_reconnect_attempts=-1, error_cb=on_error, inbox_prefix=inbox_prefix,
-        **auth.connect_options()))
+        lame_duck_mode_cb=on_lame_duck, **auth.connect_options()))
     waiting = asyncio.create_task(refused.wait())
     try:
         await asyncio.wait([connecting, waiting], timeout=FIRST_CONNECT_WAIT_SECONDS,

@@ -64,10 +64,11 @@ def configured_nats_server(folder: Path, config: str, what: str) -> Iterator[str
 
 
 @contextmanager
-def loopback_cluster(folder: Path, nodes: int, *, name: str,
-                     sync_always: bool) -> Iterator[LoopbackCluster]:
+def loopback_cluster(folder: Path, nodes: int, *, name: str, sync_always: bool,
+                     extra_config: str = "") -> Iterator[LoopbackCluster]:
     """`nodes` routed JetStream nodes (file storage under `folder/n<i>`); `sync_always` makes
-    every node fsync each write (`sync_interval: always`)."""
+    every node fsync each write (`sync_interval: always`); `extra_config` is added to every
+    node's configuration."""
     ports = [free_port() for _ in range(nodes)]
     routes = [free_port() for _ in range(nodes)]
     sync = ", sync_interval: always" if sync_always else ""
@@ -80,7 +81,7 @@ def loopback_cluster(folder: Path, nodes: int, *, name: str,
                 f'server_name: n{index}\nlisten: "127.0.0.1:{ports[index]}"\n'
                 f'jetstream {{ store_dir: "{node / "js"}"{sync} }}\n'
                 f'cluster {{ name: {name}, listen: "127.0.0.1:{routes[index]}", '
-                f'routes: [{others}] }}\n')))
+                f'routes: [{others}] }}\n{extra_config}\n')))
         for index, port in enumerate(ports):
             wait_for_port(port, NODE_START_SECONDS, f"NATS node n{index}",
                           folder / f"n{index}" / "nats.log")
