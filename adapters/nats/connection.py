@@ -185,8 +185,9 @@ async def check_inbox_allowed(client: Client, prefix: str, problems: deque[Excep
     """Refuse a user that may not subscribe under its inbox prefix at start, naming what to fix:
     it would never receive an answer (pull deliveries, API replies, publish acknowledgements),
     and a consumer would wait silently. A refused user's connection is closed."""
-    subscription = await client.subscribe(f"{prefix}.{INBOX_CHECK_TOKEN}")
-    refused = await subscription_refused(client, prefix, problems)
+    subject = f"{prefix}.{INBOX_CHECK_TOKEN}"
+    subscription = await client.subscribe(subject)
+    refused = await subscription_refused(client, subject, problems)
     if refused is None:
         await subscription.unsubscribe()
         return
@@ -201,12 +202,13 @@ async def check_inbox_allowed(client: Client, prefix: str, problems: deque[Excep
 
 async def subscription_refused(client: Client, subject: str,
                                problems: deque[Exception]) -> Exception | None:
-    """The server's refusal of a subscription just made to `subject` (or a subject under it),
-    if it sends one; None if it accepted it. The refusal comes asynchronously, to nats-py's
-    `error_cb` (which must add it to `problems`; faststream brokers are checked the same way):
-    nats-server 2.15 sends it after the PONG of the first PING that follows the subscription
-    and before the second (seen every time here), so this waits for two round trips."""
-    wanted = subject.lower().removesuffix(".>")
+    """The server's refusal of the subscription just made to exactly `subject`, if it sends
+    one; None if it accepted it. The refusal comes asynchronously, to nats-py's `error_cb`
+    (which must add it to `problems`; faststream brokers are checked the same way), naming the
+    subject in quotes; nats-server 2.15 sends it after the PONG of the first PING that follows
+    the subscription and before the second (seen every time here), so this waits for two round
+    trips (tests/integration/test_nats_auth.py fails if a server sends it later)."""
+    wanted = f'"{subject.lower()}"'
     for _ in range(INBOX_CHECK_ROUND_TRIPS):
         await client.flush(CONNECT_TIMEOUT_SECONDS)
         for problem in problems:
