@@ -30,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 from nats.js.errors import ServerError, ServiceUnavailableError
 
-from adapters.nats.connection import close_nats, connect_nats
+from adapters.nats.connection import close_nats, connect_nats, ledger_inbox_prefix
 from adapters.nats.ingest_settings import STREAM_NAME, IngestSettings
 from adapters.nats.pull_feed import NatsPullFeed
 from adapters.nats.rejection_publisher import RejectionPublisher
@@ -72,7 +72,9 @@ async def set_up_streams(js: JetStreamContext, settings: IngestSettings, *,
                 raise JetStreamUnavailableError(
                     f"JetStream did not answer setting up stream {STREAM_NAME} within "
                     f"{wait_seconds:.0f}s (last: {error!r}); check that the NATS servers run "
-                    "with JetStream enabled and that a cluster has a quorum") from None
+                    "with JetStream enabled, that a cluster has a quorum, and that this user "
+                    f"may subscribe to {ledger_inbox_prefix()}.>, where the answers arrive"
+                    ) from None
             log.warning("JetStream not ready (%r); setting up again in %.1fs", error, delay)
             await asyncio.sleep(delay)
 
