@@ -259,8 +259,9 @@ def main() -> None:
     console.print(f"settings: {IngestSettings.from_env()}")
     best: dict[str, dict[str, float]] = {}
     with bench_servers() as servers:
+        # Cold, like this benchmark's end-to-end rounds (ingest_sustained.py warms both up).
         service_rate = bench_service(servers.database("bench_service"), args.accounts,
-                                     args.baseline_records).rate
+                                     args.baseline_records, warm=False).rate
         console.print(f"service layer: {service_rate:,.0f} records/s")
         for round_number in range(args.rounds):
             for client in CLIENTS:

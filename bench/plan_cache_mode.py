@@ -50,7 +50,7 @@ def main() -> None:
                 # libpq reads it at each connect; the ledger keeps one that names the mode.
                 os.environ[POSTGRES_OPTIONS_VARIABLE] = f"-c plan_cache_mode={mode}"
                 rates[mode] = bench_service(servers.database(f"plans_{pair}_{mode}"),
-                                            args.accounts, args.records).rate
+                                            args.accounts, args.records, warm=False).rate
             ratio = rates["force_custom_plan"] / rates["auto"]
             cliff = rates["auto"] < CLIFF_RATE
             if not cliff:
