@@ -55,7 +55,7 @@ async def test_set_up_gives_up_after_its_bound_naming_jetstream(tmp_path: Path) 
     try:
         started = time.monotonic()
         with pytest.raises(JetStreamUnavailableError,
-                           match="JetStream enabled.*subscribe to _LEDGER_INBOX"):
+                           match=r"JetStream enabled.*subscribe to _LEDGER_INBOX"):
             await NatsUsageBus.open(f"nats://127.0.0.1:{port}", SETTINGS,
                                     setup_wait_seconds=SHORT_WAIT_SECONDS)
         assert time.monotonic() - started < GIVE_UP_SECONDS_MAX
