@@ -14,7 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
+import nats.errors
+
 from adapters.nats.ingest_settings import IngestSettings
+from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.demo import realistic_record
 from adapters.runtime.priced_teams import PricedAccount, numbered_keys, open_priced_team
 from domain.pricing import PriceTerms
@@ -33,6 +36,29 @@ def unpriced_record(usage_id: str) -> UsageRecord:
     it as an unknown account)."""
     return UsageRecord(usage_id=usage_id, account_id=uuid4(), occurred_at=datetime.now(UTC),
                        model="gpt-x", success=True, input_tokens=10, output_tokens=5)
+
+
+# A paced publisher's chunks, and how it retries one that gave up during a node loss.
+PACED_CHUNK_RECORDS = 50
+PACED_CHUNK_ATTEMPTS_MAX = 5
+PACED_CHUNK_RETRY_PAUSE_SECONDS = 2.0
+
+
+async def publish_paced(publisher: UsagePublisher, records: list[UsageRecord],
+                        pause_seconds: float) -> None:
+    """Publish `records` in chunks, `pause_seconds` apart, as a steady producer does while a
+    cluster loses a node. A chunk whose publish gave up (no stream leader yet) is published
+    again: the same ids make the second copy harmless."""
+    for start in range(0, len(records), PACED_CHUNK_RECORDS):
+        for attempt in range(1, PACED_CHUNK_ATTEMPTS_MAX + 1):
+            try:
+                await publisher.publish_many(records[start:start + PACED_CHUNK_RECORDS])
+                break
+            except (nats.errors.Error, TimeoutError):
+                if attempt == PACED_CHUNK_ATTEMPTS_MAX:
+                    raise
+                await asyncio.sleep(PACED_CHUNK_RETRY_PAUSE_SECONDS)
+        await asyncio.sleep(pause_seconds)
 
 
 def accounts(ledger: Ledger, count: int, team_key: str = "test") -> list[PricedAccount]:

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nats
-import nats.errors
 import pytest
 
 from adapters.nats.ingest_settings import IngestSettings
@@ -31,6 +30,7 @@ from tests.integration.support import (
     accounts,
     assert_charged_exactly_once,
     make_records,
+    publish_paced,
     wait_until,
 )
 
@@ -42,13 +42,10 @@ PIN_TTL_SECONDS = 3.0
 ACK_WAIT_SECONDS = 5.0
 WARMUP_RECORDS = 300
 STREAM_RECORDS = 3000
-CHUNK_RECORDS = 50
 CHUNK_PAUSE_SECONDS = 0.2
 STREAMING_BEFORE_KILL_SECONDS = 3.0
 CLUSTER_READY_SECONDS = 60.0
 WAIT_SECONDS = 180.0
-CHUNK_ATTEMPTS_MAX = 5
-CHUNK_RETRY_PAUSE_SECONDS = 2.0
 # A new stream leader, then the pin TTL, then a pull cycle: a loaded 2-core machine adds more.
 RESUME_BOUND_SECONDS = 30.0
 
@@ -79,20 +76,6 @@ async def test_a_node_and_a_consumer_killed_mid_stream_lose_and_double_nothing(
     def recorded() -> int:
         return ledger.keyed.counter_values().get("usage_recorded", 0)
 
-    async def publish_paced(publisher: UsagePublisher) -> None:
-        for start in range(0, len(stream), CHUNK_RECORDS):
-            # A producer whose publish gave up (no stream leader yet after the node loss)
-            # publishes the chunk again: the same ids make the second copy harmless.
-            for attempt in range(1, CHUNK_ATTEMPTS_MAX + 1):
-                try:
-                    await publisher.publish_many(stream[start:start + CHUNK_RECORDS])
-                    break
-                except (nats.errors.Error, TimeoutError):
-                    if attempt == CHUNK_ATTEMPTS_MAX:
-                        raise
-                    await asyncio.sleep(CHUNK_RETRY_PAUSE_SECONDS)
-            await asyncio.sleep(CHUNK_PAUSE_SECONDS)
-
     try:
         first.start()
         async with await UsagePublisher.connect(all_urls) as publisher:
@@ -103,7 +86,8 @@ async def test_a_node_and_a_consumer_killed_mid_stream_lose_and_double_nothing(
             # kill: this test is about failing over, not about starting during a node loss
             # (which set-up's retries cover: test_usage_bus_setup.py).
             await wait_until(survivor.serving, WAIT_SECONDS, "the survivor serving")
-            streaming = asyncio.create_task(publish_paced(publisher))
+            streaming = asyncio.create_task(
+                publish_paced(publisher, stream, CHUNK_PAUSE_SECONDS))
             await asyncio.sleep(STREAMING_BEFORE_KILL_SECONDS)
             assert not streaming.done(), "the stream ended before the kill: publish more"
             before = await pinned_and_delivered(observer, PARTITIONS)

@@ -16,7 +16,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import nats.errors
 import pytest
 
 from adapters.nats.ingest_settings import IngestSettings
@@ -24,12 +23,12 @@ from adapters.nats.streams import recreate_stream
 from adapters.nats.usage_publisher import UsagePublisher
 from adapters.runtime.composition import open_ledger
 from adapters.runtime.loopback_nats import loopback_cluster
-from domain.usage import UsageRecord
 from tests.integration.support import (
     ConsumerProcess,
     accounts,
     assert_charged_exactly_once,
     make_records,
+    publish_paced,
     wait_until,
 )
 
@@ -41,29 +40,11 @@ PARTITIONS = 2
 # minimum is 30 s, but with a few clients the server closes one per second.
 LAME_DUCK_CONFIG = 'lame_duck_grace_period: "1s"\nlame_duck_duration: "30s"'
 RECORDS = 2000
-CHUNK_RECORDS = 50
 CHUNK_PAUSE_SECONDS = 0.1
 STREAMING_BEFORE_SIGNAL_SECONDS = 1.0
-CHUNK_ATTEMPTS_MAX = 5
-CHUNK_RETRY_PAUSE_SECONDS = 2.0
 CLUSTER_READY_SECONDS = 60.0
 NODE_EXIT_SECONDS = 60.0
 WAIT_SECONDS = 180.0
-
-
-async def publish_paced(publisher: UsagePublisher, records: list[UsageRecord]) -> None:
-    for start in range(0, len(records), CHUNK_RECORDS):
-        # A chunk whose publish gave up while the stream moved its leader is published again:
-        # the same ids make a second copy harmless.
-        for attempt in range(1, CHUNK_ATTEMPTS_MAX + 1):
-            try:
-                await publisher.publish_many(records[start:start + CHUNK_RECORDS])
-                break
-            except (nats.errors.Error, TimeoutError):
-                if attempt == CHUNK_ATTEMPTS_MAX:
-                    raise
-                await asyncio.sleep(CHUNK_RETRY_PAUSE_SECONDS)
-        await asyncio.sleep(CHUNK_PAUSE_SECONDS)
 
 
 async def test_a_node_in_lame_duck_mode_hands_its_clients_to_the_others(
@@ -83,7 +64,8 @@ async def test_a_node_in_lame_duck_mode_hands_its_clients_to_the_others(
             consumer.start()
             await wait_until(consumer.serving, WAIT_SECONDS, "the consumer serving")
             async with await UsagePublisher.connect(first_node) as publisher:
-                streaming = asyncio.create_task(publish_paced(publisher, records))
+                streaming = asyncio.create_task(
+                    publish_paced(publisher, records, CHUNK_PAUSE_SECONDS))
                 await asyncio.sleep(STREAMING_BEFORE_SIGNAL_SECONDS)
                 assert not streaming.done(), "the stream ended before the signal: publish more"
                 leaving.send_signal(signal.SIGUSR2)
